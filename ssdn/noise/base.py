@@ -1,0 +1,260 @@
+"""The noise-model contract: corruption of clean images plus the Bayesian maths of paper §3–4.
+
+Two unit systems (see docs/api-contract.md): ``params`` are per-image values in the paper's units (σ in 8-bit
+units, λ, α); ``level`` is the same quantity in the model's internal float64 units (σ/255, 1/λ, α), which is
+also what a noise estimator network predicts when the parameter is unknown.
+
+All maths is float64 on channel-last pixel batches: ``y``, ``mu`` (..., C), ``cov`` (..., C, C), with
+``level`` either 0-d or with one dimension per leading dim and broadcastable to them (e.g. (N, 1, 1) for
+(N, H, W, C)). Requiring the full rank catches the classic mistake of passing (N,) for (N, H, W), which would
+silently broadcast against W.
+
+Loss scale convention: ``nll`` is exactly −log N(y; μ_y, Σ_y) − (C/2)·log 2π for every model and channel
+count, i.e. with the ½ on both terms. The authors' mono and impulse losses omit the ½ (2×NLL); Adam is nearly
+invariant to a global loss scale, and where the scale matters — relative to the learned-level regulariser —
+``regulariser`` uses the weight that gives the authors' optimum (see its docstring).
+"""
+
+from __future__ import annotations
+
+import numbers
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ssdn.linalg import det, inv, matvec, quad_form
+
+__all__ = ["MIN_STD", "PME_EPS", "AdditiveGaussianNoise", "NoiseModel", "ParamValue"]
+
+ParamValue = float | Sequence[float]
+
+MIN_STD = 1e-3
+"""Lower clamp of a noise std (Gaussian σ) and of μ_x in the Poisson variance, as the authors."""
+
+PME_EPS = 1e-6
+"""Ridge the authors add to Σ_x (and Σ_n, and the precision sum) before inverting in the posterior mean."""
+
+
+def _regulariser_weight(channels: int) -> float:
+    """0.1 for RGB; 0.05 for mono: the authors' mono loss 2·NLL − 0.1σ has the optimum of NLL − 0.05σ."""
+    return 0.05 if channels == 1 else 0.1
+
+
+def _f64(value: Tensor | float, device: torch.device | None = None) -> Tensor:
+    """float64 tensor without a float32 detour (torch.as_tensor(0.3) would round 0.3 to float32)."""
+    return torch.as_tensor(value, dtype=torch.float64, device=device)
+
+
+def _eye(c: int, like: Tensor) -> Tensor:
+    return torch.eye(c, dtype=like.dtype, device=like.device)
+
+
+def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but the tensor is on {device}; "
+            "create the generator on the same device (torch.Generator(device=...))"
+        )
+
+
+class NoiseModel(nn.Module, ABC):
+    """Pixel-wise i.i.d. noise: how to corrupt images and how it enters the prior/likelihood/posterior maths.
+
+    The parameter is a fixed value or a [low, high] range (variable noise, drawn uniformly per image), stored
+    as float64 buffers ``low``/``high``. The buffers are not persistent: the noise model is fully defined by
+    its config, so checkpoints carry only learned weights and cannot silently override the configured noise.
+    """
+
+    name: ClassVar[str]
+    param_name: ClassVar[str]
+    domain: ClassVar[str]
+    zero_mean: ClassVar[bool]
+    """Whether E[y | x] = x, i.e. an L2 fit to noisy targets learns the clean mean (N2N / μ-only losses)."""
+    det_floor: ClassVar[float] = 0.0
+    """Clamp of det Σ_y before the log in ``nll``; 0 lets log 0 = −inf happen, as the authors."""
+
+    low: Tensor
+    high: Tensor
+
+    def __init__(self, value: ParamValue) -> None:
+        super().__init__()
+        low, high = self._parse(value)
+        self.register_buffer("low", torch.tensor(low, dtype=torch.float64), persistent=False)
+        self.register_buffer("high", torch.tensor(high, dtype=torch.float64), persistent=False)
+
+    # ------------------------------------------------------------------ parameters
+
+    @staticmethod
+    @abstractmethod
+    def _in_domain(v: float) -> bool:
+        """Whether v is a valid parameter value in the paper's units."""
+
+    def _parse(self, value: ParamValue) -> tuple[float, float]:
+        p = self.param_name
+        if isinstance(value, Tensor):
+            value = value.tolist()
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            pair = [value, value]
+        elif isinstance(value, Iterable) and not isinstance(value, str | bytes):
+            pair = list(value)  # also accepts OmegaConf ListConfig and tuples
+            if len(pair) != 2:
+                raise ValueError(f"{p} range must be a [low, high] pair, got {len(pair)} values: {value!r}")
+        else:
+            raise ValueError(f"{p} must be a number or a [low, high] pair, got {value!r}")
+        for v in pair:
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not self._in_domain(float(v)):
+                raise ValueError(f"{self.name} noise: {p} must satisfy {self.domain}, got {v!r}")
+        low, high = float(pair[0]), float(pair[1])
+        if low > high:
+            raise ValueError(f"{self.name} noise: {p} range needs low <= high, got [{low:g}, {high:g}]")
+        return low, high
+
+    @property
+    def variable(self) -> bool:
+        """True when the parameter is drawn per image from a range rather than fixed."""
+        return bool(self.low != self.high)
+
+    def extra_repr(self) -> str:
+        if self.variable:
+            return f"{self.param_name}=[{self.low.item():g}, {self.high.item():g}]"
+        return f"{self.param_name}={self.low.item():g}"
+
+    def sample_params(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor:
+        """Per-image parameters (n,) float64, uniform in [low, high].
+
+        A fixed value draws no random numbers, so the generator stream (and hence all later noise) does not
+        depend on whether the noise is variable.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        device = torch.device(device) if device is not None else self.low.device
+        low, high = self.low.to(device), self.high.to(device)
+        if not self.variable:
+            return low.expand(n).clone()
+        _check_generator(generator, device)
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
+        return low + (high - low) * u
+
+    @abstractmethod
+    def to_level(self, params: Tensor | float) -> Tensor:
+        """Paper units -> internal float64 level."""
+
+    @abstractmethod
+    def to_params(self, level: Tensor | float) -> Tensor:
+        """Internal float64 level -> paper units."""
+
+    # ------------------------------------------------------------------ corruption
+
+    def corrupt(self, x: Tensor, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Noisy y from clean x (N, C, H, W) with per-image params (N,); never clipped or quantised.
+
+        The output has x's dtype and device. All randomness comes from ``generator`` (default: torch's global
+        one), which must live on x's device; a seeded CPU generator with CPU x makes evaluation noise
+        device-independent."""
+        if x.ndim != 4 or not x.is_floating_point():
+            raise ValueError(f"x must be a floating (N, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
+        params = _f64(params, x.device)
+        if params.shape != (x.shape[0],):
+            raise ValueError(
+                f"params must have shape ({x.shape[0]},) (one per image), got {tuple(params.shape)}"
+            )
+        _check_generator(generator, x.device)
+        return self._corrupt(x, params.view(-1, 1, 1, 1), generator)
+
+    @abstractmethod
+    def _corrupt(self, x: Tensor, params: Tensor, generator: torch.Generator | None) -> Tensor:
+        """x (N, C, H, W), params (N, 1, 1, 1) float64 in paper units."""
+
+    # ------------------------------------------------------------------ Bayesian maths
+
+    @staticmethod
+    def _level(level: Tensor | float, mu: Tensor) -> Tensor:
+        lv = _f64(level, mu.device)
+        lead = mu.shape[:-1]
+        try:
+            ok = lv.ndim in (0, len(lead)) and torch.broadcast_shapes(lv.shape, lead) == lead
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"level must be 0-d or broadcastable to the leading dims {tuple(lead)} with the same number "
+                f"of dims (e.g. level.view(-1, 1, 1) for (N, H, W, C)), got shape {tuple(lv.shape)}"
+            )
+        return lv
+
+    def _prepare(
+        self, mu: Tensor, cov: Tensor, level: Tensor | float, y: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        if mu.ndim < 1 or cov.shape != (*mu.shape, mu.shape[-1]):
+            raise ValueError(
+                f"need mu (..., C) and cov (..., C, C), got {tuple(mu.shape)} and {tuple(cov.shape)}"
+            )
+        if y is not None and y.shape != mu.shape:
+            raise ValueError(f"y and mu must have the same shape, got {tuple(y.shape)} and {tuple(mu.shape)}")
+        mu64 = mu.to(torch.float64)
+        y64 = None if y is None else _f64(y, mu.device)
+        return mu64, _f64(cov, mu.device), self._level(level, mu64), y64
+
+    def marginal(self, mu: Tensor, cov: Tensor, level: Tensor | float) -> tuple[Tensor, Tensor]:
+        """Gaussian (approximation of the) marginal p(y | Ω) = ∫ p(y|x) N(x; μ_x, Σ_x) dx: (μ_y, Σ_y)."""
+        mu, cov, lv, _ = self._prepare(mu, cov, level)
+        return self._marginal(mu, cov, lv)
+
+    def nll(self, y: Tensor, mu: Tensor, cov: Tensor, level: Tensor | float) -> Tensor:
+        """Per-pixel −log N(y; μ_y, Σ_y) − (C/2)·log 2π = ½·log max(det Σ_y, floor) + ½·dᵀΣ_y⁻¹d, d = y − μ_y.
+
+        The ½ convention is used for every model and channel count (the authors' mono and impulse code uses
+        2×NLL; see the module docstring). Returns the leading dims (...).
+        """
+        mu, cov, lv, y = self._prepare(mu, cov, level, y)
+        mu_y, cov_y = self._marginal(mu, cov, lv)
+        d = y - mu_y
+        logdet = torch.log(torch.clamp_min(det(cov_y), self.det_floor))
+        return 0.5 * (logdet + quad_form(d, inv(cov_y)))
+
+    def regulariser(self, mu: Tensor, level: Tensor | float) -> Tensor:
+        """Term added to the per-pixel loss when the level is learned (unknown noise); shape (...)."""
+        mu = mu.to(torch.float64)
+        reg = self._regulariser(mu, self._level(level, mu))
+        return torch.broadcast_to(reg, mu.shape[:-1])
+
+    def posterior_mean(self, y: Tensor, mu: Tensor, cov: Tensor, level: Tensor | float) -> Tensor:
+        """E[x | y, Ω] under the prior N(μ_x, Σ_x) and this noise model; shape (..., C)."""
+        mu, cov, lv, y = self._prepare(mu, cov, level, y)
+        return self._posterior_mean(y, mu, cov, lv)
+
+    @abstractmethod
+    def _marginal(self, mu: Tensor, cov: Tensor, lv: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    @abstractmethod
+    def _regulariser(self, mu: Tensor, lv: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def _posterior_mean(self, y: Tensor, mu: Tensor, cov: Tensor, lv: Tensor) -> Tensor: ...
+
+
+class AdditiveGaussianNoise(NoiseModel):
+    """Noise treated as additive zero-mean Gaussian N(0, Σ_n) (exact for Gaussian, approximate for Poisson).
+
+    Subclasses only define Σ_n; the marginal is Σ_y = Σ_x + Σ_n (Eqs. 3, 7) and the posterior mean is the
+    product of two Gaussians (Eq. 6)."""
+
+    @abstractmethod
+    def _noise_cov(self, mu: Tensor, lv: Tensor) -> Tensor:
+        """Σ_n (..., C, C) broadcastable against Σ_x, from the predicted mean μ_x and the level."""
+
+    def _marginal(self, mu: Tensor, cov: Tensor, lv: Tensor) -> tuple[Tensor, Tensor]:
+        return mu, cov + self._noise_cov(mu, lv)
+
+    def _posterior_mean(self, y: Tensor, mu: Tensor, cov: Tensor, lv: Tensor) -> Tensor:
+        """Eq. 6 with the authors' ε = 1e-6 ridge on all three inverses, which keeps a singular Σ_x = A·Aᵀ
+        finite: (inv(Σ_x+εI) + inv(Σ_n+εI) + εI)⁻¹ · (inv(Σ_x+εI)·μ_x + inv(Σ_n+εI)·y)."""
+        ridge = PME_EPS * _eye(mu.shape[-1], mu)
+        prec_x = inv(cov + ridge)
+        prec_n = inv(self._noise_cov(mu, lv) + ridge)
+        return matvec(inv(prec_x + prec_n + ridge), matvec(prec_x, mu) + matvec(prec_n, y))

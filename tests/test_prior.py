@@ -1,0 +1,115 @@
+"""ssdn.prior: channel counts, the authors' explicit Σ_x formulas, diagonal/mono/mean variants, PSD."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssdn.prior import PriorKind, prior_channels, split_prior, to_channels_first
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize(
+    ("kind", "c", "k"),
+    [("full", 3, 9), ("full", 1, 2), ("diagonal", 3, 6), ("diagonal", 1, 2), ("mean", 3, 3), ("mean", 1, 1)],
+)
+def test_prior_channels(kind: str, c: int, k: int) -> None:
+    assert prior_channels(kind, c) == k
+    assert prior_channels(PriorKind(kind), c) == k
+
+
+def test_prior_kind_values_and_errors() -> None:
+    assert [k.value for k in PriorKind] == ["full", "diagonal", "mean"]
+    assert PriorKind.FULL == "full"
+    with pytest.raises(ValueError, match=r"unknown prior kind 'cholesky'.*full, diagonal, mean"):
+        prior_channels("cholesky", 3)
+    with pytest.raises(ValueError, match="channels"):
+        prior_channels("full", 0)
+
+
+def _out(k: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, k, 4, 5, generator=g, dtype=dtype)
+
+
+def test_full_rgb_matches_authors_explicit_formulas() -> None:
+    out = _out(9)
+    mu, cov = split_prior(out, "full", 3)
+    assert mu.shape == (2, 4, 5, 3) and cov.shape == (2, 4, 5, 3, 3)
+    assert mu.dtype == F64 and cov.dtype == F64
+    o = out.to(F64)
+    torch.testing.assert_close(mu, o[:, :3].permute(0, 2, 3, 1), rtol=0, atol=0)
+    a0, a1, a2, a3, a4, a5 = o[:, 3:].unbind(1)
+    expected = {
+        (0, 0): a0**2 + a1**2 + a2**2,
+        (0, 1): a1 * a3 + a2 * a4,
+        (0, 2): a2 * a5,
+        (1, 1): a3**2 + a4**2,
+        (1, 2): a4 * a5,
+        (2, 2): a5**2,
+    }
+    for (i, j), v in expected.items():
+        torch.testing.assert_close(cov[..., i, j], v, rtol=1e-14, atol=1e-15)
+        torch.testing.assert_close(cov[..., j, i], v, rtol=1e-14, atol=1e-15)
+
+
+def test_full_is_symmetric_psd() -> None:
+    _, cov = split_prior(_out(9, seed=1), "full", 3)
+    torch.testing.assert_close(cov, cov.transpose(-1, -2), rtol=0, atol=1e-15)
+    assert (torch.linalg.eigvalsh(cov) > -1e-12).all()
+
+
+def test_diagonal_rgb() -> None:
+    out = _out(6, seed=2)
+    mu, cov = split_prior(out, "diagonal", 3)
+    a = out.to(F64)[:, 3:].permute(0, 2, 3, 1)
+    assert torch.equal(torch.diagonal(cov, dim1=-2, dim2=-1), a**2)
+    assert torch.equal(cov, torch.diag_embed(a**2))
+    torch.testing.assert_close(mu, out.to(F64)[:, :3].permute(0, 2, 3, 1), rtol=0, atol=0)
+
+
+def test_mono_full_equals_diagonal() -> None:
+    out = _out(2, seed=3)
+    mu_f, cov_f = split_prior(out, "full", 1)
+    mu_d, cov_d = split_prior(out, "diagonal", 1)
+    assert cov_f.shape == (2, 4, 5, 1, 1)
+    assert torch.equal(mu_f, mu_d) and torch.equal(cov_f, cov_d)
+    assert torch.equal(cov_f[..., 0, 0], out.to(F64)[:, 1] ** 2)
+
+
+def test_mean_only() -> None:
+    out = _out(3, seed=4, dtype=F64)
+    mu, cov = split_prior(out, PriorKind.MEAN, 3)
+    assert cov is None
+    assert torch.equal(mu, out.permute(0, 2, 3, 1))
+
+
+def test_float64_cast_happens_before_the_maths() -> None:
+    """A value whose square underflows in float32 must survive: the cast precedes A·Aᵀ."""
+    out = torch.zeros(1, 2, 1, 1, dtype=F64)
+    out[0, 1] = 1e-30
+    _, cov = split_prior(out, "full", 1)
+    assert cov.item() == pytest.approx(1e-60, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kind", "shape"), [("full", (2, 8, 4, 4)), ("diagonal", (2, 9, 4, 4)), ("full", (9, 4, 4))]
+)
+def test_shape_errors(kind: str, shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="needs an output of shape"):
+        split_prior(torch.zeros(shape), kind, 3)
+
+
+def test_gradients_reach_every_output_channel() -> None:
+    out = _out(9, seed=5, dtype=F64).requires_grad_()
+    mu, cov = split_prior(out, "full", 3)
+    (mu.sum() + cov.sum()).backward()
+    assert out.grad is not None and (out.grad.abs().sum(dim=(0, 2, 3)) > 0).all()
+
+
+def test_to_channels_first() -> None:
+    t = torch.arange(2 * 3 * 4 * 5.0).reshape(2, 3, 4, 5)
+    assert torch.equal(to_channels_first(t.permute(0, 2, 3, 1)), t)
+    with pytest.raises(ValueError):
+        to_channels_first(torch.zeros(3, 4, 5))
