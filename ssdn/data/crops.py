@@ -1,0 +1,392 @@
+"""Endless random-crop stream for training: deterministic, resumable, same for any worker count or DDP layout.
+
+The authors train on uniform random 256² crops of shuffled epochs over an in-RAM image set (§3.1 of the
+reference notes). This stream does the same, but every random choice is a pure function of
+``(seed, global sample id)``, so that
+
+- a run resumed at batch ``k`` (``start_batch = k``) continues with exactly the batches a fresh run yields;
+- ``num_workers`` only changes *who* builds a batch, never *what* it holds (worker ``w`` of ``W`` builds
+  batches ``start_batch + w, + W, …`` and the DataLoader reads its workers round-robin: same order);
+- DDP ranks split each global batch: per-rank batch ``Bl``, world size ``R``, global batch ``Bg = Bl·R``;
+  element ``e`` of batch ``b`` on rank ``r`` is global sample ``g = b·Bg + r·Bl + e``. The union over ranks
+  of batch ``b`` equals batch ``b`` of one process with batch ``Bg``, and ranks never share a sample.
+
+Sample ``g`` takes image ``perm_E[g mod n]`` with ``E = g // n`` and ``perm_E`` drawn from
+``default_rng((seed, 0, E))`` (every image once per epoch); its crop corner (then the rotation k, when
+``rotate_aug``) comes from ``default_rng((seed, 1, g))``. The stream yields whole batches, so use it with
+``DataLoader(stream, batch_size=None)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ssdn.data.embedded import embedded_paths, is_embedded_spec, parse_spec
+from ssdn.data.io import IMAGE_EXTENSIONS, ImageDecodeError, list_images, load_image
+
+Source = str | Path | Sequence[str | Path]
+
+SIZE_FILTER = (256, 512)
+"""The paper's training-set filter: keep images with 256 <= width, height <= 512 (inclusive)."""
+
+_NOISE_CACHE_BYTES = 1 << 30
+"""Per-worker budget for cached fixed-noise images; evicted ones are recomputed bit-identically."""
+
+_IN_MEMORY_WARN_BYTES = 4 << 30
+
+# Domain tags keep the random streams of the different uses of ``seed`` independent.
+_PERMUTATION, _CROP, _FIXED_NOISE = 0, 1, 2
+
+
+class DataWarning(UserWarning):
+    """Something in the data was skipped or looks wrong, but training can go on."""
+
+
+def derived_seed(*key: int) -> int:
+    """A 64-bit seed for ``torch.Generator.manual_seed`` from an integer key, e.g. ``(seed, tag, i)``."""
+    return int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0])
+
+
+def resolve_sources(
+    source: Source, *, recursive: bool = False, default_split: str = "train", setting: str = "train_dir"
+) -> list[Path]:
+    """Image files of a folder, a list of folders or an embedded ``skimage`` spec, each folder sorted.
+
+    Raises before training, naming ``setting``, when a folder is missing or holds no image.
+    """
+    entries = [source] if isinstance(source, str | Path) else list(source)
+    if not entries:
+        raise ValueError(f"{setting} is an empty list; give a folder, a list of folders or 'skimage'")
+    files: list[Path] = []
+    for entry in entries:
+        if is_embedded_spec(entry):
+            files += embedded_paths(parse_spec(str(entry), default_split))
+            continue
+        folder = Path(entry).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{setting}: image folder {folder} does not exist or is not a folder; set {setting} to a "
+                "folder of images (or a list of folders), or to 'skimage' for the photos in scikit-image"
+            )
+        found = list_images(folder, recursive=recursive)
+        if not found:
+            hint = "" if recursive else " (images in subfolders need recursive=true)"
+            raise ValueError(
+                f"{setting}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {folder}{hint}"
+            )
+        files += found
+    return files
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"{path}: cannot read image header ({type(exc).__name__}: {exc})") from exc
+
+
+class RandomCropStream(IterableDataset):
+    """Endless batches ``{"clean": uint8 (B, C, c, c), "index": int64 (B,)}`` of random crops (module doc).
+
+    With ``fixed_noise`` (the strict one-noisy-copy-per-image protocol), batches also hold ``"noisy"``
+    float32 (B, C, c, c) and ``"params"`` float64 (B,): image ``i`` is corrupted once, as a whole, with a CPU
+    generator seeded ``derived_seed(seed, 2, i)`` (params drawn first, then the noise), and each crop cuts the
+    same window (and rotation) out of the clean and the noisy image.
+
+    ``batch_size`` is the per-rank batch. ``rank``, ``world_size`` and ``start_batch`` are plain attributes
+    that may be changed before iteration starts. Setup (listing, filtering, subset, decoding when
+    ``in_memory``) runs in the constructor so that data problems surface before training: undecodable files
+    are skipped with one warning each and listed in ``skipped_files``; images smaller than the crop are
+    skipped with one warning (``too_small_files``).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        crop_size: int = 256,
+        batch_size: int = 4,
+        *,
+        channels: int = 3,
+        seed: int = 0,
+        recursive: bool = False,
+        size_filter: bool = False,
+        subset: int | None = None,
+        subset_seed: int = 0,
+        rotate_aug: bool = False,
+        in_memory: bool = True,
+        fixed_noise: bool = False,
+        noise: torch.nn.Module | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        start_batch: int = 0,
+        setting: str = "train_dir",
+    ) -> None:
+        super().__init__()
+        if crop_size < 1 or batch_size < 1:
+            raise ValueError(f"crop_size and batch_size must be >= 1, got {crop_size} and {batch_size}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if seed < 0 or subset_seed < 0:
+            raise ValueError(f"seed and subset_seed must be >= 0, got {seed} and {subset_seed}")
+        if subset is not None and subset < 1:
+            raise ValueError(f"subset must be a positive image count or null (all images), got {subset}")
+        if fixed_noise and noise is None:
+            raise ValueError(
+                "fixed_noise=true needs the noise model: pass noise=... (or set_noise) before setup"
+            )
+        self.crop_size, self.batch_size, self.channels, self.seed = crop_size, batch_size, channels, seed
+        self.rotate_aug, self.fixed_noise = rotate_aug, fixed_noise
+        self.rank, self.world_size, self.start_batch = rank, world_size, start_batch
+        self.setting = setting
+        self.noise = copy.deepcopy(noise).cpu() if noise is not None else None
+
+        self.source = [str(s) for s in ([source] if isinstance(source, str | Path) else source)]
+        listed = resolve_sources(source, recursive=recursive, setting=setting)
+        self.listed_count = len(listed)
+        self.skipped_files: list[str] = []
+        self.too_small_files: list[str] = []
+        self.size_filtered_count = 0
+        usable, sizes = self._scan(listed, size_filter)
+        self.files, self._images = self._choose(usable, sizes, subset, subset_seed, in_memory, size_filter)
+        self.subset, self.subset_seed, self.size_filter = subset, subset_seed, size_filter
+
+        self._perms: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._noisy: OrderedDict[int, tuple[np.ndarray, float]] = OrderedDict()
+        self._noisy_bytes = 0
+        self._bad: set[int] = set()
+
+    # ------------------------------------------------------------------ setup
+
+    def _skip_undecodable(self, path: Path, exc: Exception) -> None:
+        self.skipped_files.append(str(path))
+        warnings.warn(f"{self.setting}: skipping undecodable image {path}: {exc}", DataWarning, stacklevel=3)
+
+    def _scan(self, listed: list[Path], size_filter: bool) -> tuple[list[Path], list[tuple[int, int]]]:
+        """Header pass: drop unreadable files, the size filter's rejects and images smaller than the crop."""
+        lo, hi = SIZE_FILTER
+        usable, sizes = [], []
+        for path in listed:
+            try:
+                w, h = header_size(path)
+            except ImageDecodeError as exc:
+                self._skip_undecodable(path, exc)
+                continue
+            if size_filter and not (lo <= w <= hi and lo <= h <= hi):
+                self.size_filtered_count += 1
+            elif min(w, h) < self.crop_size:
+                self.too_small_files.append(str(path))
+            else:
+                usable.append(path)
+                sizes.append((w, h))
+        if self.too_small_files:
+            names = ", ".join(Path(p).name for p in self.too_small_files[:5])
+            more = f" and {len(self.too_small_files) - 5} more" if len(self.too_small_files) > 5 else ""
+            warnings.warn(
+                f"{self.setting}: skipped {len(self.too_small_files)} image(s) smaller than crop_size="
+                f"{self.crop_size}: {names}{more}",
+                DataWarning,
+                stacklevel=3,
+            )
+        return usable, sizes
+
+    def _nothing_left(self, size_filter: bool, what: str) -> ValueError:
+        lo, hi = SIZE_FILTER
+        return ValueError(
+            f"{self.setting}={self.source}: {what}. Of {self.listed_count} listed file(s), "
+            f"{len(self.skipped_files)} could not be decoded, {self.size_filtered_count} fall outside the "
+            f"size filter {lo}..{hi} px (size_filter={str(size_filter).lower()}) and "
+            f"{len(self.too_small_files)} are smaller than crop_size={self.crop_size}. Add images, lower "
+            "crop_size, disable size_filter or lower subset."
+        )
+
+    def _choose(
+        self,
+        usable: list[Path],
+        sizes: list[tuple[int, int]],
+        subset: int | None,
+        subset_seed: int,
+        in_memory: bool,
+        size_filter: bool,
+    ) -> tuple[list[Path], list[np.ndarray] | None]:
+        """Pick the training files (all, or ``subset`` of them) and decode them when ``in_memory``.
+
+        The subset walks a permutation drawn from ``default_rng(subset_seed)`` and keeps the first ``subset``
+        files that decode, so smaller subsets with the same seed are nested in larger ones (Table 2 sweeps).
+        """
+        if not usable:
+            raise self._nothing_left(size_filter, "no usable training image")
+        order = (
+            np.arange(len(usable))
+            if subset is None
+            else np.random.default_rng(subset_seed).permutation(len(usable))
+        )
+        if in_memory:
+            count = len(usable) if subset is None else min(subset, len(usable))
+            est = sum(w * h for w, h in sizes) * self.channels * count / len(usable)
+            if est > _IN_MEMORY_WARN_BYTES:
+                warnings.warn(
+                    f"{self.setting}: in_memory=true will hold about {est / 2**30:.1f} GiB of decoded images;"
+                    " set in_memory=false to decode on demand",
+                    DataWarning,
+                    stacklevel=3,
+                )
+        chosen: dict[int, np.ndarray | None] = {}
+        for i in order.tolist():
+            if subset is not None and len(chosen) == subset:
+                break
+            try:
+                chosen[i] = load_image(usable[i], self.channels) if in_memory else None
+            except (ImageDecodeError, OSError) as exc:
+                self._skip_undecodable(usable[i], exc)
+        if not chosen:
+            raise self._nothing_left(size_filter, "no usable training image")
+        if subset is not None and len(chosen) < subset:
+            raise self._nothing_left(
+                size_filter, f"subset={subset} asks for more images than the {len(chosen)} usable"
+            )
+        keep = sorted(chosen)
+        images = [chosen[i] for i in keep]
+        return [usable[i] for i in keep], (images if in_memory else None)
+
+    def set_noise(self, noise: torch.nn.Module) -> None:
+        """Replace the noise model (a CPU copy is kept); drops fixed-noise images made with the old one."""
+        self.noise = copy.deepcopy(noise).cpu()
+        self._noisy.clear()
+        self._noisy_bytes = 0
+
+    def describe(self) -> dict[str, Any]:
+        """What was trained on, for checkpoints and logs."""
+        return {
+            "source": self.source,
+            "files": [str(p) for p in self.files],
+            "listed": self.listed_count,
+            "skipped_files": list(self.skipped_files),
+            "too_small_files": list(self.too_small_files),
+            "size_filtered": self.size_filtered_count,
+            "size_filter": self.size_filter,
+            "subset": self.subset,
+            "subset_seed": self.subset_seed,
+            "seed": self.seed,
+            "crop_size": self.crop_size,
+            "rotate_aug": self.rotate_aug,
+            "fixed_noise": self.fixed_noise,
+            "channels": self.channels,
+        }
+
+    # ------------------------------------------------------------------ sampling
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    def sample_ids(self, b: int) -> np.ndarray:
+        """Global sample ids of this rank's share of batch ``b``."""
+        return b * self.global_batch + self.rank * self.batch_size + np.arange(self.batch_size)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        perm = self._perms.get(epoch)
+        if perm is None:
+            perm = np.random.default_rng((self.seed, _PERMUTATION, epoch)).permutation(len(self.files))
+            self._perms[epoch] = perm
+            if len(self._perms) > 2:  # a batch spans at most two epochs
+                self._perms.popitem(last=False)
+        return perm
+
+    def image_of(self, g: int) -> int:
+        """Index (into ``files``) of the image that sample ``g`` crops, before any decode fallback."""
+        epoch, pos = divmod(int(g), len(self.files))
+        return int(self._permutation(epoch)[pos])
+
+    def _image(self, i: int) -> tuple[np.ndarray, int]:
+        """Image ``i``, or the next decodable one when its file fails to decode now (one warning per file)."""
+        if self._images is not None:
+            return self._images[i], i
+        n = len(self.files)
+        for j in ((i + s) % n for s in range(n)):
+            if j in self._bad:
+                continue
+            try:
+                image = load_image(self.files[j], self.channels)
+            except (ImageDecodeError, OSError) as exc:
+                err: Exception = exc
+            else:
+                if min(image.shape[:2]) >= self.crop_size:
+                    return image, j
+                err = ValueError(f"decoded size {image.shape[1]}x{image.shape[0]} is smaller than the crop")
+            self._bad.add(j)
+            warnings.warn(
+                f"{self.setting}: {self.files[j]} failed at crop time ({err}); using the next training image "
+                "instead from now on",
+                DataWarning,
+                stacklevel=2,
+            )
+        raise RuntimeError(f"{self.setting}: none of the {n} training images can be decoded any more")
+
+    def _fixed_noisy(self, i: int, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The one noisy copy (H, W, C) float32 of image ``i`` and its parameter (cached per worker)."""
+        hit = self._noisy.get(i)
+        if hit is not None:
+            self._noisy.move_to_end(i)
+            return hit
+        assert self.noise is not None
+        gen = torch.Generator().manual_seed(derived_seed(self.seed, _FIXED_NOISE, i))
+        params = self.noise.sample_params(1, gen)
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            y = self.noise.corrupt(x, params, gen)
+        entry = (y[0].permute(1, 2, 0).numpy(), float(params[0]))
+        self._noisy[i] = entry
+        self._noisy_bytes += entry[0].nbytes
+        while self._noisy_bytes > _NOISE_CACHE_BYTES and len(self._noisy) > 1:
+            self._noisy_bytes -= self._noisy.popitem(last=False)[1][0].nbytes
+        return entry
+
+    def batch(self, b: int) -> dict[str, Tensor]:
+        """This rank's share of global batch ``b``; a pure function of the seed, the files and the layout."""
+        c = self.crop_size
+        clean, noisy, index, params = [], [], [], []
+        for g in self.sample_ids(b).tolist():
+            image, i = self._image(self.image_of(g))
+            rng = np.random.default_rng((self.seed, _CROP, g))
+            top = int(rng.integers(0, image.shape[0] - c + 1))
+            left = int(rng.integers(0, image.shape[1] - c + 1))
+            k = int(rng.integers(0, 4)) if self.rotate_aug else 0
+            clean.append(np.rot90(image[top : top + c, left : left + c], k))
+            index.append(i)
+            if self.fixed_noise:
+                full, p = self._fixed_noisy(i, image)
+                noisy.append(np.rot90(full[top : top + c, left : left + c], k))
+                params.append(p)
+        out = {
+            "clean": torch.from_numpy(np.stack(clean)).permute(0, 3, 1, 2).contiguous(),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+        if self.fixed_noise:
+            out["noisy"] = torch.from_numpy(np.stack(noisy)).permute(0, 3, 1, 2).contiguous()
+            out["params"] = torch.tensor(params, dtype=torch.float64)
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        if not (0 <= self.rank < self.world_size) or self.start_batch < 0:
+            raise ValueError(
+                f"invalid stream layout: rank={self.rank}, world_size={self.world_size}, "
+                f"start_batch={self.start_batch}"
+            )
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for b in itertools.count(self.start_batch + worker, workers):
+            yield self.batch(b)
