@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssdn.config import compose
+
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
@@ -36,3 +38,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+
+#: Overrides that make a training run take seconds: 32² crops, batch 2, 2 steps, one 32² validation image.
+TINY = (
+    "logger=csv",
+    "data.crop_size=32",
+    "data.batch_size=2",
+    "data.val_size=32",
+    "data.val_count=1",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.checkpoint_every_n_steps=2",
+    "trainer.enable_progress_bar=false",
+    "example.enabled=false",
+)
+
+
+
+compose_config = compose

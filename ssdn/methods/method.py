@@ -1,0 +1,127 @@
+"""A training method = network kind + training target + objective (+ optional masking) + noise-level source.
+
+Every row of the paper's tables is one combination; none of them needs to know which noise model is in use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ssdn.methods.levels import LevelSource, build_level_source
+from ssdn.methods.masking import STRATEGIES, gather_pixels, mask_pixels, stratified_coords
+from ssdn.methods.objectives import MeanObjective, Objective, PriorObjective
+from ssdn.noise import NoiseModel
+
+TARGETS = ("noisy", "clean", "second_noisy")
+OBJECTIVES = ("prior", "mean")
+
+
+@dataclass
+class StepBatch:
+    """What a method sees in one training step (all on the training device)."""
+
+    clean: Tensor  #: (N,C,h,w) float32 in [0, 1]
+    noisy: Tensor  #: (N,C,h,w) float32, never clipped
+    params: Tensor  #: (N,) float64, true noise parameters in the paper's units
+    generator: torch.Generator  #: for the step's extra draws (N2N target, masks)
+    progress: float  #: fraction of training done, in [0, 1]
+
+
+class Method(nn.Module):
+    """Composes the pieces of a training method; holds the learned noise-level source if there is one."""
+
+    def __init__(
+        self,
+        name: str,
+        blindspot: bool,
+        target: str,
+        objective: Objective,
+        level_source: LevelSource | None,
+        masking: str | None = None,
+        mask_cell: int = 32,
+    ) -> None:
+        super().__init__()
+        if target not in TARGETS:
+            raise ValueError(f"method.target must be one of {TARGETS}, got {target!r}")
+        if masking is not None and masking not in STRATEGIES:
+            raise ValueError(f"method.masking must be null or one of {STRATEGIES}, got {masking!r}")
+        if objective.uses_level and level_source is None:
+            raise ValueError(f"method {name!r} needs a noise-level source")
+        self.name = name
+        self.blindspot = blindspot
+        self.target = target
+        self.objective = objective
+        self.level_source = level_source if objective.uses_level else None
+        self.masking = masking
+        self.mask_cell = mask_cell
+
+    @property
+    def learned_level(self) -> bool:
+        return self.level_source is not None and self.level_source.learned
+
+    def out_channels(self, channels: int) -> int:
+        return self.objective.out_channels(channels)
+
+    def level(self, noisy: Tensor, params: Tensor, noise: NoiseModel) -> Tensor | None:
+        """The noise level (internal units) the objective uses, or None when it uses none."""
+        if self.level_source is None:
+            return None
+        return self.level_source(noisy, params, noise)
+
+    def training_loss(self, net: nn.Module, noise: NoiseModel, batch: StepBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Scalar loss for one step, plus values worth logging."""
+        level = self.level(batch.noisy, batch.params, noise)
+        if self.target == "clean":
+            target = batch.clean
+        elif self.target == "second_noisy":
+            target = noise.corrupt(batch.clean, batch.params, batch.generator)
+        else:
+            target = batch.noisy
+        net_in = batch.noisy
+        coords = None
+        if self.masking is not None:
+            n, _, h, w = net_in.shape
+            coords = stratified_coords(n, h, w, self.mask_cell, batch.generator, net_in.device)
+            net_in = mask_pixels(net_in, *coords, self.masking, batch.generator)
+        out = net(net_in)
+        loss_map = self.objective.loss_map(out, target, noise, level, self.learned_level, batch.progress)
+        loss = gather_pixels(loss_map, *coords).mean() if coords is not None else loss_map.mean()
+        logs: dict[str, Tensor] = {}
+        if self.learned_level and level is not None:
+            logs["noise_level"] = noise.to_params(level.detach()).mean()
+        return loss, logs
+
+    def denoise(self, net: nn.Module, noise: NoiseModel, noisy: Tensor, params: Tensor) -> dict[str, Tensor]:
+        """Denoised outputs for a noisy batch; the first key is the reported one."""
+        level = self.level(noisy, params, noise)
+        return self.objective.outputs(net(noisy), noisy, noise, level)
+
+
+def build_method(cfg: Mapping[str, Any], noise: NoiseModel, channels: int, level_source: str) -> Method:
+    """Build a method from its config group entry (``conf/method/*.yaml``)."""
+    objective_name = cfg.get("objective", "prior")
+    if objective_name == "prior":
+        objective: Objective = PriorObjective(cfg.get("prior", "full"))
+    elif objective_name == "mean":
+        loss = cfg.get("loss", "auto")
+        if loss == "auto":
+            # Non-zero-mean noise (impulse) makes an L2 fit to noisy targets learn the corrupted mean.
+            loss = "l2" if cfg.get("target") == "clean" or noise.zero_mean else "lp_anneal"
+        objective = MeanObjective(loss)
+    else:
+        raise ValueError(f"method.objective must be one of {OBJECTIVES}, got {objective_name!r}")
+    source = build_level_source(level_source, channels) if objective.uses_level else None
+    return Method(
+        name=cfg["name"],
+        blindspot=bool(cfg.get("blindspot", True)),
+        target=cfg.get("target", "noisy"),
+        objective=objective,
+        level_source=source,
+        masking=cfg.get("masking"),
+        mask_cell=int(cfg.get("mask_cell", 32)),
+    )

@@ -1,0 +1,110 @@
+"""What the network predicts and how it is scored: a Gaussian prior fitted by the noise model's marginal
+likelihood (the paper's method and its diagonal ablation), or a point estimate fitted by a regression loss
+(μ only, N2C, N2N, masking without the posterior)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from ssdn.noise import NoiseModel
+from ssdn.prior import PriorKind, prior_channels, split_prior
+from ssdn.schedule import lp_exponent
+
+REGRESSION_LOSSES = ("l2", "lp_anneal")
+
+
+def _channels_last(x: Tensor) -> Tensor:
+    return x.permute(0, 2, 3, 1).to(torch.float64)
+
+
+def _channels_first(x: Tensor) -> Tensor:
+    return x.permute(0, 3, 1, 2).to(torch.float32).contiguous()
+
+
+class Objective(nn.Module, ABC):
+    """Maps raw network outputs to a per-pixel training loss and to denoised images."""
+
+    #: Whether the objective consumes a noise level (and so a level source).
+    uses_level: bool = False
+
+    @abstractmethod
+    def out_channels(self, channels: int) -> int:
+        """Network output width for images with ``channels`` colour channels."""
+
+    @abstractmethod
+    def loss_map(
+        self, out: Tensor, target: Tensor, noise: NoiseModel, level: Tensor | None, learned: bool, progress: float
+    ) -> Tensor:
+        """Per-pixel loss ``(N, H, W)`` of raw outputs ``out`` against ``target`` (N,C,H,W)."""
+
+    @abstractmethod
+    def outputs(self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None) -> dict[str, Tensor]:
+        """Denoised images (N,C,H,W) float32; the first key is the one reported."""
+
+
+class PriorObjective(Objective):
+    """Gaussian prior N(μ_x, Σ_x) per pixel; training maximises p(y) through the noise model (Eq. 4, 7, 8),
+    testing returns the posterior mean (Eq. 6, 10) and μ_x."""
+
+    uses_level = True
+
+    def __init__(self, kind: str = "full") -> None:
+        super().__init__()
+        self.kind = PriorKind(kind)
+
+    def out_channels(self, channels: int) -> int:
+        return prior_channels(self.kind, channels)
+
+    def loss_map(
+        self, out: Tensor, target: Tensor, noise: NoiseModel, level: Tensor | None, learned: bool, progress: float
+    ) -> Tensor:
+        assert level is not None, "the prior objective needs a noise level"
+        channels = target.shape[1]
+        with torch.autocast(device_type=out.device.type, enabled=False):
+            mu, cov = split_prior(out, self.kind, channels)
+            lvl = level.to(torch.float64).view(-1, 1, 1)
+            loss = noise.nll(_channels_last(target), mu, cov, lvl)
+            if learned:
+                loss = loss + noise.regulariser(mu, lvl)
+        return loss
+
+    def outputs(self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None) -> dict[str, Tensor]:
+        assert level is not None, "the prior objective needs a noise level"
+        channels = noisy.shape[1]
+        with torch.autocast(device_type=out.device.type, enabled=False):
+            mu, cov = split_prior(out, self.kind, channels)
+            pme = noise.posterior_mean(_channels_last(noisy), mu, cov, level.to(torch.float64).view(-1, 1, 1))
+        return {"pme": _channels_first(pme), "mu": _channels_first(mu)}
+
+
+class MeanObjective(Objective):
+    """A point estimate of the clean value used directly as the output.
+
+    ``lp_anneal`` is the paper's loss for N2N and μ-only under impulse noise: ``(|x − t| + 1e-8)^L`` with L
+    annealed from 2 to 0.5 over the first 75% of training.
+    """
+
+    def __init__(self, loss: str = "l2") -> None:
+        super().__init__()
+        if loss not in REGRESSION_LOSSES:
+            raise ValueError(f"method.loss must be one of {REGRESSION_LOSSES}, got {loss!r}")
+        self.loss = loss
+
+    def out_channels(self, channels: int) -> int:
+        return channels
+
+    def loss_map(
+        self, out: Tensor, target: Tensor, noise: NoiseModel, level: Tensor | None, learned: bool, progress: float
+    ) -> Tensor:
+        with torch.autocast(device_type=out.device.type, enabled=False):
+            diff = out.float() - target.float()
+            if self.loss == "lp_anneal":
+                p = lp_exponent(progress, 1.0)
+                return ((diff.abs() + 1e-8) ** p).mean(dim=1)
+            return diff.square().mean(dim=1)
+
+    def outputs(self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None) -> dict[str, Tensor]:
+        return {"out": out.float()}

@@ -1,0 +1,223 @@
+"""The one LightningModule behind every training method of the paper.
+
+It never looks at the noise type: noise synthesis, likelihood and posterior come from the ``NoiseModel``, and
+everything method-specific from the ``Method``. Optimisation is manual so that a step with non-finite gradients
+can be skipped outright (the authors' optimiser does the same) rather than fed to Adam's moment estimates.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from ssdn.eval.metrics import psnr, quantize
+from ssdn.methods import Method, StepBatch, build_method
+from ssdn.nets import UNet
+from ssdn.noise import NoiseModel, build_noise
+from ssdn.schedule import learning_rate
+from ssdn.utils import atomic_write_png
+
+
+class DenoiserModule(L.LightningModule):
+    """A denoiser network, its noise model and its training method, built from the resolved run config.
+
+    ``config`` needs the keys ``noise``, ``method``, ``noise_params``, ``optim``, ``schedule``, ``channels`` and
+    ``seed`` (see ``conf/``); the whole config is stored in every checkpoint so a checkpoint rebuilds itself.
+    """
+
+    #: Input side requirement for the evaluator (the blind-spot net rotates, so it needs squares).
+    requires_square_multiple = 32
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": dict(config)})
+        cfg = self.hparams["config"]
+        self.channels = int(cfg["channels"])
+        self.noise: NoiseModel = build_noise(cfg["noise"]["name"], cfg["noise"]["value"])
+        self.method: Method = build_method(cfg["method"], self.noise, self.channels, cfg["noise_params"]["source"])
+        self.net = UNet(
+            in_channels=self.channels,
+            out_channels=self.method.out_channels(self.channels),
+            blindspot=self.method.blindspot,
+        )
+        self.optim_cfg = dict(cfg["optim"])
+        self.schedule_cfg = dict(cfg["schedule"])
+        self.seed = int(cfg["seed"])
+        self.channels_last = bool(cfg.get("channels_last", True))
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.name = f"{self.method.name}/{self.noise.name}"
+        self.automatic_optimization = False
+        # Progress counters live outside the state dict: weight averaging swaps and averages tensors, and these
+        # must never be averaged. They are saved in on_save_checkpoint.
+        self.images_seen = 0
+        self.batches_seen = 0
+        self.skipped_steps = 0
+        self.total_images = 0
+        self._generator: torch.Generator | None = None
+        self._pending_generator_state: Tensor | None = None
+        self._last_step_time: float | None = None
+        self._val_psnr: dict[str, list[Tensor]] = {}
+        self._val_panel: dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, noisy: Tensor) -> Tensor:
+        """Raw network output for a noisy batch."""
+        if self.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        return self.net(noisy)
+
+    def denoise(self, noisy: Tensor, params: Tensor, bf16: bool | None = None) -> dict[str, Tensor]:
+        """Denoised outputs of a noisy batch (N,C,S,S); the network may run in bf16, the posterior in float64.
+
+        ``bf16=None`` uses bf16 autocast on CUDA only.
+        """
+        noisy = noisy.to(self.device, torch.float32)
+        params = params.to(self.device, torch.float64)
+        use_bf16 = self.device.type == "cuda" if bf16 is None else bf16
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            return self.method.denoise(self, self.noise, noisy, params)
+
+    # ------------------------------------------------------------------ training
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        o = self.optim_cfg
+        return torch.optim.Adam(
+            self.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]), eps=float(o["eps"])
+        )
+
+    def on_fit_start(self) -> None:
+        max_steps = self.trainer.max_steps
+        if max_steps is None or max_steps <= 0:
+            raise ValueError("trainer.max_steps must be set: the schedule is counted in images = steps × batch")
+        self.total_images = max_steps * self.global_batch_size
+
+    @property
+    def global_batch_size(self) -> int:
+        """The global batch (all ranks): the data module's ``batch_size``."""
+        return int(self.trainer.datamodule.batch_size)
+
+    def generator(self) -> torch.Generator:
+        """The step's random stream: seeded per rank, saved in checkpoints so a resumed run draws the same noise."""
+        if self._generator is None or self._generator.device != self.device:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(self.seed * 1_000_003 + self.global_rank)
+            if self._pending_generator_state is not None:
+                gen.set_state(self._pending_generator_state)
+                self._pending_generator_state = None
+            self._generator = gen
+        return self._generator
+
+    def _training_inputs(self, batch: Mapping[str, Tensor]) -> StepBatch:
+        clean = batch["clean"]
+        clean = clean.float() / 255.0 if clean.dtype == torch.uint8 else clean.float()
+        gen = self.generator()
+        if "noisy" in batch:
+            noisy, params = batch["noisy"].float(), batch["params"].to(torch.float64)
+        else:
+            params = self.noise.sample_params(clean.shape[0], gen, device=clean.device)
+            noisy = self.noise.corrupt(clean, params, gen)
+        progress = self.images_seen / self.total_images if self.total_images else 0.0
+        return StepBatch(clean=clean, noisy=noisy, params=params, generator=gen, progress=min(progress, 1.0))
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        opt = self.optimizers()
+        lr = learning_rate(
+            self.images_seen,
+            self.total_images,
+            float(self.optim_cfg["lr"]),
+            rampup=float(self.schedule_cfg["rampup"]),
+            rampdown=float(self.schedule_cfg["rampdown"]),
+        )
+        for group in opt.param_groups:
+            group["lr"] = lr
+        inputs = self._training_inputs(batch)
+        loss, logs = self.method.training_loss(self, self.noise, inputs)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
+        if finite:
+            opt.step()
+        else:
+            self.skipped_steps += 1
+        self.images_seen += self.global_batch_size
+        self.batches_seen += 1
+
+        n = inputs.clean.shape[0]
+        self.log("train/loss", loss.detach().float(), prog_bar=True, batch_size=n)
+        self.log("train/lr", lr, batch_size=n)
+        self.log("train/images_seen", float(self.images_seen), batch_size=n)
+        self.log("train/skipped_steps", float(self.skipped_steps), batch_size=n)
+        for key, value in logs.items():
+            self.log(f"train/{key}", value.float(), prog_bar=key == "noise_level", batch_size=n)
+        return loss.detach()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            self.log("train/images_per_sec", self.global_batch_size / max(now - self._last_step_time, 1e-9))
+        self._last_step_time = now
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_psnr = {}
+        self._val_panel = {}
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        clean, noisy, params = batch["clean"].float(), batch["noisy"].float(), batch["params"]
+        outs = self.denoise(noisy, params, bf16=False)
+        scores = {"noisy": psnr(noisy, clean)} | {k: psnr(v, clean) for k, v in outs.items()}
+        for key, value in scores.items():
+            self._val_psnr.setdefault(key, []).append(value.to(self.device, torch.float64))
+        if batch_idx == 0:
+            self._val_panel = {"noisy": noisy[0]} | {k: v[0] for k, v in outs.items()} | {"clean": clean[0]}
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_psnr:
+            return
+        means = {k: torch.cat(v).mean() for k, v in self._val_psnr.items()}
+        reported = next(k for k in means if k != "noisy")
+        for key, value in means.items():
+            self.log(f"val/psnr_{key}", value, sync_dist=True)
+        self.log("val/psnr", means[reported], prog_bar=True, sync_dist=True)
+        if self._val_panel and not self.trainer.sanity_checking:
+            self._log_panel()
+
+    def _log_panel(self) -> None:
+        """Noisy | outputs | clean for the first validation image: a PNG in the run dir and, with W&B, an image."""
+        if self.global_rank != 0:
+            return
+        tiles = [quantize(t.float().cpu()).permute(1, 2, 0).numpy() for t in self._val_panel.values()]
+        panel = np.concatenate(tiles, axis=1)
+        caption = " | ".join(self._val_panel)
+        log_dir = self.trainer.default_root_dir
+        atomic_write_png(Path(log_dir) / "val_panel.png", panel)
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="val/panel", images=[panel], caption=[caption], step=self.global_step)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ssdn_progress"] = {
+            "images_seen": self.images_seen,
+            "batches_seen": self.batches_seen,
+            "skipped_steps": self.skipped_steps,
+            "generator": self._generator.get_state() if self._generator is not None else None,
+        }
+        checkpoint["ssdn_config"] = copy.deepcopy(self.hparams["config"])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        progress = checkpoint.get("ssdn_progress", {})
+        self.images_seen = int(progress.get("images_seen", 0))
+        self.batches_seen = int(progress.get("batches_seen", 0))
+        self.skipped_steps = int(progress.get("skipped_steps", 0))
+        self._pending_generator_state = progress.get("generator")
+        self._generator = None

@@ -1,0 +1,232 @@
+"""Hydra entry point: ``python train.py [group=option ...] [key=value ...]`` (also ``python -m ssdn.train``).
+
+One Hydra job = one training run: it validates the config, trains, writes the checkpoints (last and best, with
+the resolved config), the metrics and a denoised example, and always closes its W&B run, even on failure, so
+that jobs of a multirun never share one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from ssdn.config import max_steps, register_resolvers, validate_config
+from ssdn.data.datamodule import DenoisingDataModule
+from ssdn.data.embedded import embedded_photos
+from ssdn.data.io import load_image
+from ssdn.eval.metrics import psnr
+from ssdn.module import DenoiserModule
+from ssdn.nets import crop, pad_to_square
+from ssdn.noise import NoiseModel
+from ssdn.utils import atomic_path, atomic_write_json, atomic_write_png
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(os.environ.get("SSDN_CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
+register_resolvers()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written to a temporary file and renamed, so a crash never leaves a truncated .ckpt."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+class DestroyProcessGroup(Callback):
+    """Tear the process group down at the end of a run: DDP on CPU otherwise sometimes aborts at exit."""
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def wandb_mode(requested: str) -> str:
+    """``auto`` means online when an API key is configured and offline otherwise (sync later)."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path.home() / ".netrc"
+    if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        return "online"
+    return "offline"
+
+
+def build_loggers(cfg: DictConfig, output_dir: Path, config: dict[str, Any]) -> list[Logger]:
+    """A CSV log always (cheap, readable by tests and reports) and W&B when ``logger=wandb``."""
+    loggers: list[Logger] = []
+    if cfg.logger.kind == "none":
+        return loggers
+    loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
+    if cfg.logger.kind == "wandb":
+        overrides: list[str] = []
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            overrides = list(HydraConfig.get().overrides.task)
+        except ValueError:
+            pass
+        tags = [cfg.noise.name, cfg.method.name, cfg.noise_params.source, *cfg.run.tags]
+        loggers.append(
+            WandbLogger(
+                project=cfg.logger.project,
+                entity=cfg.logger.entity,
+                name=cfg.run.name,
+                group=cfg.run.group,
+                tags=tags,
+                job_type="train",
+                save_dir=str(output_dir),
+                mode=wandb_mode(cfg.logger.mode),
+                config=config | {"hydra_overrides": overrides, "output_dir": str(output_dir)},
+            )
+        )
+    return loggers
+
+
+def build_datamodule(cfg: DictConfig, noise: NoiseModel) -> DenoisingDataModule:
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    assert isinstance(data, dict)
+    return DenoisingDataModule(**data, channels=int(cfg.channels), seed=int(cfg.seed), noise=noise)
+
+
+def build_trainer(
+    cfg: DictConfig, output_dir: Path, loggers: list[Logger], extra_callbacks: Sequence[Callback] = ()
+) -> L.Trainer:
+    t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(t, dict)
+    every = int(t.pop("checkpoint_every_n_steps"))
+    t.pop("max_steps", None)
+    if t.get("limit_val_batches") is None:
+        t.pop("limit_val_batches", None)
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=output_dir / "checkpoints",
+            filename="best",
+            monitor="val/psnr",
+            mode="max",
+            save_top_k=1,
+            save_last=True,
+            every_n_train_steps=every,
+            auto_insert_metric_name=False,
+        ),
+        DestroyProcessGroup(),
+        *extra_callbacks,
+    ]
+    if cfg.ema.enabled:
+        callbacks.append(EMAWeightAveraging(decay=float(cfg.ema.decay)))
+    return L.Trainer(
+        **t,
+        max_steps=max_steps(cfg),
+        max_epochs=-1,
+        check_val_every_n_epoch=None,  # the crop stream never ends: validate every val_check_interval steps
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        default_root_dir=str(output_dir),
+        logger=loggers if loggers else False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    """``resume=auto`` continues from the run directory's last checkpoint when there is one."""
+    if cfg.resume is None:
+        return None
+    if cfg.resume == "auto":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            log.info("resuming from %s", last)
+            return str(last)
+        log.info("resume=auto: no checkpoint in %s, starting fresh", last.parent)
+        return None
+    return str(cfg.resume)
+
+
+def write_example(cfg: DictConfig, module: DenoiserModule, output_dir: Path) -> dict[str, float]:
+    """Denoise a held-out image and save noisy / denoised / clean PNGs with their PSNRs (``example.json``)."""
+    channels, size = int(cfg.channels), int(cfg.example.size)
+    source = str(cfg.example.image)
+    if source.startswith("skimage"):
+        pixels = embedded_photos(channels=channels, split="val")[0][1]
+    else:
+        pixels = load_image(source, channels=channels)
+    h, w = min(size, pixels.shape[0]), min(size, pixels.shape[1])
+    top, left = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2
+    clean = torch.from_numpy(pixels[top : top + h, left : left + w].copy()).permute(2, 0, 1)[None].float() / 255
+    gen = torch.Generator().manual_seed(int(cfg.seed) + 12345)
+    params = module.noise.sample_params(1, gen)
+    padded, (h0, w0) = pad_to_square(clean)
+    noisy = module.noise.corrupt(padded, params, gen)
+    outs = {k: crop(v.cpu(), h0, w0) for k, v in module.denoise(noisy, params).items()}
+    noisy = crop(noisy, h0, w0)
+    scores = {"psnr_noisy": float(psnr(noisy, clean)[0])}
+    scores |= {f"psnr_{k}": float(psnr(v, clean)[0]) for k, v in outs.items()}
+    from ssdn.eval.metrics import quantize
+
+    for name, img in {"noisy": noisy, **outs, "clean": clean}.items():
+        atomic_write_png(output_dir / f"example_{name}.png", quantize(img[0]).permute(1, 2, 0).numpy())
+    atomic_write_json(output_dir / "example.json", scores | {"image": source, "params": float(params[0])})
+    return scores
+
+
+def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, float]:
+    """Train one configuration; returns the final metrics (also written to ``metrics.json``).
+
+    ``extra_callbacks`` are added to the trainer (programmatic use and tests).
+    """
+    validate_config(cfg)
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)
+    module = DenoiserModule(config)
+    datamodule = build_datamodule(cfg, module.noise)
+    loggers = build_loggers(cfg, output_dir, config)
+    try:
+        trainer = build_trainer(cfg, output_dir, loggers, extra_callbacks)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, output_dir))
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics |= {"images_seen": module.images_seen, "skipped_steps": module.skipped_steps}
+        if trainer.is_global_zero:
+            if cfg.example.enabled:
+                metrics |= {f"example/{k}": v for k, v in write_example(cfg, module, output_dir).items()}
+            atomic_write_json(output_dir / "metrics.json", metrics)
+            for logger in loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.experiment.summary.update(metrics)
+        return metrics
+    finally:
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run(cfg)
+    return metrics.get("val/psnr")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Masking-based training: stratified pixel choice and the COPY / RANDOM replacement strategies."""
+
+import pytest
+import torch
+
+from ssdn.methods.masking import gather_pixels, mask_pixels, stratified_coords
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_stratified_one_pixel_per_cell() -> None:
+    ys, xs = stratified_coords(3, 256, 256, 32, _gen(), torch.device("cpu"))
+    assert ys.shape == xs.shape == (3, 64)  # 64 pixels per 256² crop, as the paper
+    cells = (ys // 32) * 8 + xs // 32
+    for row in cells:
+        assert sorted(row.tolist()) == list(range(64))
+
+
+def test_stratified_is_seeded_and_varies_per_image() -> None:
+    a = stratified_coords(2, 64, 64, 32, _gen(1), torch.device("cpu"))
+    b = stratified_coords(2, 64, 64, 32, _gen(1), torch.device("cpu"))
+    c = stratified_coords(2, 64, 64, 32, _gen(2), torch.device("cpu"))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+    assert not torch.equal(a[0][0], a[0][1])
+
+
+def test_stratified_rejects_indivisible_crop() -> None:
+    with pytest.raises(ValueError, match="masking cell"):
+        stratified_coords(1, 48, 64, 32, _gen(), torch.device("cpu"))
+
+
+def _unique_image(n: int = 2, c: int = 3, h: int = 64, w: int = 64) -> torch.Tensor:
+    """Every pixel gets a distinct value so a copied value reveals where it came from."""
+    base = torch.arange(n * h * w, dtype=torch.float64).view(n, 1, h, w)
+    return base.expand(n, c, h, w).clone()
+
+
+def test_copy_takes_a_neighbour_never_the_centre() -> None:
+    x = _unique_image()
+    n, _, h, w = x.shape
+    for seed in range(20):
+        g = _gen(seed)
+        ys, xs = stratified_coords(n, h, w, 32, g, x.device)
+        # include corner pixels, where clamping matters
+        ys[:, 0], xs[:, 0] = 0, 0
+        ys[:, -1], xs[:, -1] = h - 1, w - 1
+        out = mask_pixels(x, ys, xs, "copy", g)
+        for i in range(n):
+            for y, xx in zip(ys[i].tolist(), xs[i].tolist(), strict=True):
+                src = int(out[i, 0, y, xx].item()) - i * h * w
+                sy, sx = divmod(src, w)
+                assert (sy, sx) != (y, xx)
+                assert abs(sy - y) <= 2 and abs(sx - xx) <= 2
+                assert torch.all(out[i, :, y, xx] == out[i, 0, y, xx])  # whole pixel copied
+        changed = (out != x).any(dim=1)
+        mask = torch.zeros_like(changed)
+        mask[torch.arange(n)[:, None], ys, xs] = True
+        assert not (changed & ~mask).any()  # nothing outside the masked pixels changes
+
+
+def test_random_replaces_with_uniform_colours() -> None:
+    x = torch.full((4, 3, 256, 256), 7.0)
+    g = _gen(3)
+    ys, xs = stratified_coords(4, 256, 256, 32, g, x.device)
+    out = mask_pixels(x, ys, xs, "random", g)
+    vals = out[torch.arange(4)[:, None], :, ys, xs]
+    assert vals.shape == (4, 64, 3)
+    assert ((vals >= 0) & (vals < 1)).all()
+    assert abs(vals.mean().item() - 0.5) < 0.05
+    assert (out == 7.0).sum() == out.numel() - vals.numel()
+
+
+def test_unknown_strategy() -> None:
+    with pytest.raises(ValueError, match="copy"):
+        mask_pixels(torch.zeros(1, 3, 32, 32), torch.zeros(1, 1).long(), torch.zeros(1, 1).long(), "swap", _gen())
+
+
+def test_gather_pixels() -> None:
+    m = torch.arange(2 * 4 * 4, dtype=torch.float32).view(2, 4, 4)
+    ys = torch.tensor([[0, 3], [1, 2]])
+    xs = torch.tensor([[1, 3], [0, 2]])
+    assert gather_pixels(m, ys, xs).tolist() == [[1.0, 15.0], [20.0, 26.0]]

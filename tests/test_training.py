@@ -1,0 +1,133 @@
+"""Training end to end on tiny settings: every method × noise × parameter source the paper uses trains, writes a
+checkpoint that loads back; resume reproduces an uninterrupted run; non-finite steps are skipped and counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from ssdn.module import DenoiserModule
+from ssdn.train import run
+from tests.conftest import TINY, compose_config
+
+# (noise option, method option, noise_params option) for every trained row of Tables 1 and 3 (+ Figure 3).
+ROWS = [
+    *[(n, "ssdn", p) for n in ("gaussian", "poisson", "impulse") for p in ("sigma_known", "sigma_global")],
+    *[(n, "ssdn", p) for n in ("gaussian_range", "poisson_range", "impulse_range")
+      for p in ("sigma_known", "sigma_per_image")],
+    ("gaussian", "ssdn_diag", "sigma_known"),
+    ("gaussian", "ssdn_diag", "sigma_global"),
+    ("gaussian_range", "ssdn_diag", "sigma_per_image"),
+    *[(n, m, "sigma_known") for n in ("gaussian", "poisson", "impulse", "impulse_range")
+      for m in ("mu_only", "n2c", "n2n")],
+    ("gaussian", "n2v_copy", "sigma_known"),
+    ("gaussian", "n2v_random", "sigma_known"),
+]
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class _Capture(L.Callback):
+    """Keeps the initial weights and the fitted module for assertions."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.initial = _weights(pl_module)
+        self.module = pl_module
+
+
+@pytest.mark.parametrize(("noise", "method", "params"), ROWS, ids=["-".join(r) for r in ROWS])
+def test_every_row_trains_and_checkpoints(tmp_path: Path, noise: str, method: str, params: str) -> None:
+    cfg = compose_config(*TINY, f"noise={noise}", f"method={method}", f"noise_params={params}", output_dir=tmp_path)
+    cap = _Capture()
+    metrics = run(cfg, extra_callbacks=[cap])
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert metrics["images_seen"] == 4 and metrics["skipped_steps"] == 0
+    after = _weights(cap.module)
+    changed = [k for k in cap.initial if k.startswith("net.") and not torch.equal(cap.initial[k], after[k])]
+    assert changed, "no network weight changed in two steps"
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    loaded = DenoiserModule.load_from_checkpoint(ckpt, map_location="cpu")
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, after[k]), k
+    noisy = torch.rand(1, 3, 32, 32)
+    outs = loaded.denoise(noisy, loaded.noise.sample_params(1, torch.Generator().manual_seed(0)))
+    first = next(iter(outs.values()))
+    assert first.shape == (1, 3, 32, 32) and torch.isfinite(first).all()
+    if "sigma_global" in params or "sigma_per_image" in params:
+        assert "train/noise_level" in metrics
+
+
+class _StopAfter(L.Callback):
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True
+
+
+def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    common = (*TINY, "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.checkpoint_every_n_steps=3",
+              "noise_params=sigma_global")
+    full, full_cap = tmp_path / "full", _Capture()
+    run(compose_config(*common, output_dir=full), extra_callbacks=[full_cap])
+    split = tmp_path / "split"
+    run(compose_config(*common, output_dir=split), extra_callbacks=[_StopAfter(3)])
+    first = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)
+    assert first["global_step"] == 3 and first["ssdn_progress"]["images_seen"] == 6
+    resumed_cap = _Capture()
+    run(compose_config(*common, "resume=auto", output_dir=split), extra_callbacks=[resumed_cap])
+    a, b = full_cap.module, resumed_cap.module
+    assert (a.images_seen, a.batches_seen, a.trainer.global_step) == (b.images_seen, b.batches_seen, 6)
+    assert a.optimizers().param_groups[0]["lr"] == b.optimizers().param_groups[0]["lr"]
+    wa, wb = _weights(a), _weights(b)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_non_finite_step_is_skipped_and_counted(tmp_path: Path) -> None:
+    class _Poison(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+            if trainer.global_step == 1 and not hasattr(self, "done"):
+                self.done = True
+                self.before = _weights(pl_module)
+                pl_module.net.nin_c.bias.data[0] = float("nan")
+
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+            if hasattr(self, "before") and not hasattr(self, "checked"):
+                self.checked = True
+                pl_module.net.nin_c.bias.data[0] = self.before["net.nin_c.bias"][0]
+                for k, v in _weights(pl_module).items():
+                    assert torch.equal(v, self.before[k]), f"{k} changed in a skipped step"
+
+    cfg = compose_config(*TINY, "trainer.max_steps=3", "trainer.val_check_interval=3", output_dir=tmp_path)
+    poison = _Poison()
+    metrics = run(cfg, extra_callbacks=[poison])
+    assert poison.checked
+    assert metrics["skipped_steps"] == 1
+    assert metrics["images_seen"] == 8  # 4 batches of 2: a skipped step does not count as an optimizer step
+
+
+def test_wandb_offline_run_logs_loss_psnr_and_panel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.wandb_offline import read_offline_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = compose_config(*TINY, "logger=wandb", "trainer.log_every_n_steps=1", output_dir=tmp_path)
+    run(cfg)
+    (run_dir,) = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    logged = read_offline_run(run_dir)
+    keys = set().union(*logged["history"])
+    assert {"train/loss", "val/psnr", "val/psnr_pme", "val/psnr_mu", "train/images_per_sec"} <= keys
+    panel = next(row for row in logged["history"] if "val/panel/_type" in row)
+    assert panel["val/panel/count"] == 1 and panel["val/panel/captions"] == ["noisy | pme | mu | clean"]
+    assert logged["config"]["run"]["name"] == "gauss25-blindspot-sigma_known"
+    assert "hydra_overrides" in logged["config"]
+    assert logged["summary"]["images_seen"] == 4
+    assert (tmp_path / "val_panel.png").is_file()

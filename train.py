@@ -1,0 +1,6 @@
+"""Train a denoiser: ``python train.py [group=option ...]``; see conf/ and README.md."""
+
+from ssdn.train import main
+
+if __name__ == "__main__":
+    main()
