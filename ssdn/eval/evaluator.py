@@ -1,0 +1,380 @@
+"""Evaluate any denoiser on the paper's protocol and write the results.
+
+A denoiser is any object with ``name``, ``requires_square_multiple`` and
+``denoise(noisy, params) -> dict[str, Tensor]`` (docs/api-contract.md); the first key is the reported one.
+Networks (``requires_square_multiple`` set) get the padded square noisy images, batched among items of
+equal padded size (in ``authors`` mode: a whole set). Classical methods (``None``) get the noisy image
+cropped to H×W, batched among items of equal H×W, optionally in a process pool (``workers``) — they are
+deterministic, so the pool cannot change a number. Scores are per image on the output cropped to H×W
+(``ssdn.eval.metrics``), for every output key and for the noisy input; a set's score is the mean over its
+replicated list.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import multiprocessing
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ssdn.data.testsets import TestImage
+from ssdn.eval.metrics import mean_psnr, psnr, quantize, ssim
+from ssdn.eval.protocol import (
+    NoiseSpec,
+    NoisyItem,
+    PreparedSet,
+    ProtocolConfig,
+    default_repeats,
+    iter_items,
+    prepare_set,
+)
+from ssdn.noise import NoiseModel
+from ssdn.utils import atomic_write_json, atomic_write_png, atomic_write_text
+
+NOISY_KEY = "noisy"
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    name: str
+    requires_square_multiple: int | None
+
+    def denoise(self, noisy: Tensor, params: Tensor) -> dict[str, Tensor]: ...
+
+
+@dataclass
+class ImageResult:
+    """Scores of one item of the replicated list."""
+
+    set: str
+    index: int
+    rep: int
+    image: int
+    name: str
+    height: int
+    width: int
+    param: float
+    psnr: dict[str, float]
+    ssim: dict[str, float]
+
+
+@dataclass
+class SetResult:
+    name: str
+    count: int
+    reported: str
+    psnr: dict[str, float]
+    ssim: dict[str, float]
+    protocol: dict[str, Any]
+    seconds: float
+    rows: list[ImageResult] = field(repr=False)
+
+
+@dataclass
+class Results:
+    method: str
+    noise: dict[str, Any]
+    sets: dict[str, SetResult]
+    meta: dict[str, Any]
+
+    def summary(self) -> str:
+        """A small text table: reported PSNR/SSIM and the noisy-input PSNR per set."""
+        lines = [f"{self.method} on {self.noise['label']}"]
+        for s in self.sets.values():
+            lines.append(
+                f"  {s.name:<10} n={s.count:<4} {s.reported} PSNR {s.psnr[s.reported]:.4f} dB"
+                f"  SSIM {s.ssim[s.reported]:.4f}  (noisy {s.psnr[NOISY_KEY]:.2f} dB)"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (per-image rows go to the CSV)."""
+        sets = {}
+        for name, s in self.sets.items():
+            d = asdict(s)
+            d.pop("rows")
+            sets[name] = d
+        return {"method": self.method, "noise": self.noise, "meta": self.meta, "sets": sets}
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+def _batches(items: Iterable[NoisyItem], batch_size: int, key: Callable[[NoisyItem], Any]) -> Iterator[list]:
+    """Consecutive items with equal ``key`` (input size), at most ``batch_size`` per batch, in order."""
+    batch: list[NoisyItem] = []
+    for item in items:
+        if batch and (len(batch) == batch_size or key(item) != key(batch[0])):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def _inputs(batch: list[NoisyItem], classical: bool) -> tuple[Tensor, Tensor]:
+    noisy = torch.stack([it.noisy_unpadded() if classical else it.noisy for it in batch])
+    params = torch.tensor([it.param for it in batch], dtype=torch.float64)
+    return noisy, params
+
+
+_WORKER_DENOISER: Any = None
+
+
+def _worker_init(denoiser: Any) -> None:
+    global _WORKER_DENOISER
+    _WORKER_DENOISER = denoiser
+
+
+def _worker_denoise(noisy: Tensor, params: Tensor) -> dict[str, Tensor]:
+    return _WORKER_DENOISER.denoise(noisy, params)
+
+
+def _run_in_pool(
+    denoiser: Any, work: Iterable[tuple[list[NoisyItem], Tensor, Tensor]], workers: int
+) -> Iterator[tuple[list[NoisyItem], dict[str, Tensor]]]:
+    """In-order parallel map with a bounded queue, so a set's noisy images are never all in memory at once."""
+    ctx = multiprocessing.get_context("spawn")  # fork after torch/BLAS threads started can deadlock
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(denoiser,)) as pool:
+        pending: deque[tuple[list[NoisyItem], Future]] = deque()
+        for batch, noisy, params in work:
+            pending.append((batch, pool.submit(_worker_denoise, noisy, params)))
+            if len(pending) >= 2 * workers:
+                b, fut = pending.popleft()
+                yield b, fut.result()
+        while pending:
+            b, fut = pending.popleft()
+            yield b, fut.result()
+
+
+def _check_outputs(outputs: Mapping[str, Tensor], n: int, c: int, name: str) -> None:
+    if not isinstance(outputs, Mapping) or not outputs:
+        raise TypeError(
+            f"{name}.denoise must return a non-empty dict of images, got {type(outputs).__name__}"
+        )
+    for key, out in outputs.items():
+        if key == NOISY_KEY:
+            raise ValueError(f"{name}.denoise: output key {NOISY_KEY!r} is reserved for the noisy input")
+        if not isinstance(out, Tensor) or out.ndim != 4 or tuple(out.shape[:2]) != (n, c):
+            raise ValueError(
+                f"{name}.denoise: output {key!r} must be a tensor (N, C, H, W) with N, C = {n}, {c} "
+                f"like the input, got {getattr(out, 'shape', type(out).__name__)}"
+            )
+
+
+def _save_png(pixels: Tensor, path: Path) -> None:
+    atomic_write_png(path, quantize(pixels).permute(1, 2, 0).numpy())
+
+
+def _score(item: NoisyItem, outputs: dict[str, Tensor], set_name: str) -> ImageResult:
+    h, w = item.height, item.width
+    crops = [(NOISY_KEY, item.noisy_unpadded()), *((k, v[:, :h, :w]) for k, v in outputs.items())]
+    images = {k: quantize(v) for k, v in crops}  # quantised once; psnr/ssim take uint8 as is
+    clean = quantize(item.clean)
+    return ImageResult(
+        set=set_name,
+        index=item.index,
+        rep=item.rep,
+        image=item.image,
+        name=item.name,
+        height=h,
+        width=w,
+        param=item.param,
+        psnr={k: float(psnr(v, clean)[0]) for k, v in images.items()},
+        ssim={k: float(ssim(v, clean)[0]) for k, v in images.items()},
+    )
+
+
+def _evaluate_set(
+    denoiser: Any,
+    prepared: PreparedSet,
+    *,
+    batch_size: int,
+    device: torch.device | None,
+    workers: int,
+    progress: bool,
+    save_images: Path | None,
+    cache_dir: str | Path | None,
+) -> SetResult:
+    cfg = prepared.config
+    multiple = denoiser.requires_square_multiple
+    classical = multiple is None
+    if not classical and any(s % multiple for s in prepared.sizes):
+        raise ValueError(
+            f"{denoiser.name} needs square inputs with a side multiple of {multiple}, but the protocol pads "
+            f"{cfg.set_name} to {sorted(set(prepared.sizes))} (multiple={cfg.multiple}); "
+            f"use a protocol multiple that {multiple} divides"
+        )
+    key = (lambda it: (it.height, it.width)) if classical else (lambda it: it.size)
+    work = (
+        (batch, *_inputs(batch, classical))
+        for batch in _batches(iter_items(prepared, cache_dir), batch_size, key)
+    )
+    if workers > 1:
+        results = _run_in_pool(denoiser, work, workers)
+    else:
+
+        def run_here() -> Iterator[tuple[list[NoisyItem], dict[str, Tensor]]]:
+            for batch, noisy, params in work:
+                if device is not None:
+                    noisy, params = noisy.to(device), params.to(device)
+                with torch.no_grad():
+                    outputs = denoiser.denoise(noisy, params)
+                yield batch, outputs
+
+        results = run_here()
+
+    rows: list[ImageResult] = []
+    start = time.perf_counter()
+    with tqdm(
+        total=len(prepared), desc=f"{denoiser.name} {cfg.set_name}", unit="img", disable=not progress
+    ) as bar:
+        for batch, outputs in results:
+            _check_outputs(outputs, len(batch), batch[0].clean.shape[0], denoiser.name)
+            outputs = {k: v.detach().cpu() for k, v in outputs.items()}
+            for j, item in enumerate(batch):
+                out_j = {k: v[j] for k, v in outputs.items()}
+                rows.append(_score(item, out_j, cfg.set_name))
+                if save_images is not None and item.rep == 0:
+                    stem = Path(item.name).stem
+                    folder = save_images / cfg.set_name
+                    _save_png(item.noisy_unpadded(), folder / f"{item.image:03d}-{stem}-{NOISY_KEY}.png")
+                    for k, v in out_j.items():
+                        _save_png(
+                            v[:, : item.height, : item.width], folder / f"{item.image:03d}-{stem}-{k}.png"
+                        )
+            bar.update(len(batch))
+    seconds = time.perf_counter() - start
+
+    keys = list(rows[0].psnr)
+    output_keys = [k for k in keys if k != NOISY_KEY]
+    return SetResult(
+        name=cfg.set_name,
+        count=len(rows),
+        reported=output_keys[0],
+        psnr={k: mean_psnr(r.psnr[k] for r in rows) for k in keys},
+        ssim={k: float(np.mean([r.ssim[k] for r in rows])) for k in keys},
+        protocol={
+            **asdict(cfg),
+            "noise": {"name": cfg.noise.name, "value": cfg.noise.value, "label": cfg.noise.label()},
+            "images": len(prepared.clean),
+            "padded_sizes": sorted(set(prepared.sizes)),
+        },
+        seconds=seconds,
+        rows=rows,
+    )
+
+
+def evaluate(
+    denoiser: Denoiser,
+    sets: Sequence[str] | str = ("kodak", "bsd300", "set14"),
+    noise: NoiseSpec | NoiseModel | tuple | list = ("gaussian", 25.0),
+    repeats: int | Mapping[str, int] | None = None,
+    seed: int = 0,
+    pad_mode: str = "authors",
+    batch_size: int = 1,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    save_images: str | Path | None = None,
+    *,
+    root: str | Path | None = None,
+    channels: int = 3,
+    limit: int | None = None,
+    crop: int | None = None,
+    multiple: int = 32,
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+    images: Mapping[str, Sequence[TestImage]] | None = None,
+) -> Results:
+    """Run ``denoiser`` on each set under the protocol of ``ssdn.eval.protocol``.
+
+    ``repeats``: None → the paper's factor per set, an int for all sets, or a per-set mapping.
+    ``limit``/``crop`` restrict every set to its first images / a centre crop (for tests and smoke runs;
+    they change the numbers). ``images`` supplies clean images for set names (unregistered folders via
+    ``ssdn.data.testsets.load_folder``). ``save_images``: folder for PNGs of the first pass (noisy input and
+    every output). ``workers`` > 1 runs a classical method in a process pool. A denoiser with ``.to`` is moved
+    to ``device`` (inputs follow; noise is always drawn on the CPU); an ``nn.Module`` is put in eval mode.
+    """
+    if not isinstance(denoiser, Denoiser):
+        raise TypeError("denoiser needs .name, .requires_square_multiple and .denoise(noisy, params) -> dict")
+    if batch_size < 1 or workers < 1:
+        raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
+    if workers > 1 and denoiser.requires_square_multiple is not None:
+        raise ValueError(
+            "workers > 1 is for classical (CPU) methods; run networks with batch_size and a device"
+        )
+    set_names = [sets] if isinstance(sets, str) else list(sets)
+    spec = NoiseSpec.of(noise)
+    dev = torch.device(device) if device is not None else None
+    if dev is not None and hasattr(denoiser, "to"):
+        denoiser.to(dev)
+    if isinstance(denoiser, torch.nn.Module):
+        denoiser.eval()  # a network is scored in inference mode, whatever state the caller left it in
+    out_dir = Path(save_images) if save_images is not None else None
+
+    results: dict[str, SetResult] = {}
+    for set_name in set_names:
+        if isinstance(repeats, Mapping):
+            reps = repeats.get(set_name, default_repeats(set_name))
+        else:
+            reps = repeats if repeats is not None else default_repeats(set_name)
+        cfg = ProtocolConfig(set_name, spec, reps, seed, pad_mode, channels, limit, crop, multiple)
+        prepared = prepare_set(cfg, None if images is None else images.get(set_name), root=root)
+        results[set_name] = _evaluate_set(
+            denoiser,
+            prepared,
+            batch_size=batch_size,
+            device=dev,
+            workers=workers,
+            progress=progress,
+            save_images=out_dir,
+            cache_dir=cache_dir,
+        )
+    meta = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+        "device": str(dev) if dev is not None else "cpu",
+        "batch_size": batch_size,
+        "workers": workers,
+    }
+    noise_info = {"name": spec.name, "value": spec.value, "label": spec.label()}
+    return Results(method=denoiser.name, noise=noise_info, sets=results, meta=meta)
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def write_results(results: Results, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``results.json`` (summary) and ``per_image.csv`` (one row per scored item), each atomically."""
+    out = Path(out_dir)
+    json_path, csv_path = out / "results.json", out / "per_image.csv"
+    atomic_write_json(json_path, results.to_dict())
+
+    rows = [r for s in results.sets.values() for r in s.rows]
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r.psnr if k not in keys)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    base = ["set", "index", "rep", "image", "name", "height", "width", "param"]
+    writer.writerow(base + [f"psnr_{k}" for k in keys] + [f"ssim_{k}" for k in keys])
+    for r in rows:
+        writer.writerow(
+            [r.set, r.index, r.rep, r.image, r.name, r.height, r.width, repr(r.param)]
+            + [repr(r.psnr.get(k, float("nan"))) for k in keys]
+            + [repr(r.ssim.get(k, float("nan"))) for k in keys]
+        )
+    atomic_write_text(csv_path, buf.getvalue())
+    return json_path, csv_path

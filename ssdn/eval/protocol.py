@@ -1,0 +1,282 @@
+"""The paper's test protocol: replicated test sets, seeded noise, test-time padding, optional on-disk cache.
+
+Replication (paper App. A): the sorted image list is repeated ``repeats`` times (KODAK 10, BSD300 3, SET14
+20) as img1..imgN, img1..imgN, ...; every pass draws new noise and, for variable noise, new per-image
+parameters.
+
+Noise order — the reason every method, batch size and machine sees identical noisy inputs: one CPU
+``torch.Generator`` seeded with ``seed`` per set, consumed in this order, float32 on CPU::
+
+    for r in range(repeats):
+        for i, image in enumerate(sorted images):
+            params = noise.sample_params(1, g)            # a fixed parameter draws nothing
+            noisy  = noise.corrupt(source_i, params, g)   # source_i: see the padding modes
+
+Padding modes (``pad_mode``):
+- ``authors`` (default, the official code): one square size per set, ``common_padded_size`` of all its images;
+  each *clean* image is mirror-padded bottom/right to it and the noise is drawn on the whole padded image.
+- ``per_image`` (Neighbor2Neighbor / Blind2Unblind): noise on the unpadded image, then the *noisy* image is
+  mirror-padded to its own ``padded_size``.
+
+Networks get the padded noisy image; classical methods get it cropped back to H×W (in ``authors`` mode that
+crop holds the same noise values the network sees at those pixels). Outputs are cropped to H×W before scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ssdn.data.testsets import TestImage, get_testset, load_testset
+from ssdn.nets.padding import common_padded_size, mirror_pad, padded_size
+from ssdn.noise import NoiseModel, build_noise
+from ssdn.utils import atomic_path
+
+PAD_MODES = ("authors", "per_image")
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """A noise model by config: ``build_noise(name, value)``; value a number or a ``(low, high)`` range."""
+
+    name: str
+    value: float | tuple[float, float]
+
+    @classmethod
+    def of(cls, noise: NoiseSpec | NoiseModel | tuple | list) -> NoiseSpec:
+        """Accept a spec, a built ``NoiseModel`` or a ``(name, value)`` pair."""
+        if isinstance(noise, NoiseSpec):
+            return noise
+        if isinstance(noise, NoiseModel):
+            low, high = float(noise.low), float(noise.high)
+            return cls(noise.name, low if low == high else (low, high))
+        name, value = noise
+        if isinstance(value, list | tuple):
+            low, high = (float(v) for v in value)
+            return cls(str(name), low if low == high else (low, high))
+        return cls(str(name), float(value))
+
+    def build(self) -> NoiseModel:
+        return build_noise(self.name, list(self.value) if isinstance(self.value, tuple) else self.value)
+
+    def label(self) -> str:
+        """E.g. ``gaussian25`` or ``gaussian5_50`` (the config naming of the authors)."""
+        vals = self.value if isinstance(self.value, tuple) else (self.value,)
+        return self.name + "_".join(f"{v:g}" for v in vals)
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Everything that determines the noisy inputs of one set. ``limit``/``crop`` shrink the set for tests."""
+
+    set_name: str
+    noise: NoiseSpec
+    repeats: int
+    seed: int = 0
+    pad_mode: str = "authors"
+    channels: int = 3
+    limit: int | None = None
+    crop: int | None = None
+    multiple: int = 32
+
+    def __post_init__(self) -> None:
+        if self.pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if self.crop is not None and self.crop < 1:
+            raise ValueError(f"crop must be a positive size, got {self.crop}")
+
+
+def default_repeats(set_name: str) -> int:
+    """The paper's replication factor for a registered set (1 for an unregistered one)."""
+    try:
+        return get_testset(set_name).repeats
+    except KeyError:
+        return 1
+
+
+@dataclass
+class NoisyItem:
+    """One entry of the replicated list: ``noisy`` is the network input (C, S, S); ``clean`` is (C, H, W)."""
+
+    index: int
+    rep: int
+    image: int
+    name: str
+    clean: Tensor
+    noisy: Tensor
+    param: float
+
+    @property
+    def height(self) -> int:
+        return self.clean.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.clean.shape[2]
+
+    @property
+    def size(self) -> int:
+        return self.noisy.shape[-1]
+
+    def noisy_unpadded(self) -> Tensor:
+        """What a classical method denoises: the noisy image cropped to H×W."""
+        return self.noisy[:, : self.height, : self.width]
+
+
+@dataclass
+class PreparedSet:
+    """Clean images of one set as float32 (C, H, W) in [0, 1], with each image's padded square side."""
+
+    config: ProtocolConfig
+    names: list[str]
+    clean: list[Tensor]
+    sizes: list[int] = field(init=False)
+    digest: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        hw = [(c.shape[1], c.shape[2]) for c in self.clean]
+        if self.config.pad_mode == "authors":
+            common = common_padded_size(hw, multiple=self.config.multiple)
+            self.sizes = [common] * len(hw)
+        else:
+            self.sizes = [padded_size(h, w, multiple=self.config.multiple) for h, w in hw]
+        digest = hashlib.sha256()
+        for name, img in zip(self.names, self.clean, strict=True):
+            digest.update(name.encode())
+            digest.update(str(tuple(img.shape)).encode())
+            digest.update(img.numpy().tobytes())
+        self.digest = digest.hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.clean) * self.config.repeats
+
+
+def _to_tensor(pixels: np.ndarray, crop: int | None) -> Tensor:
+    if crop is not None:
+        h, w = pixels.shape[:2]
+        top, left = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
+        pixels = pixels[top : top + crop, left : left + crop]
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous().float().div(255.0)
+
+
+def prepare_set(
+    config: ProtocolConfig, images: Sequence[TestImage] | None = None, root: str | Path | None = None
+) -> PreparedSet:
+    """Load (or take) the clean images, apply ``limit`` and the centre ``crop``, and fix the padded sizes."""
+    if images is None:
+        images = load_testset(config.set_name, root=root, channels=config.channels, limit=config.limit)
+    else:
+        images = list(images)[: config.limit]
+    if not images:
+        raise ValueError(f"test set {config.set_name!r} has no images")
+    return PreparedSet(
+        config, [im.name for im in images], [_to_tensor(im.pixels, config.crop) for im in images]
+    )
+
+
+def _pad(x: Tensor, size: int) -> Tensor:
+    return mirror_pad(x.unsqueeze(0), size - x.shape[1], size - x.shape[2])[0]
+
+
+def generate(prepared: PreparedSet) -> Iterator[NoisyItem]:
+    """The replicated noisy list, drawn in the documented order from one seeded CPU generator."""
+    cfg = prepared.config
+    noise = cfg.noise.build()
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    n = len(prepared.clean)
+    for rep in range(cfg.repeats):
+        for i, (name, clean, size) in enumerate(
+            zip(prepared.names, prepared.clean, prepared.sizes, strict=True)
+        ):
+            params = noise.sample_params(1, generator=g)
+            if cfg.pad_mode == "authors":
+                noisy = noise.corrupt(_pad(clean, size).unsqueeze(0), params, generator=g)[0]
+            else:
+                noisy = _pad(noise.corrupt(clean.unsqueeze(0), params, generator=g)[0], size)
+            yield NoisyItem(rep * n + i, rep, i, name, clean, noisy, float(params[0]))
+
+
+# --------------------------------------------------------------------------------------------------- cache
+
+
+def cache_key(prepared: PreparedSet) -> dict:
+    """What the cached inputs depend on. The torch version is recorded but not part of the key: the cache
+    exists precisely to keep the original inputs if a later torch draws different random numbers."""
+    cfg = asdict(prepared.config)
+    return {"format": CACHE_FORMAT, "config": cfg, "clean_sha256": prepared.digest}
+
+
+def cache_path(prepared: PreparedSet, cache_dir: str | Path) -> Path:
+    key = cache_key(prepared)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    cfg = prepared.config
+    stem = f"{cfg.set_name}-{cfg.noise.label()}-seed{cfg.seed}-{cfg.pad_mode}-r{cfg.repeats}-{digest}"
+    return Path(cache_dir) / f"{stem}.npz"
+
+
+def _member(index: int) -> str:
+    return f"noisy_{index:06d}.npy"
+
+
+def write_cache(prepared: PreparedSet, path: Path) -> None:
+    """Stream the generated inputs into a zip of .npy members (readable by ``np.load``), atomically.
+
+    ``authors`` mode stores the padded noisy image (the padding holds noise too); ``per_image`` mode stores
+    the unpadded noisy image, since its padding is a deterministic function of it.
+    """
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        params = []
+        for item in generate(prepared):
+            stored = item.noisy if prepared.config.pad_mode == "authors" else item.noisy_unpadded()
+            with zf.open(_member(item.index), "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, stored.numpy(), allow_pickle=False)
+            params.append(item.param)
+        with zf.open("params.npy", "w") as f:
+            np.lib.format.write_array(f, np.asarray(params, dtype=np.float64), allow_pickle=False)
+        meta = {**cache_key(prepared), "torch_version": torch.__version__, "count": len(params)}
+        zf.writestr("meta.json", json.dumps(meta, sort_keys=True))
+
+
+def read_cache(prepared: PreparedSet, path: Path) -> Iterator[NoisyItem]:
+    """Yield the cached items one at a time, after checking that the file belongs to this protocol."""
+    cfg = prepared.config
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read("meta.json"))
+        if {k: meta.get(k) for k in ("format", "config", "clean_sha256")} != json.loads(
+            json.dumps(cache_key(prepared))
+        ):
+            raise ValueError(f"noise cache {path} does not match this protocol or these images; delete it")
+        with zf.open("params.npy") as f:
+            params = np.lib.format.read_array(f)
+        n = len(prepared.clean)
+        if len(params) != len(prepared):
+            raise ValueError(
+                f"noise cache {path} holds {len(params)} items, expected {len(prepared)}; delete it"
+            )
+        for index, param in enumerate(params.tolist()):
+            with zf.open(_member(index)) as f:
+                stored = torch.from_numpy(np.lib.format.read_array(f))
+            rep, i = divmod(index, n)
+            noisy = stored if cfg.pad_mode == "authors" else _pad(stored, prepared.sizes[i])
+            yield NoisyItem(index, rep, i, prepared.names[i], prepared.clean[i], noisy, float(param))
+
+
+def iter_items(prepared: PreparedSet, cache_dir: str | Path | None = None) -> Iterator[NoisyItem]:
+    """The noisy inputs of a set: regenerated, or read from (and first written to) ``cache_dir``."""
+    if cache_dir is None:
+        return generate(prepared)
+    path = cache_path(prepared, cache_dir)
+    if not path.is_file():
+        write_cache(prepared, path)
+    return read_cache(prepared, path)

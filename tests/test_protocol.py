@@ -1,0 +1,179 @@
+"""ssdn.eval.protocol: documented noise order, padding modes, determinism and the on-disk cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssdn.data.testsets import TestImage, load_testset
+from ssdn.eval.protocol import (
+    NoiseSpec,
+    ProtocolConfig,
+    cache_path,
+    default_repeats,
+    generate,
+    iter_items,
+    prepare_set,
+    read_cache,
+)
+from ssdn.noise import build_noise
+
+
+def _images(*shapes: tuple[int, int], seed: int = 0) -> list[TestImage]:
+    rng = np.random.default_rng(seed)
+    return [
+        TestImage(f"im{i}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for i, (h, w) in enumerate(shapes)
+    ]
+
+
+def _reflect(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Reference padding: numpy's 'reflect' (mirror without edge repeat), bottom/right, (C, H, W)."""
+    _, h, w = x.shape
+    return torch.from_numpy(np.pad(x.numpy(), ((0, 0), (0, size - h), (0, size - w)), mode="reflect"))
+
+
+def _clean(im: TestImage) -> torch.Tensor:
+    return torch.from_numpy(im.pixels).permute(2, 0, 1).float() / 255
+
+
+def _cfg(noise: NoiseSpec, **kw) -> ProtocolConfig:
+    base = {"set_name": "toy", "noise": noise, "repeats": 3, "seed": 7, "multiple": 8}
+    return ProtocolConfig(**(base | kw))
+
+
+@pytest.mark.parametrize("pad_mode", ["authors", "per_image"])
+def test_noise_follows_the_documented_order(pad_mode: str) -> None:
+    images = _images((20, 30), (24, 16))
+    spec = NoiseSpec("gaussian", (5.0, 50.0))
+    items = list(generate(prepare_set(_cfg(spec, pad_mode=pad_mode), images)))
+    assert [(it.index, it.rep, it.image, it.name) for it in items] == [
+        (r * 2 + i, r, i, f"im{i}.png") for r in range(3) for i in range(2)
+    ]
+
+    # the same draws by hand: one generator, per pass and image: params, then the noise
+    g = torch.Generator().manual_seed(7)
+    noise = build_noise("gaussian", [5, 50])
+    sizes = [32, 32] if pad_mode == "authors" else [32, 24]
+    for it in items:
+        clean, size = _clean(images[it.image]), sizes[it.image]
+        params = noise.sample_params(1, generator=g)
+        if pad_mode == "authors":
+            ref = noise.corrupt(_reflect(clean, size)[None], params, generator=g)[0]
+        else:
+            ref = _reflect(noise.corrupt(clean[None], params, generator=g)[0], size)
+        assert it.param == params.item() and 5 <= it.param <= 50
+        assert it.noisy.dtype == torch.float32 and it.noisy.shape == (3, size, size)
+        assert torch.equal(it.noisy, ref)
+        assert torch.equal(it.clean, clean)
+        assert torch.equal(it.noisy_unpadded(), it.noisy[:, : clean.shape[1], : clean.shape[2]])
+    # every pass draws new parameters and new noise
+    assert items[0].param != items[2].param
+    assert not torch.equal(items[0].noisy, items[2].noisy)
+    # and a second run is identical
+    again = list(generate(prepare_set(_cfg(spec, pad_mode=pad_mode), images)))
+    assert all(
+        torch.equal(a.noisy, b.noisy) and a.param == b.param for a, b in zip(items, again, strict=True)
+    )
+
+
+def test_padding_modes_hand_built() -> None:
+    """σ = 0 exposes the padding: ``authors`` pads the clean image to one size per set, ``per_image`` each to
+    its own; values are numpy's reflect, bottom/right only."""
+    images = _images((3, 5), (4, 2))
+    zero = NoiseSpec("gaussian", 0.0)
+    a = list(generate(prepare_set(_cfg(zero, repeats=1, multiple=4), images)))
+    assert [it.size for it in a] == [8, 8]
+    p = list(generate(prepare_set(_cfg(zero, repeats=1, multiple=4, pad_mode="per_image"), images)))
+    assert [it.size for it in p] == [8, 4]
+    for it, size in [(a[0], 8), (a[1], 8), (p[0], 8), (p[1], 4)]:
+        assert torch.equal(it.noisy, _reflect(_clean(images[it.image]), size))
+    # first row of image 0 (W = 5) padded to 8: x0 x1 x2 x3 x4 | x3 x2 x1
+    row = _clean(images[0])[0, 0]
+    assert torch.equal(a[0].noisy[0, 0], torch.cat([row, row[[3, 2, 1]]]))
+
+
+def test_face_sized_pad_larger_than_the_image() -> None:
+    """SET14's face.png (276²) in a set padded to 768²: a 492-pixel pad, i.e. repeated reflection."""
+    big = TestImage("monarch-like.png", np.zeros((512, 768, 3), dtype=np.uint8))
+    face = _images((276, 276), seed=3)[0]
+    cfg = ProtocolConfig("toy", NoiseSpec("gaussian", 0.0), repeats=1)
+    items = list(generate(prepare_set(cfg, [big, face])))
+    assert items[1].size == 768
+    assert torch.equal(items[1].noisy, _reflect(_clean(face), 768))
+
+
+def test_real_set_padded_sizes(data_root: Path) -> None:
+    spec = NoiseSpec("gaussian", 25.0)
+    kodak = prepare_set(ProtocolConfig("kodak", spec, repeats=10), root=data_root)
+    assert set(kodak.sizes) == {768} and len(kodak) == 240
+    set14 = prepare_set(ProtocolConfig("set14", spec, repeats=20), root=data_root)
+    assert set(set14.sizes) == {768} and len(set14) == 280
+    per_image = prepare_set(ProtocolConfig("set14", spec, repeats=20, pad_mode="per_image"), root=data_root)
+    assert dict(zip(per_image.names, per_image.sizes, strict=True))["face.png"] == 288
+    assert [default_repeats(n) for n in ("kodak", "bsd300", "set14", "set14_12", "mine")] == [
+        10,
+        3,
+        20,
+        20,
+        1,
+    ]
+
+
+def test_limit_and_centre_crop(data_root: Path) -> None:
+    prepared = prepare_set(
+        ProtocolConfig("bsd300", NoiseSpec("gaussian", 25.0), repeats=3, limit=2, crop=64), root=data_root
+    )
+    full = load_testset("bsd300", root=data_root, limit=2)
+    assert prepared.names == [im.name for im in full] and prepared.sizes == [64, 64]
+    h, w = full[0].pixels.shape[:2]
+    top, left = (h - 64) // 2, (w - 64) // 2
+    ref = torch.from_numpy(full[0].pixels[top : top + 64, left : left + 64]).permute(2, 0, 1).float() / 255
+    assert torch.equal(prepared.clean[0], ref)
+
+
+@pytest.mark.parametrize("pad_mode", ["authors", "per_image"])
+def test_cache_equals_regeneration(tmp_path: Path, pad_mode: str) -> None:
+    images = _images((20, 30), (24, 16))
+    prepared = prepare_set(_cfg(NoiseSpec("poisson", (5.0, 50.0)), pad_mode=pad_mode), images)
+    fresh = list(generate(prepared))
+    cached = list(iter_items(prepared, cache_dir=tmp_path))
+    path = cache_path(prepared, tmp_path)
+    assert path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file left
+    assert path.name.startswith(f"toy-poisson5_50-seed7-{pad_mode}-r3-")
+    mtime = path.stat().st_mtime_ns
+    reread = list(iter_items(prepared, cache_dir=tmp_path))
+    assert path.stat().st_mtime_ns == mtime  # read, not rewritten
+    for a, b, c in zip(fresh, cached, reread, strict=True):
+        assert (a.index, a.rep, a.image, a.name, a.param) == (b.index, b.rep, b.image, b.name, b.param)
+        assert torch.equal(a.noisy, b.noisy) and torch.equal(a.noisy, c.noisy)
+        assert torch.equal(a.clean, b.clean)
+    with np.load(path) as npz:  # an ordinary .npz
+        np.testing.assert_array_equal(npz["params"], [it.param for it in fresh])
+
+
+def test_cache_of_another_protocol_is_refused(tmp_path: Path) -> None:
+    images = _images((20, 30))
+    a = prepare_set(_cfg(NoiseSpec("gaussian", 25.0), repeats=1), images)
+    b = prepare_set(_cfg(NoiseSpec("gaussian", 25.0), repeats=1, seed=8), images)
+    assert cache_path(a, tmp_path) != cache_path(b, tmp_path)
+    list(iter_items(a, cache_dir=tmp_path))
+    os.replace(cache_path(a, tmp_path), cache_path(b, tmp_path))
+    with pytest.raises(ValueError, match="does not match this protocol"):
+        list(read_cache(b, cache_path(b, tmp_path)))
+
+
+def test_config_and_noise_spec() -> None:
+    with pytest.raises(ValueError, match="pad_mode"):
+        ProtocolConfig("kodak", NoiseSpec("gaussian", 25.0), repeats=1, pad_mode="official")
+    with pytest.raises(ValueError, match="repeats"):
+        ProtocolConfig("kodak", NoiseSpec("gaussian", 25.0), repeats=0)
+    assert NoiseSpec.of(("gaussian", 25)) == NoiseSpec("gaussian", 25.0)
+    assert NoiseSpec.of(["poisson", [5, 50]]) == NoiseSpec("poisson", (5.0, 50.0))
+    assert NoiseSpec.of(build_noise("impulse", [0, 1])) == NoiseSpec("impulse", (0.0, 1.0))
+    assert NoiseSpec.of(build_noise("gaussian", [25, 25])).label() == "gaussian25"
+    assert NoiseSpec("impulse", 0.5).build().variable is False
