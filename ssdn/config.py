@@ -81,6 +81,12 @@ def validate_config(cfg: DictConfig) -> None:
     except (ValueError, KeyError) as exc:
         errors.append(f"noise: {exc}")
     m = cfg.method
+    if m.get("classical"):
+        if not cfg.eval.sets:
+            errors.append(f"method={m.name} is evaluation-only: set eval.sets, e.g. eval.sets=[kodak]")
+        if errors:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+        return
     if m.objective == "prior" and m.prior == "diagonal" and channels == 1:
         errors.append(
             f"method={m.name} with channels=1: a diagonal Σ is the full Σ for mono images; use method=ssdn"

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssdn.config import max_steps, register_resolvers, validate_config
 from ssdn.data.datamodule import DenoisingDataModule
+from ssdn.distributed import DestroyProcessGroup, build_strategy
 from ssdn.data.embedded import embedded_photos
 from ssdn.data.io import load_image
 from ssdn.eval.metrics import psnr
@@ -43,17 +44,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
-
-
-class DestroyProcessGroup(Callback):
-    """Tear the process group down at the end of a run: DDP on CPU otherwise sometimes aborts at exit."""
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
 
 
 def wandb_mode(requested: str) -> str:
@@ -113,6 +103,7 @@ def build_trainer(
     t = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(t, dict)
     every = int(t.pop("checkpoint_every_n_steps"))
+    t["strategy"] = build_strategy(t["strategy"])
     t.pop("max_steps", None)
     if t.get("limit_val_batches") is None:
         t.pop("limit_val_batches", None)
@@ -187,14 +178,60 @@ def write_example(cfg: DictConfig, module: DenoiserModule, output_dir: Path) -> 
     return scores
 
 
+def evaluate_on_testsets(cfg: DictConfig, denoiser: Any, output_dir: Path, workers: int = 1) -> dict[str, float]:
+    """Score a denoiser on the configured test sets; writes ``results.json`` and ``per_image.csv``."""
+    from ssdn.eval.evaluator import evaluate, write_results
+
+    e = cfg.eval
+    is_network = isinstance(denoiser, L.LightningModule)
+    results = evaluate(
+        denoiser,
+        list(e.sets),
+        (cfg.noise.name, OmegaConf.to_object(cfg.noise.value) if OmegaConf.is_config(cfg.noise.value)
+         else cfg.noise.value),
+        repeats=e.repeats,
+        seed=int(e.seed),
+        pad_mode=e.pad_mode,
+        batch_size=int(e.batch_size),
+        device=denoiser.device if is_network else None,
+        progress=bool(cfg.trainer.enable_progress_bar),
+        root=e.root,
+        channels=int(cfg.channels),
+        limit=e.limit,
+        crop=e.crop,
+        workers=1 if is_network else workers,
+    )
+    write_results(results, output_dir)
+    metrics: dict[str, float] = {}
+    for name, s in results.sets.items():
+        metrics[f"test/{name}/psnr"] = s.psnr[s.reported]
+        metrics |= {f"test/{name}/psnr_{k}": v for k, v in s.psnr.items()}
+        metrics |= {f"test/{name}/ssim_{k}": v for k, v in s.ssim.items()}
+        metrics[f"test/{name}/count"] = s.count
+    return metrics
+
+
+def run_classical(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    """Evaluation-only rows (CBM3D, Anscombe): nothing to train, the same protocol and outputs."""
+    from ssdn.evaluate import build_classical
+
+    metrics = evaluate_on_testsets(cfg, build_classical(cfg.method.classical), output_dir,
+                                   workers=int(cfg.method.get("workers", 1)))
+    atomic_write_json(output_dir / "metrics.json", metrics)
+    return metrics
+
+
 def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, float]:
     """Train one configuration; returns the final metrics (also written to ``metrics.json``).
 
-    ``extra_callbacks`` are added to the trainer (programmatic use and tests).
+    ``extra_callbacks`` are added to the trainer (programmatic use and tests). Classical methods
+    (``method.classical``) are evaluated without training.
     """
     validate_config(cfg)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.method.get("classical"):
+        return run_classical(cfg, output_dir)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)
@@ -209,6 +246,8 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, 
         if trainer.is_global_zero:
             if cfg.example.enabled:
                 metrics |= {f"example/{k}": v for k, v in write_example(cfg, module, output_dir).items()}
+            if cfg.eval.sets:
+                metrics |= evaluate_on_testsets(cfg, module, output_dir)
             atomic_write_json(output_dir / "metrics.json", metrics)
             for logger in loggers:
                 if isinstance(logger, WandbLogger):
@@ -222,9 +261,29 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, 
                 wandb.finish()
 
 
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run(cfg)
+    """One Hydra job. In a multirun a failing job is logged and recorded (``failed.txt`` in its directory)
+    instead of ending the sweep; a single run fails loudly."""
+    try:
+        metrics = run(cfg)
+    except Exception as exc:
+        if not _in_multirun():
+            raise
+        log.exception("job %s failed; the sweep goes on", cfg.run.name)
+        import traceback
+
+        from ssdn.utils import atomic_write_text
+
+        atomic_write_text(Path(cfg.output_dir) / "failed.txt", "".join(traceback.format_exception(exc)))
+        return None
     return metrics.get("val/psnr")
 
 

@@ -46,7 +46,8 @@ def test_row_names() -> None:
 @pytest.mark.parametrize("group", ["noise", "method", "noise_params", "trainer", "logger"])
 def test_every_option_composes_and_validates(group: str) -> None:
     for option in _options(group):
-        cfg = _compose(f"{group}={option}")
+        extra = ["eval.sets=[kodak]"] if (CONF / group / f"{option}.yaml").read_text().count("classical:") else []
+        cfg = _compose(f"{group}={option}", *extra)
         validate_config(cfg)
         assert cfg.run.name
 
@@ -81,6 +82,7 @@ def test_sweep_subdir_names_jobs_by_row() -> None:
     (["noise.value=[50,5]"], "noise"),
     (["train.images=10"], "train.images=10"),
     (["resume=/nonexistent/last.ckpt"], "resume="),
+    (["method=cbm3d_known"], "evaluation-only"),
 ])
 def test_invalid_combinations_fail_with_a_clear_message(overrides: list[str], message: str) -> None:
     cfg = _compose(*overrides)

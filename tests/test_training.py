@@ -3,6 +3,7 @@ checkpoint that loads back; resume reproduces an uninterrupted run; non-finite s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -131,3 +132,13 @@ def test_wandb_offline_run_logs_loss_psnr_and_panel(tmp_path: Path, monkeypatch:
     assert "hydra_overrides" in logged["config"]
     assert logged["summary"]["images_seen"] == 4
     assert (tmp_path / "val_panel.png").is_file()
+
+
+def test_training_then_protocol_evaluation_writes_results(tmp_path: Path, data_root: Path) -> None:
+    cfg = compose_config(*TINY, "eval.sets=[kodak,set14]", "eval.repeats=1", "eval.limit=2", "eval.crop=64",
+                         f"eval.root={data_root}", output_dir=tmp_path)
+    metrics = run(cfg)
+    assert metrics["test/kodak/count"] == 2 and metrics["test/set14/count"] == 2
+    assert metrics["test/kodak/psnr"] == metrics["test/kodak/psnr_pme"]
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "per_image.csv").is_file()
+    assert json.loads((tmp_path / "metrics.json").read_text())["test/set14/psnr_noisy"] > 0

@@ -1,0 +1,131 @@
+"""Evaluate a checkpoint or a classical method under the paper's protocol and write ``results.json``.
+
+    python -m ssdn.evaluate --checkpoint outputs/.../checkpoints/last.ckpt --sets kodak bsd300 set14 --out DIR
+    python -m ssdn.evaluate --method cbm3d_known --noise gaussian --value 25 --sets kodak --workers 2 --out DIR
+
+Every method sees identical noisy inputs (one seeded CPU generator, see ``ssdn.eval.protocol``). Test sets are
+looked up in ``--root`` or ``$SSDN_DATA_ROOT``; a missing set names the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssdn.eval.evaluator import Results, evaluate, write_results
+
+CLASSICAL = ("cbm3d_known", "cbm3d_estimated", "anscombe")
+
+
+def build_classical(name: str, threads: int = 1) -> Any:
+    """The non-learned baselines as denoisers of the evaluator (they need the optional ``bm3d`` package)."""
+    from ssdn.baselines.anscombe import AnscombeBM3D
+    from ssdn.baselines.cbm3d import CBM3D
+
+    if name == "cbm3d_known":
+        return CBM3D(sigma="known", threads=threads)
+    if name == "cbm3d_estimated":
+        return CBM3D(sigma="estimated", threads=threads)
+    if name == "anscombe":
+        return AnscombeBM3D(threads=threads)
+    raise ValueError(f"unknown classical method {name!r}; choose one of {', '.join(CLASSICAL)}")
+
+
+def _parse_value(text: str) -> float | list[float]:
+    """``25`` or ``5,50`` (a range drawn per image)."""
+    parts = [float(p) for p in text.split(",")]
+    return parts[0] if len(parts) == 1 else parts
+
+
+def log_to_wandb(results: Results, project: str, name: str, config: dict[str, Any]) -> None:
+    """The per-set means as the run summary and the per-image scores as a table (one eval run)."""
+    import wandb
+
+    from ssdn.train import wandb_mode
+
+    run = wandb.init(project=project, name=name, job_type="eval", config=config, mode=wandb_mode("auto"))
+    try:
+        summary = results.to_dict()
+        for set_name, data in summary["sets"].items():
+            for key, value in data.items():
+                if isinstance(value, int | float):
+                    run.summary[f"{set_name}/{key}"] = value
+        rows = [r for s in results.sets.values() for r in s.rows]
+        keys = sorted({k for r in rows for k in r.psnr})
+        table = wandb.Table(columns=["set", "image", "rep", "param", *[f"psnr_{k}" for k in keys]])
+        for r in rows:
+            table.add_data(r.set, r.name, r.rep, r.param, *[r.psnr.get(k) for k in keys])
+        run.log({"per_image": table})
+    finally:
+        wandb.finish()
+
+
+def main(argv: Sequence[str] | None = None) -> Results:
+    p = argparse.ArgumentParser(prog="python -m ssdn.evaluate", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a .ckpt written by train.py")
+    src.add_argument("--method", choices=CLASSICAL, help="a classical baseline")
+    p.add_argument("--noise", help="gaussian | poisson | impulse (default: the checkpoint's)")
+    p.add_argument("--value", type=_parse_value, help="25, or a range 5,50 (default: the checkpoint's)")
+    p.add_argument("--sets", nargs="+", default=["kodak", "bsd300", "set14"])
+    p.add_argument("--repeats", type=int, default=None, help="passes per set (default: KODAK 10, BSD300 3, SET14 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pad-mode", choices=("authors", "per_image"), default="authors")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--workers", type=int, default=1, help="processes for classical methods")
+    p.add_argument("--root", default=os.environ.get("SSDN_DATA_ROOT"), help="folder holding kodak/ bsd300/ set14/")
+    p.add_argument("--limit", type=int, default=None, help="first N images of each set (smoke runs)")
+    p.add_argument("--crop", type=int, default=None, help="centre crop of each image (smoke runs)")
+    p.add_argument("--out", required=True, help="folder for results.json and per_image.csv")
+    p.add_argument("--save-images", action="store_true", help="also write the first pass's images")
+    p.add_argument("--wandb", action="store_true", help="log the results to W&B (offline without an API key)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    if args.checkpoint:
+        from ssdn.denoise import load_denoiser
+
+        denoiser = load_denoiser(args.checkpoint, args.device)
+        cfg = denoiser.hparams["config"]
+        noise = (args.noise or cfg["noise"]["name"], args.value if args.value is not None else cfg["noise"]["value"])
+        channels = denoiser.channels
+    else:
+        if args.noise is None or args.value is None:
+            p.error("--method needs --noise and --value")
+        denoiser = build_classical(args.method)
+        noise, channels = (args.noise, args.value), 3
+    out = Path(args.out)
+    results = evaluate(
+        denoiser,
+        args.sets,
+        noise,
+        repeats=args.repeats,
+        seed=args.seed,
+        pad_mode=args.pad_mode,
+        batch_size=args.batch_size,
+        device=args.device if args.checkpoint else None,
+        progress=not args.no_progress,
+        save_images=out / "images" if args.save_images else None,
+        root=args.root,
+        channels=channels,
+        limit=args.limit,
+        crop=args.crop,
+        workers=args.workers,
+    )
+    write_results(results, out)
+    print(results.summary())
+    if args.wandb:
+        log_to_wandb(results, "ssdn", f"eval-{denoiser.name}", {"args": vars(args), "results": str(out)})
+    print(json.dumps({"results": str(out / "results.json")}))
+    return results
+
+
+if __name__ == "__main__":
+    main()

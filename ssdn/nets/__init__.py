@@ -1,0 +1,17 @@
+"""Networks of Laine et al. 2019: the U-Net (baseline and blind-spot), noise-level estimators, padding."""
+
+from ssdn.nets.estimator import GlobalNoiseLevel, NoiseEstimator, level_from_raw
+from ssdn.nets.padding import common_padded_size, crop, mirror_pad, pad_to_square, padded_size
+from ssdn.nets.unet import UNet
+
+__all__ = [
+    "GlobalNoiseLevel",
+    "NoiseEstimator",
+    "UNet",
+    "common_padded_size",
+    "crop",
+    "level_from_raw",
+    "mirror_pad",
+    "pad_to_square",
+    "padded_size",
+]

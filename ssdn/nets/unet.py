@@ -1,0 +1,198 @@
+"""The five-level U-Net of Laine et al. 2019 (Table 4): baseline and convolutional blind-spot variants."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SIDE_MULTIPLE = 32  # five 2×2 poolings
+_SLOPE = 0.1
+_ENC = 48
+_DEC = 96
+
+
+def _act(x: torch.Tensor) -> torch.Tensor:
+    # In place: callers pass fresh conv outputs, and leaky ReLU's backward only needs the result's sign.
+    return F.leaky_relu_(x, _SLOPE)
+
+
+def _half_plane_pad(x: torch.Tensor) -> torch.Tensor:
+    """Zero padding after which a valid 3×3 conv's output row i sees input rows i-2..i only.
+
+    Same result as the paper's "zero row on top, SAME conv, drop the bottom row", with one copy and no crop.
+    """
+    return F.pad(x, (1, 1, 2, 0))
+
+
+def _shift_down(x: torch.Tensor) -> torch.Tensor:
+    """SHIFT: one zero row on top, last row dropped, so a branch output sees only rows strictly above it."""
+    return F.pad(x, (0, 0, 1, -1))
+
+
+def _like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels_last memory format if ``ref`` is unambiguously in it, else unchanged."""
+    if ref.is_contiguous(memory_format=torch.channels_last) and not ref.is_contiguous():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _upsample_kernel(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """Per axis, nearest 2× upsampling followed by the 3 taps w0..w2 is a stride-2 transposed conv with
+    the 4 taps [w2, w1+w2, w0+w1, w0] (each output pixel then reads 2 low-res pixels instead of 3 copies)."""
+    w0, w1, w2 = w.unbind(dim)
+    return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
+
+
+class UNet(nn.Module):
+    """Table 4 U-Net: 48-channel encoder, 96-channel decoder, three 1×1 layers at the end.
+
+    ``blindspot=True`` builds the convolutional blind-spot net: the output at a pixel never depends on the
+    input at that pixel (any channel) but does on all 8 neighbours. Four rotations of the input are stacked
+    on the batch axis and run through one trunk (`trunk`) whose 3×3 convs and poolings only look upwards and
+    whose output is shifted down one row; the rotations are then undone and concatenated (4×96 channels)
+    before the 1×1 layers. Input: square, side a multiple of 32. Baseline: H and W multiples of 32.
+    Padding to those sizes is the caller's job (`ssdn.nets.padding`).
+
+    Layer names are the authors' (``enc_conv0`` … ``dec_conv1b``, ``nin_a`` … ``nin_c``) and decoder convs
+    keep their concat([upsampled, skip]) input layout, so converting their weights is a renaming. The
+    decoder computes conv(concat(upsample(low), skip)) without building the upsampled map, as a stride-2
+    transposed conv of ``low`` plus a conv of ``skip`` (`_up_conv`): same function, 23% fewer multiply-adds.
+    """
+
+    def __init__(
+        self, in_channels: int = 3, out_channels: int = 9, blindspot: bool = True, zero_last: bool = False
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.blindspot = blindspot
+        self.enc_conv0 = nn.Conv2d(in_channels, _ENC, 3)
+        self.enc_conv1 = nn.Conv2d(_ENC, _ENC, 3)
+        self.enc_conv2 = nn.Conv2d(_ENC, _ENC, 3)
+        self.enc_conv3 = nn.Conv2d(_ENC, _ENC, 3)
+        self.enc_conv4 = nn.Conv2d(_ENC, _ENC, 3)
+        self.enc_conv5 = nn.Conv2d(_ENC, _ENC, 3)
+        self.enc_conv6 = nn.Conv2d(_ENC, _ENC, 3)
+        self.dec_conv5a = nn.Conv2d(_ENC + _ENC, _DEC, 3)
+        self.dec_conv5b = nn.Conv2d(_DEC, _DEC, 3)
+        self.dec_conv4a = nn.Conv2d(_DEC + _ENC, _DEC, 3)
+        self.dec_conv4b = nn.Conv2d(_DEC, _DEC, 3)
+        self.dec_conv3a = nn.Conv2d(_DEC + _ENC, _DEC, 3)
+        self.dec_conv3b = nn.Conv2d(_DEC, _DEC, 3)
+        self.dec_conv2a = nn.Conv2d(_DEC + _ENC, _DEC, 3)
+        self.dec_conv2b = nn.Conv2d(_DEC, _DEC, 3)
+        self.dec_conv1a = nn.Conv2d(_DEC + in_channels, _DEC, 3)
+        self.dec_conv1b = nn.Conv2d(_DEC, _DEC, 3)
+        head = 4 * _DEC if blindspot else _DEC
+        self.nin_a = nn.Conv2d(head, head, 1)
+        self.nin_b = nn.Conv2d(head, _DEC, 1)
+        self.nin_c = nn.Conv2d(_DEC, out_channels, 1)
+        self.reset_parameters(zero_last)
+
+    def reset_parameters(self, zero_last: bool = False) -> None:
+        """The authors' init: weights N(0, gain²/fan_in), gain √2 (1 on ``nin_c``, or zeros), zero biases."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        if zero_last:
+            nn.init.zeros_(self.nin_c.weight)
+        else:
+            nn.init.normal_(self.nin_c.weight, std=1.0 / math.sqrt(self.nin_c.weight[0].numel()))
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"UNet expects (N, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        m = SIDE_MULTIPLE
+        if self.blindspot and (h != w or h % m or h == 0):
+            raise ValueError(
+                f"the blind-spot UNet needs a square input whose side is a positive multiple of {m} "
+                f"(it rotates the image by 90 degrees and pools 5 times), got {h}×{w}; padding is the "
+                "caller's job: see ssdn.nets.padding (pad_to_square, then crop)"
+            )
+        if not self.blindspot and (h % m or w % m or h == 0 or w == 0):
+            raise ValueError(
+                f"the UNet needs H and W to be positive multiples of {m} (it pools 5 times), got {h}×{w}; "
+                "padding is the caller's job: see ssdn.nets.padding (pad_to_square, then crop)"
+            )
+
+    def _conv_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What a 3×3 conv reads: blind-spot, the half-plane zero padding; baseline, ``x`` (conv pads)."""
+        return _half_plane_pad(x) if self.blindspot else x
+
+    def _conv(self, layer: nn.Conv2d, x_in: torch.Tensor) -> torch.Tensor:
+        """3×3 conv + leaky ReLU of a `_conv_input` tensor."""
+        return _act(F.conv2d(x_in, layer.weight, layer.bias, padding=0 if self.blindspot else 1))
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """2×2 max pool; blind-spot: offset down one row (zero row on top; floor mode drops the last row)."""
+        if self.blindspot:
+            x = F.pad(x, (0, 0, 1, 0))
+        return F.max_pool2d(x, 2)
+
+    def _up_conv(self, layer: nn.Conv2d, low: torch.Tensor, skip_in: torch.Tensor) -> torch.Tensor:
+        """act(conv3×3(concat(upsample2×(low), skip))) with ``skip_in`` = `_conv_input` (skip).
+
+        The upsampled part is a stride-2 transposed conv (`_upsample_kernel`). Its 4-tap rows
+        [w2, w1+w2, w0+w1, w0] cover output rows i-1..i+1 (SAME, padding 1) in the baseline; the
+        blind-spot taps cover rows i-2..i, which is the same transposed conv on ``low`` with one zero
+        row on top and padding 2.
+        """
+        n_low = low.shape[1]
+        w_up = _upsample_kernel(_upsample_kernel(layer.weight[:, :n_low], 2), 3).transpose(0, 1)
+        w_skip = layer.weight[:, n_low:]
+        if self.blindspot:
+            up = F.conv_transpose2d(F.pad(low, (0, 0, 1, 0)), w_up, stride=2, padding=(2, 1))
+            out = F.conv2d(skip_in, w_skip, layer.bias)
+        else:
+            up = F.conv_transpose2d(low, w_up, stride=2, padding=1)
+            out = F.conv2d(skip_in, w_skip, layer.bias, padding=1)
+        return _act(out.add_(up))
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder and decoder up to ``dec_conv1b`` (96 channels), the branch shared by the four rotations.
+
+        Blind-spot: every layer looks upwards only and the output is shifted down one row (SHIFT), so
+        output row i depends on input rows < i only.
+        """
+        x_in = self._conv_input(x)
+        skips = [x_in]  # kept as the convs read them: decoder convs reuse the encoder's padding
+        h = self._conv(self.enc_conv1, self._conv_input(self._conv(self.enc_conv0, x_in)))
+        for conv in (self.enc_conv2, self.enc_conv3, self.enc_conv4, self.enc_conv5):
+            h_in = self._conv_input(self._pool(h))
+            skips.append(h_in)
+            h = self._conv(conv, h_in)
+        h = self._conv(self.enc_conv6, self._conv_input(self._pool(h)))
+        for a, b in (
+            (self.dec_conv5a, self.dec_conv5b),
+            (self.dec_conv4a, self.dec_conv4b),
+            (self.dec_conv3a, self.dec_conv3b),
+            (self.dec_conv2a, self.dec_conv2b),
+            (self.dec_conv1a, self.dec_conv1b),
+        ):
+            h = self._conv(b, self._conv_input(self._up_conv(a, h, skips.pop())))
+        return _shift_down(h) if self.blindspot else h
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Input of ``nin_a``: the trunk output (baseline) or ROTATE → trunk → UNROTATE (blind spot)."""
+        if not self.blindspot:
+            return self.trunk(x)
+        # torch.rot90 returns plain strides; restoring channels_last (when in use) keeps convs and cat fast.
+        rotated = _like(torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)]), x)
+        trunk = self.trunk(rotated)
+        branches = trunk.chunk(4)
+        unrotated = [branches[0]] + [
+            _like(torch.rot90(b, -k, dims=(2, 3)), trunk) for k, b in enumerate(branches) if k
+        ]
+        return torch.cat(unrotated, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, K, H, W); see the class docstring for the size rules."""
+        self._check_input(x)
+        h = _act(self.nin_a(self.features(x)))
+        h = _act(self.nin_b(h))
+        return self.nin_c(h)
