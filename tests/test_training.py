@@ -4,6 +4,7 @@ checkpoint that loads back; resume reproduces an uninterrupted run; non-finite s
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import lightning as L
@@ -17,13 +18,19 @@ from tests.conftest import TINY, compose_config
 # (noise option, method option, noise_params option) for every trained row of Tables 1 and 3 (+ Figure 3).
 ROWS = [
     *[(n, "ssdn", p) for n in ("gaussian", "poisson", "impulse") for p in ("sigma_known", "sigma_global")],
-    *[(n, "ssdn", p) for n in ("gaussian_range", "poisson_range", "impulse_range")
-      for p in ("sigma_known", "sigma_per_image")],
+    *[
+        (n, "ssdn", p)
+        for n in ("gaussian_range", "poisson_range", "impulse_range")
+        for p in ("sigma_known", "sigma_per_image")
+    ],
     ("gaussian", "ssdn_diag", "sigma_known"),
     ("gaussian", "ssdn_diag", "sigma_global"),
     ("gaussian_range", "ssdn_diag", "sigma_per_image"),
-    *[(n, m, "sigma_known") for n in ("gaussian", "poisson", "impulse", "impulse_range")
-      for m in ("mu_only", "n2c", "n2n")],
+    *[
+        (n, m, "sigma_known")
+        for n in ("gaussian", "poisson", "impulse", "impulse_range")
+        for m in ("mu_only", "n2c", "n2n")
+    ],
     ("gaussian", "n2v_copy", "sigma_known"),
     ("gaussian", "n2v_random", "sigma_known"),
 ]
@@ -43,7 +50,9 @@ class _Capture(L.Callback):
 
 @pytest.mark.parametrize(("noise", "method", "params"), ROWS, ids=["-".join(r) for r in ROWS])
 def test_every_row_trains_and_checkpoints(tmp_path: Path, noise: str, method: str, params: str) -> None:
-    cfg = compose_config(*TINY, f"noise={noise}", f"method={method}", f"noise_params={params}", output_dir=tmp_path)
+    cfg = compose_config(
+        *TINY, f"noise={noise}", f"method={method}", f"noise_params={params}", output_dir=tmp_path
+    )
     cap = _Capture()
     metrics = run(cfg, extra_callbacks=[cap])
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
@@ -74,8 +83,13 @@ class _StopAfter(L.Callback):
 
 
 def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
-    common = (*TINY, "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.checkpoint_every_n_steps=3",
-              "noise_params=sigma_global")
+    common = (
+        *TINY,
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+        "trainer.checkpoint_every_n_steps=3",
+        "noise_params=sigma_global",
+    )
     full, full_cap = tmp_path / "full", _Capture()
     run(compose_config(*common, output_dir=full), extra_callbacks=[full_cap])
     split = tmp_path / "split"
@@ -94,7 +108,9 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
 
 def test_non_finite_step_is_skipped_and_counted(tmp_path: Path) -> None:
     class _Poison(L.Callback):
-        def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        def on_train_batch_start(
+            self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object
+        ) -> None:
             if trainer.global_step == 1 and not hasattr(self, "done"):
                 self.done = True
                 self.before = _weights(pl_module)
@@ -123,8 +139,14 @@ def test_wandb_offline_run_logs_loss_psnr_and_panel(tmp_path: Path, monkeypatch:
     cfg = compose_config(*TINY, "logger=wandb", "trainer.log_every_n_steps=1", output_dir=tmp_path)
     run(cfg)
     (run_dir,) = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    logged = read_offline_run(run_dir)
-    keys = set().union(*logged["history"])
+    # wandb-core writes the transaction log asynchronously: give it a moment after wandb.finish() returns.
+    deadline = time.monotonic() + 60
+    while True:
+        logged = read_offline_run(run_dir)
+        keys = set().union(*logged["history"])
+        if "val/psnr" in keys and "images_seen" in logged["summary"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert {"train/loss", "val/psnr", "val/psnr_pme", "val/psnr_mu", "train/images_per_sec"} <= keys
     panel = next(row for row in logged["history"] if "val/panel/_type" in row)
     assert panel["val/panel/count"] == 1 and panel["val/panel/captions"] == ["noisy | pme | mu | clean"]
@@ -135,8 +157,15 @@ def test_wandb_offline_run_logs_loss_psnr_and_panel(tmp_path: Path, monkeypatch:
 
 
 def test_training_then_protocol_evaluation_writes_results(tmp_path: Path, data_root: Path) -> None:
-    cfg = compose_config(*TINY, "eval.sets=[kodak,set14]", "eval.repeats=1", "eval.limit=2", "eval.crop=64",
-                         f"eval.root={data_root}", output_dir=tmp_path)
+    cfg = compose_config(
+        *TINY,
+        "eval.sets=[kodak,set14]",
+        "eval.repeats=1",
+        "eval.limit=2",
+        "eval.crop=64",
+        f"eval.root={data_root}",
+        output_dir=tmp_path,
+    )
     metrics = run(cfg)
     assert metrics["test/kodak/count"] == 2 and metrics["test/set14/count"] == 2
     assert metrics["test/kodak/psnr"] == metrics["test/kodak/psnr_pme"]

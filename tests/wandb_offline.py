@@ -35,6 +35,8 @@ def _payloads(data: bytes) -> Iterator[bytes]:
         if kind == 0 and length == 0:
             pos += room
             continue
+        if pos + HEADER + length > len(data):
+            break  # the writer is still appending this record
         chunk = data[pos + HEADER : pos + HEADER + length]
         if zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
             raise ValueError(f"corrupt record at byte {pos}")
