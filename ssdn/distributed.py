@@ -1,15 +1,78 @@
-"""Multi-process training helpers: strategy construction and clean process-group teardown."""
+"""Multi-process training: a DDP strategy that survives Hydra multiruns, SLURM requeue, per-job GPU pinning.
+
+Why a strategy of our own: Lightning's ``ddp`` starts ranks 1..N-1 by re-running ``sys.argv``. Inside a Hydra
+multirun that command still holds ``-m`` and the sweep, so every extra rank runs the *whole sweep* again (in
+lock-step by luck, in a second timestamped output tree), and the parent keeps ``LOCAL_RANK``/``WORLD_SIZE``/
+``MASTER_PORT`` in its environment, so the next job believes its ranks were started externally.
+:class:`HydraDDPStrategy` starts each extra rank from *this job's* saved config (``<job dir>/.hydra/config.yaml``),
+in the job's directory, with no Hydra output of its own; the rank checks that it composed exactly the job's
+config, and the parent restores its environment when the job ends. Under SLURM (one task per GPU) or torchrun
+the ranks exist already and nothing is started.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+#: Carries the digest of the job's resolved config to the ranks the job starts.
+CONFIG_DIGEST_ENV = "SSDN_DDP_CONFIG_DIGEST"
+#: Hydra overrides a started rank inherits from its job, so that all ranks log alike.
+FORWARDED_HYDRA_OVERRIDES = (
+    "hydra.verbose",
+    "hydra/job_logging",
+    "hydra/hydra_logging",
+    "hydra.job_logging",
+    "hydra.hydra_logging",
+)
+#: After a successful fit the started ranks only close their logs; one still alive after this is killed.
+RANK_EXIT_TIMEOUT_S = 120.0
+#: When a started rank dies mid-job, the job gets this long to fail by itself before its process is ended.
+WATCHDOG_GRACE_S = 10.0
+
+
+def num_gpus() -> int:
+    """Visible CUDA devices, at least 1, so that a launcher sized by it also runs (one job) on a CPU machine."""
+    return max(1, torch.cuda.device_count())
+
+
+def register_resolvers() -> None:
+    """``${ssdn_num_gpus:}`` for launcher configs; registered on import because Hydra resolves the launcher
+    before any job runs."""
+    if not OmegaConf.has_resolver("ssdn_num_gpus"):
+        OmegaConf.register_new_resolver("ssdn_num_gpus", num_gpus)
+
+
+register_resolvers()
 
 
 class DestroyProcessGroup(Callback):
-    """Tear the process group down at the end of a run: DDP on CPU otherwise sometimes aborts at exit."""
+    """Tear the process group down at the end of a run: DDP on CPU otherwise sometimes aborts at exit.
+
+    It runs in ``teardown``, after the last checkpoint, on every rank at the same point, so nothing that comes
+    after ``fit`` (rank 0's example and evaluation) can meet a rank waiting in a collective.
+    """
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         import torch.distributed as dist
@@ -19,6 +82,274 @@ class DestroyProcessGroup(Callback):
             dist.destroy_process_group()
 
 
-def build_strategy(name: str | Any) -> str | Any:
-    """The Lightning strategy for ``trainer.strategy`` (a name Lightning understands, passed through)."""
-    return name
+def config_digest(cfg: DictConfig) -> str:
+    """SHA-256 of the resolved config: equal digests mean the ranks train exactly the same run."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_strategy(name: str | Any, cfg: DictConfig) -> str | Any:
+    """The Lightning strategy for ``trainer.strategy``: ``ddp`` becomes :class:`HydraDDPStrategy`, other names
+    pass through. In a rank started by that strategy, first check that the rank composed its job's config."""
+    if name != "ddp":
+        return name
+    digest = config_digest(cfg)
+    expected = os.environ.get(CONFIG_DIGEST_ENV)
+    if expected is not None and expected != digest:
+        raise RuntimeError(
+            f"DDP rank {os.environ.get('LOCAL_RANK')} composed a config that differs from its job's "
+            f"(digest {digest[:12]} != {expected[:12]}); the job's saved .hydra/config.yaml does not reproduce "
+            "the job (a value that depends on hydra.job.* or the time?)"
+        )
+    return HydraDDPStrategy(config_digest=digest)
+
+
+class HydraDDPStrategy(DDPStrategy):
+    """Lightning's DDP, except that inside a Hydra job the extra ranks run that job only (module docstring)."""
+
+    def __init__(self, config_digest: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config_digest = config_digest
+
+    def _configure_launcher(self) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if self._start_method != "popen" or not HydraConfig.initialized():
+            super()._configure_launcher()
+            return
+        assert self.cluster_environment is not None
+        self._launcher = HydraJobLauncher(
+            self.cluster_environment, self.num_processes, self.num_nodes, self.config_digest
+        )
+
+    def setup_environment(self) -> None:
+        super().setup_environment()
+        log.info(
+            "DDP rank %d of %d (node %d, local rank %d) pid %d",
+            self.global_rank,
+            self.world_size,
+            self.node_rank,
+            self.local_rank,
+            os.getpid(),
+        )
+
+
+class HydraJobLauncher(_SubprocessScriptLauncher):
+    """Starts local ranks 1..N-1 as single Hydra runs of the current job, then runs rank 0 here.
+
+    When the fit ends, the started ranks are waited for (or killed after a failure) and the environment and
+    thread count are restored, so that the next job of a multirun starts from a clean process.
+    """
+
+    def __init__(
+        self, cluster_environment: Any, num_processes: int, num_nodes: int, config_digest: str | None
+    ) -> None:
+        super().__init__(cluster_environment, num_processes, num_nodes)
+        self.config_digest = config_digest
+
+    def launch(self, function: Callable, *args: Any, trainer: L.Trainer | None = None, **kwargs: Any) -> Any:
+        if self.cluster_environment.creates_processes_externally:  # SLURM, torchrun, or a rank we started
+            return super().launch(function, *args, trainer=trainer, **kwargs)
+        self.cluster_environment.validate_settings(num_devices=self.num_processes, num_nodes=self.num_nodes)
+        saved_env, threads = dict(os.environ), torch.get_num_threads()
+        watchdog: RankWatchdog | None = None
+        finished = False
+        try:
+            self._call_children_scripts()
+            watchdog = RankWatchdog(self.procs)
+            watchdog.start()
+            _set_num_threads_if_needed(num_processes=self.num_processes)
+            result = function(*args, **kwargs)
+            finished = True
+            return result
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+            self._end_ranks(wait=finished)
+            if not finished:
+                _abandon_process_group()
+            restore_environ(saved_env)
+            torch.set_num_threads(threads)
+
+    def _call_children_scripts(self) -> None:
+        self._check_can_spawn_children()
+        env = self.cluster_environment
+        os.environ.update(
+            MASTER_ADDR=env.main_address,
+            MASTER_PORT=str(env.main_port),
+            NODE_RANK=str(env.node_rank()),
+            LOCAL_RANK="0",
+            WORLD_SIZE=str(self.num_processes * self.num_nodes),
+        )
+        package_root = str(Path(__file__).resolve().parents[1])
+        for local_rank in range(1, self.num_processes):
+            command, cwd = rank_command(env.node_rank() * self.num_processes + local_rank)
+            child_env = dict(os.environ, LOCAL_RANK=str(local_rank))
+            child_env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [package_root, os.environ.get("PYTHONPATH")])
+            )
+            if self.config_digest is not None:
+                child_env[CONFIG_DIGEST_ENV] = self.config_digest
+            self.procs.append(subprocess.Popen(command, env=child_env, cwd=cwd))
+
+    def _end_ranks(self, wait: bool) -> None:
+        """After a fit the ranks exit by themselves (give them time); after a failure they are killed now."""
+        deadline = time.monotonic() + (RANK_EXIT_TIMEOUT_S if wait else 0.0)
+        for rank, proc in enumerate(self.procs, start=1):
+            try:
+                code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                if wait:
+                    log.warning(
+                        "DDP rank %d (pid %d) still running after the job; killing it", rank, proc.pid
+                    )
+                proc.kill()
+                code = proc.wait()
+            if wait and code != 0:
+                log.warning("DDP rank %d exited with code %d after a finished fit", rank, code)
+        self.procs = []
+
+
+def rank_command(global_rank: int) -> tuple[list[str], str]:
+    """Command and working directory that run ``global_rank`` of the current Hydra job: a single run composed
+    from the job's saved config, in the job's directory (and working directory, with ``hydra.job.chdir``),
+    writing nothing there but its log file."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    hc = HydraConfig.get()
+    job_dir = Path(hc.runtime.output_dir)
+    if hc.output_subdir is None:
+        raise ValueError(
+            "trainer.strategy=ddp inside Hydra starts its ranks from the job's saved config: keep "
+            "hydra.output_subdir (default .hydra) set"
+        )
+    saved = job_dir / hc.output_subdir
+    if not (saved / "config.yaml").is_file():
+        raise FileNotFoundError(f"the job's saved config {saved / 'config.yaml'} is missing")
+    forwarded = [o for o in hc.overrides.hydra if o.startswith(FORWARDED_HYDRA_OVERRIDES)]
+    command = [
+        sys.executable,
+        "-m",
+        "ssdn.train",
+        "--config-path",
+        str(saved),
+        "--config-name",
+        "config",
+        *forwarded,
+        f"hydra.run.dir={_quoted(str(job_dir))}",
+        "hydra.output_subdir=null",
+        f"hydra.job.chdir={hc.job.chdir}",
+        f"hydra.job.name={hc.job.name}_rank{global_rank}",
+    ]
+    return command, get_original_cwd()
+
+
+def _quoted(value: str) -> str:
+    """A Hydra override value taken literally (paths may hold '=', ',' or spaces)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _abandon_process_group() -> None:
+    """Drop a process group whose peers are gone (no barrier), so that the next job can create its own."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class RankWatchdog(threading.Thread):
+    """Ends this process when a started rank dies mid-job, as Lightning's own observer does: rank 0 would
+    otherwise wait in a collective for the 30-minute timeout. Waits ``WATCHDOG_GRACE_S`` first, so that a
+    failure raised on every rank is handled by the job itself (recorded, and the sweep goes on)."""
+
+    def __init__(self, procs: list[subprocess.Popen]) -> None:
+        super().__init__(daemon=True, name="ssdn-rank-watchdog")
+        self.procs = list(procs)
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(1.0):
+            failed = [(rank, p.returncode) for rank, p in enumerate(self.procs, start=1) if p.poll()]
+            if not failed:
+                continue
+            if not self._done.wait(WATCHDOG_GRACE_S):
+                log.error("DDP rank(s) died mid-job (rank, exit code): %s; ending this process", failed)
+                for p in self.procs:
+                    if p.poll() is None:
+                        p.kill()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def restore_environ(saved: Mapping[str, str]) -> None:
+    """Make ``os.environ`` equal to ``saved`` again, touching only the variables that changed."""
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+@contextmanager
+def job_environment() -> Iterator[None]:
+    """Run one Hydra job with ``os.environ`` restored afterwards: Lightning leaves ``PL_GLOBAL_SEED`` and rank
+    variables behind, and the next job of a multirun in this process must not inherit them."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        restore_environ(saved)
+
+
+def resume_after_requeue(cfg: DictConfig) -> None:
+    """A requeued SLURM job (time limit via submitit, or pre-emption) continues from its run directory's
+    ``last.ckpt`` (``resume=auto``), whatever the first attempt was given; the killed attempt's failure marker is
+    dropped. Requeued jobs land in the same directory: the sweep dir is resolved once and pickled with the job."""
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    output_dir = Path(cfg.output_dir)
+    if restarts < 1 or not (output_dir / "checkpoints" / "last.ckpt").is_file():
+        return
+    log.info("SLURM restart %d: continuing from %s", restarts, output_dir / "checkpoints" / "last.ckpt")
+    cfg.resume = "auto"
+    (output_dir / "failed.txt").unlink(missing_ok=True)
+
+
+def gpu_for_job(job_num: int, n_gpus: int) -> int:
+    """Job ``k`` of a sweep runs on GPU ``k mod n``: with ``n`` jobs at a time, one job per GPU."""
+    if n_gpus < 1:
+        raise ValueError(f"need at least one GPU to pin a job to, got n_gpus={n_gpus}")
+    if job_num < 0:
+        raise ValueError(f"job_num must be >= 0, got {job_num}")
+    return job_num % n_gpus
+
+
+def pin_job_to_gpu(cfg: DictConfig, job_num: int | None = None, n_gpus: int | None = None) -> int | None:
+    """With ``trainer.pin_job_to_gpu``, train this job on one GPU (``trainer.devices=[k]``) chosen from the Hydra
+    job number; returns it. ``devices=[k]`` rather than ``CUDA_VISIBLE_DEVICES``: joblib reuses its worker
+    processes, and a worker that already initialised CUDA ignores a changed ``CUDA_VISIBLE_DEVICES``."""
+    if not cfg.trainer.get("pin_job_to_gpu", False):
+        return None
+    if job_num is None:
+        job_num = _hydra_job_num()
+    if n_gpus is None:
+        n_gpus = torch.cuda.device_count()
+    if n_gpus < 1:
+        raise ValueError("trainer.pin_job_to_gpu=true needs a CUDA device, and none is visible")
+    gpu = gpu_for_job(job_num, n_gpus)
+    cfg.trainer.devices = [gpu]
+    log.info("job %d pinned to GPU %d of %d", job_num, gpu, n_gpus)
+    return gpu
+
+
+def _hydra_job_num() -> int:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return int(HydraConfig.get().job.num)
+    return 0

@@ -42,7 +42,9 @@ class DenoiserModule(L.LightningModule):
         cfg = self.hparams["config"]
         self.channels = int(cfg["channels"])
         self.noise: NoiseModel = build_noise(cfg["noise"]["name"], cfg["noise"]["value"])
-        self.method: Method = build_method(cfg["method"], self.noise, self.channels, cfg["noise_params"]["source"])
+        self.method: Method = build_method(
+            cfg["method"], self.noise, self.channels, cfg["noise_params"]["source"]
+        )
         self.net = UNet(
             in_channels=self.channels,
             out_channels=self.method.out_channels(self.channels),
@@ -96,7 +98,9 @@ class DenoiserModule(L.LightningModule):
     def on_fit_start(self) -> None:
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps <= 0:
-            raise ValueError("trainer.max_steps must be set: the schedule is counted in images = steps × batch")
+            raise ValueError(
+                "trainer.max_steps must be set: the schedule is counted in images = steps × batch"
+            )
         self.total_images = max_steps * self.global_batch_size
 
     @property
@@ -144,6 +148,8 @@ class DenoiserModule(L.LightningModule):
         self.manual_backward(loss)
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
+        # DDP ranks must take the same decision, or their weights silently drift apart.
+        finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
             opt.step()
         else:
@@ -152,12 +158,15 @@ class DenoiserModule(L.LightningModule):
         self.batches_seen += 1
 
         n = inputs.clean.shape[0]
-        self.log("train/loss", loss.detach().float(), prog_bar=True, batch_size=n)
+        # Each DDP rank holds part of the global batch: log the mean over ranks (the single-process value).
+        self.log("train/loss", loss.detach().float(), prog_bar=True, batch_size=n, sync_dist=True)
         self.log("train/lr", lr, batch_size=n)
         self.log("train/images_seen", float(self.images_seen), batch_size=n)
         self.log("train/skipped_steps", float(self.skipped_steps), batch_size=n)
         for key, value in logs.items():
-            self.log(f"train/{key}", value.float(), prog_bar=key == "noise_level", batch_size=n)
+            self.log(
+                f"train/{key}", value.float(), prog_bar=key == "noise_level", batch_size=n, sync_dist=True
+            )
         return loss.detach()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -23,9 +23,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssdn.config import max_steps, register_resolvers, validate_config
 from ssdn.data.datamodule import DenoisingDataModule
-from ssdn.distributed import DestroyProcessGroup, build_strategy
 from ssdn.data.embedded import embedded_photos
 from ssdn.data.io import load_image
+from ssdn.distributed import (
+    DestroyProcessGroup,
+    build_strategy,
+    job_environment,
+    pin_job_to_gpu,
+    resume_after_requeue,
+)
 from ssdn.eval.metrics import psnr
 from ssdn.module import DenoiserModule
 from ssdn.nets import crop, pad_to_square
@@ -103,8 +109,9 @@ def build_trainer(
     t = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(t, dict)
     every = int(t.pop("checkpoint_every_n_steps"))
-    t["strategy"] = build_strategy(t["strategy"])
+    t["strategy"] = build_strategy(t["strategy"], cfg)
     t.pop("max_steps", None)
+    t.pop("pin_job_to_gpu", None)  # applied to trainer.devices when the job starts (main)
     if t.get("limit_val_batches") is None:
         t.pop("limit_val_batches", None)
     callbacks: list[Callback] = [
@@ -244,6 +251,7 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, 
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics |= {"images_seen": module.images_seen, "skipped_steps": module.skipped_steps}
         if trainer.is_global_zero:
+            module.to(trainer.strategy.root_device)  # Lightning hands the model back on the CPU after fit
             if cfg.example.enabled:
                 metrics |= {f"example/{k}": v for k, v in write_example(cfg, module, output_dir).items()}
             if cfg.eval.sets:
@@ -271,9 +279,13 @@ def _in_multirun() -> bool:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """One Hydra job. In a multirun a failing job is logged and recorded (``failed.txt`` in its directory)
-    instead of ending the sweep; a single run fails loudly."""
+    instead of ending the sweep; a single run fails loudly. The job's environment is restored when it ends, so
+    the next job of a multirun starts clean; ``trainer.pin_job_to_gpu`` and a SLURM requeue adjust the config."""
     try:
-        metrics = run(cfg)
+        with job_environment():
+            pin_job_to_gpu(cfg)
+            resume_after_requeue(cfg)
+            metrics = run(cfg)
     except Exception as exc:
         if not _in_multirun():
             raise
