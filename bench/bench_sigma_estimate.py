@@ -24,7 +24,9 @@ class _Track(L.Callback):
     def __init__(self, every: int) -> None:
         self.every, self.trace = every, []
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, idx) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, idx
+    ) -> None:
         if trainer.global_step % self.every == 0 and "train/noise_level" in trainer.callback_metrics:
             self.trace.append((trainer.global_step, float(trainer.callback_metrics["train/noise_level"])))
 
@@ -33,25 +35,41 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--crop", type=int, default=32)
-    p.add_argument("--train-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/train-bsds500-400"))
+    p.add_argument(
+        "--train-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/train-bsds500-400")
+    )
     p.add_argument("--out", default="outputs/bench_sigma")
     args = p.parse_args()
     truth, results = 25.0, {}
     for source in ("sigma_global", "sigma_per_image"):
         track = _Track(every=10)
         cfg = compose(
-            "logger=csv", "data=folder", f"data.train_dir={args.train_dir}", f"data.crop_size={args.crop}",
-            "data.num_workers=0", "data.in_memory=true", "data.val_count=1", "data.val_size=64",
-            f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.steps}",
-            f"trainer.checkpoint_every_n_steps={args.steps}", "trainer.log_every_n_steps=10",
-            "trainer.enable_progress_bar=false", "example.enabled=false", f"noise_params={source}",
-            output_dir=Path(args.out) / source)
+            "logger=csv",
+            "data=folder",
+            f"data.train_dir={args.train_dir}",
+            f"data.crop_size={args.crop}",
+            "data.num_workers=0",
+            "data.in_memory=true",
+            "data.val_count=1",
+            "data.val_size=64",
+            f"trainer.max_steps={args.steps}",
+            f"trainer.val_check_interval={args.steps}",
+            f"trainer.checkpoint_every_n_steps={args.steps}",
+            "trainer.log_every_n_steps=10",
+            "trainer.enable_progress_bar=false",
+            "example.enabled=false",
+            f"noise_params={source}",
+            output_dir=Path(args.out) / source,
+        )
         start = time.perf_counter()
         run(cfg, extra_callbacks=[track])
         within = next((s for s, v in track.trace if abs(v - truth) <= 0.1 * truth), None)
-        results[source] = {"steps_to_within_10pct": within, "final": track.trace[-1][1] if track.trace else None,
-                           "trace": track.trace[:: max(1, len(track.trace) // 50)],
-                           "seconds": round(time.perf_counter() - start, 1)}
+        results[source] = {
+            "steps_to_within_10pct": within,
+            "final": track.trace[-1][1] if track.trace else None,
+            "trace": track.trace[:: max(1, len(track.trace) // 50)],
+            "seconds": round(time.perf_counter() - start, 1),
+        }
         print(source, {k: v for k, v in results[source].items() if k != "trace"}, flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "sigma_estimate.json").write_text(json.dumps(results, indent=2))

@@ -61,7 +61,11 @@ def max_steps(cfg: DictConfig) -> int:
 
 def world_size(cfg: DictConfig) -> int:
     devices = cfg.trainer.get("devices", 1)
-    n = len(devices) if isinstance(devices, Sequence | ListConfig) and not isinstance(devices, str) else devices
+    n = (
+        len(devices)
+        if isinstance(devices, Sequence | ListConfig) and not isinstance(devices, str)
+        else devices
+    )
     if n in ("auto", -1, "-1"):
         return 1
     return int(n) * int(cfg.trainer.get("num_nodes", 1))
@@ -76,8 +80,10 @@ def validate_config(cfg: DictConfig) -> None:
     if channels not in (1, 3):
         errors.append(f"channels={channels}: use 3 (RGB) or 1 (mono)")
     try:
-        build_noise(cfg.noise.name, OmegaConf.to_object(cfg.noise.value) if OmegaConf.is_config(cfg.noise.value)
-                    else cfg.noise.value)
+        build_noise(
+            cfg.noise.name,
+            OmegaConf.to_object(cfg.noise.value) if OmegaConf.is_config(cfg.noise.value) else cfg.noise.value,
+        )
     except (ValueError, KeyError) as exc:
         errors.append(f"noise: {exc}")
     m = cfg.method
@@ -111,7 +117,9 @@ def validate_config(cfg: DictConfig) -> None:
             "(it is the global batch, split across ranks)"
         )
     if d.fixed_noise and m.target == "second_noisy":
-        errors.append(f"data.fixed_noise=true with method={m.name}: N2N needs two noisy copies; use fixed_noise=false")
+        errors.append(
+            f"data.fixed_noise=true with method={m.name}: N2N needs two noisy copies; use fixed_noise=false"
+        )
     steps = cfg.trainer.get("max_steps")
     if steps is None or int(steps) <= 0:
         images = int(cfg.train.images)

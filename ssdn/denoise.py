@@ -52,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("checkpoint", help="a .ckpt written by train.py")
     parser.add_argument("images", nargs="+", help="noisy images (PNG, JPEG, ...)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--param", type=float, default=None, help="noise level for models trained with it known")
+    parser.add_argument(
+        "--param", type=float, default=None, help="noise level for models trained with it known"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     module = load_denoiser(args.checkpoint, args.device)

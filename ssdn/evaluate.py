@@ -74,13 +74,17 @@ def main(argv: Sequence[str] | None = None) -> Results:
     p.add_argument("--noise", help="gaussian | poisson | impulse (default: the checkpoint's)")
     p.add_argument("--value", type=_parse_value, help="25, or a range 5,50 (default: the checkpoint's)")
     p.add_argument("--sets", nargs="+", default=["kodak", "bsd300", "set14"])
-    p.add_argument("--repeats", type=int, default=None, help="passes per set (default: KODAK 10, BSD300 3, SET14 20)")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="passes per set (default: KODAK 10, BSD300 3, SET14 20)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pad-mode", choices=("authors", "per_image"), default="authors")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--workers", type=int, default=1, help="processes for classical methods")
-    p.add_argument("--root", default=os.environ.get("SSDN_DATA_ROOT"), help="folder holding kodak/ bsd300/ set14/")
+    p.add_argument(
+        "--root", default=os.environ.get("SSDN_DATA_ROOT"), help="folder holding kodak/ bsd300/ set14/"
+    )
     p.add_argument("--limit", type=int, default=None, help="first N images of each set (smoke runs)")
     p.add_argument("--crop", type=int, default=None, help="centre crop of each image (smoke runs)")
     p.add_argument("--out", required=True, help="folder for results.json and per_image.csv")
@@ -94,7 +98,10 @@ def main(argv: Sequence[str] | None = None) -> Results:
 
         denoiser = load_denoiser(args.checkpoint, args.device)
         cfg = denoiser.hparams["config"]
-        noise = (args.noise or cfg["noise"]["name"], args.value if args.value is not None else cfg["noise"]["value"])
+        noise = (
+            args.noise or cfg["noise"]["name"],
+            args.value if args.value is not None else cfg["noise"]["value"],
+        )
         channels = denoiser.channels
     else:
         if args.noise is None or args.value is None:

@@ -40,7 +40,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
-
 #: Overrides that make a training run take seconds: 32² crops, batch 2, 2 steps, one 32² validation image.
 TINY = (
     "logger=csv",
@@ -54,7 +53,6 @@ TINY = (
     "trainer.enable_progress_bar=false",
     "example.enabled=false",
 )
-
 
 
 compose_config = compose

@@ -22,10 +22,29 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_evaluate_checkpoint_writes_results(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
-    results = evaluate.main([
-        "--checkpoint", str(checkpoint), "--sets", "kodak", "bsd300", "set14", "--repeats", "1", "--limit", "2",
-        "--crop", "64", "--root", str(data_root), "--out", str(tmp_path), "--no-progress", "--device", "cpu",
-    ])
+    results = evaluate.main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--sets",
+            "kodak",
+            "bsd300",
+            "set14",
+            "--repeats",
+            "1",
+            "--limit",
+            "2",
+            "--crop",
+            "64",
+            "--root",
+            str(data_root),
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     data = json.loads((tmp_path / "results.json").read_text())
     assert set(data["sets"]) == {"kodak", "bsd300", "set14"}
     assert data["method"] == results.method
@@ -43,7 +62,9 @@ def test_denoise_own_image(checkpoint: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     src = tmp_path / "mine.png"
     Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(src)
-    denoise.main([str(checkpoint), str(src), "--out", str(tmp_path / "out"), "--param", "25", "--device", "cpu"])
+    denoise.main(
+        [str(checkpoint), str(src), "--out", str(tmp_path / "out"), "--param", "25", "--device", "cpu"]
+    )
     out = np.asarray(Image.open(tmp_path / "out" / "mine.png"))
     assert out.shape == (50, 70, 3) and out.dtype == np.uint8
 

@@ -25,14 +25,17 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize(("name", "value", "tag"), [
-    ("gaussian", 25, "gauss25"),
-    ("gaussian", [5, 50], "gauss5_50"),
-    ("poisson", 30, "poisson30"),
-    ("poisson", [5, 50], "poisson5_50"),
-    ("impulse", 0.5, "impulse50"),
-    ("impulse", [0.0, 1.0], "impulse0_100"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "tag"),
+    [
+        ("gaussian", 25, "gauss25"),
+        ("gaussian", [5, 50], "gauss5_50"),
+        ("poisson", 30, "poisson30"),
+        ("poisson", [5, 50], "poisson5_50"),
+        ("impulse", 0.5, "impulse50"),
+        ("impulse", [0.0, 1.0], "impulse0_100"),
+    ],
+)
 def test_noise_tags(name: str, value: object, tag: str) -> None:
     assert noise_tag(name, value) == tag
 
@@ -40,13 +43,18 @@ def test_noise_tags(name: str, value: object, tag: str) -> None:
 def test_row_names() -> None:
     assert row_name("gaussian", 25, "blindspot", "prior", "sigma_known", 3) == "gauss25-blindspot-sigma_known"
     assert row_name("poisson", [5, 50], "n2n", "mean", "sigma_known", 3) == "poisson5_50-n2n"
-    assert row_name("gaussian", 25, "blindspot", "prior", "sigma_global", 1) == "gauss25-blindspot-sigma_global-mono"
+    assert (
+        row_name("gaussian", 25, "blindspot", "prior", "sigma_global", 1)
+        == "gauss25-blindspot-sigma_global-mono"
+    )
 
 
 @pytest.mark.parametrize("group", ["noise", "method", "noise_params", "trainer", "logger"])
 def test_every_option_composes_and_validates(group: str) -> None:
     for option in _options(group):
-        extra = ["eval.sets=[kodak]"] if (CONF / group / f"{option}.yaml").read_text().count("classical:") else []
+        extra = (
+            ["eval.sets=[kodak]"] if (CONF / group / f"{option}.yaml").read_text().count("classical:") else []
+        )
         cfg = _compose(f"{group}={option}", *extra)
         validate_config(cfg)
         assert cfg.run.name
@@ -55,7 +63,11 @@ def test_every_option_composes_and_validates(group: str) -> None:
 def test_default_run_is_the_paper_method_on_gaussian_25() -> None:
     cfg = _compose()
     assert (cfg.noise.name, cfg.noise.value, cfg.method.name, cfg.noise_params.source) == (
-        "gaussian", 25, "ssdn", "known")
+        "gaussian",
+        25,
+        "ssdn",
+        "known",
+    )
     assert cfg.run.name == "gauss25-blindspot-sigma_known"
     assert cfg.data.train_dir == "skimage:train"
 
@@ -73,17 +85,20 @@ def test_sweep_subdir_names_jobs_by_row() -> None:
     assert cfg.run.name == "poisson30-blindspot-sigma_known"
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["method=ssdn_diag", "channels=1"], "method=ssdn_diag with channels=1"),
-    (["noise.value=-5"], "sigma"),
-    (["data.crop_size=48"], "data.crop_size=48"),
-    (["data.batch_size=3", "trainer=ddp"], "data.batch_size=3"),
-    (["method=n2n", "data.fixed_noise=true"], "fixed_noise"),
-    (["noise.value=[50,5]"], "noise"),
-    (["train.images=10"], "train.images=10"),
-    (["resume=/nonexistent/last.ckpt"], "resume="),
-    (["method=cbm3d_known"], "evaluation-only"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=ssdn_diag", "channels=1"], "method=ssdn_diag with channels=1"),
+        (["noise.value=-5"], "sigma"),
+        (["data.crop_size=48"], "data.crop_size=48"),
+        (["data.batch_size=3", "trainer=ddp"], "data.batch_size=3"),
+        (["method=n2n", "data.fixed_noise=true"], "fixed_noise"),
+        (["noise.value=[50,5]"], "noise"),
+        (["train.images=10"], "train.images=10"),
+        (["resume=/nonexistent/last.ckpt"], "resume="),
+        (["method=cbm3d_known"], "evaluation-only"),
+    ],
+)
 def test_invalid_combinations_fail_with_a_clear_message(overrides: list[str], message: str) -> None:
     cfg = _compose(*overrides)
     with pytest.raises(ConfigError, match="invalid configuration") as err:
@@ -98,8 +113,9 @@ def test_typos_get_hydras_error() -> None:
         _compose("data.crop_sise=64")
 
 
-EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in
-                     (CONF / "experiment").rglob("*.yaml"))
+EXPERIMENTS = sorted(
+    str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml")
+)
 
 
 def test_experiment_rows_exist() -> None:

@@ -75,7 +75,9 @@ def test_random_replaces_with_uniform_colours() -> None:
 
 def test_unknown_strategy() -> None:
     with pytest.raises(ValueError, match="copy"):
-        mask_pixels(torch.zeros(1, 3, 32, 32), torch.zeros(1, 1).long(), torch.zeros(1, 1).long(), "swap", _gen())
+        mask_pixels(
+            torch.zeros(1, 3, 32, 32), torch.zeros(1, 1).long(), torch.zeros(1, 1).long(), "swap", _gen()
+        )
 
 
 def test_gather_pixels() -> None:

@@ -35,11 +35,25 @@ class _Keep(L.Callback):
 
 def _train(data_root: Path, out: Path, *overrides: str) -> tuple[DenoiserModule, dict[str, float]]:
     cfg = compose_config(
-        "logger=csv", "data=folder", f"data.train_dir={data_root / 'train-bsds500-400'}", "data.recursive=false",
-        "data.crop_size=64", "data.batch_size=4", "data.num_workers=0", "data.in_memory=true",
-        "data.val_dir=skimage:val", "data.val_count=1", "data.val_size=64", f"trainer.max_steps={STEPS}",
-        f"trainer.val_check_interval={STEPS}", f"trainer.checkpoint_every_n_steps={STEPS}",
-        "trainer.enable_progress_bar=false", "example.enabled=false", *overrides, output_dir=out)
+        "logger=csv",
+        "data=folder",
+        f"data.train_dir={data_root / 'train-bsds500-400'}",
+        "data.recursive=false",
+        "data.crop_size=64",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.in_memory=true",
+        "data.val_dir=skimage:val",
+        "data.val_count=1",
+        "data.val_size=64",
+        f"trainer.max_steps={STEPS}",
+        f"trainer.val_check_interval={STEPS}",
+        f"trainer.checkpoint_every_n_steps={STEPS}",
+        "trainer.enable_progress_bar=false",
+        "example.enabled=false",
+        *overrides,
+        output_dir=out,
+    )
     keep = _Keep()
     metrics = run(cfg, extra_callbacks=[keep])
     return keep.module, metrics
@@ -60,7 +74,9 @@ def test_ssdn_beats_noisy_by_6db_and_mu_only_by_half_a_db(data_root: Path, tmp_p
     mu, _ = _train(data_root, tmp_path / "mu", "method=mu_only")
     noisy_psnr, ssdn_psnr = _score(ssdn, clean)
     _, mu_psnr = _score(mu, clean)
-    print(f"\n{STEPS} steps, 64² crops: noisy {noisy_psnr:.2f} dB, ssdn {ssdn_psnr:.2f} dB, μ only {mu_psnr:.2f} dB")
+    print(
+        f"\n{STEPS} steps, 64² crops: noisy {noisy_psnr:.2f} dB, ssdn {ssdn_psnr:.2f} dB, μ only {mu_psnr:.2f} dB"
+    )
     assert ssdn_psnr >= noisy_psnr + 6.0
     assert ssdn_psnr >= mu_psnr + 0.5
 
@@ -77,6 +93,8 @@ def test_unknown_sigma_moves_toward_truth(data_root: Path, tmp_path: Path, param
     with torch.no_grad():
         level = module.method.level(noisy, params_t, module.noise)
     estimate = float(module.noise.to_params(level).mean())
-    print(f"\n{params}: initial {initial:.2f}, after {STEPS} steps {estimate:.2f} (train log "
-          f"{metrics['train/noise_level']:.2f}), true 25")
+    print(
+        f"\n{params}: initial {initial:.2f}, after {STEPS} steps {estimate:.2f} (train log "
+        f"{metrics['train/noise_level']:.2f}), true 25"
+    )
     assert initial + 0.25 < estimate < 25.0 * 1.1

@@ -42,7 +42,9 @@ def test_learning_rate_rejects_empty_schedule() -> None:
         learning_rate(0, 0, LR)
 
 
-@pytest.mark.parametrize(("frac", "expected"), [(0.0, 2.0), (0.375, 1.25), (0.75, 0.5), (0.9, 0.5), (1.0, 0.5)])
+@pytest.mark.parametrize(
+    ("frac", "expected"), [(0.0, 2.0), (0.375, 1.25), (0.75, 0.5), (0.9, 0.5), (1.0, 0.5)]
+)
 def test_lp_exponent_matches_authors(frac: float, expected: float) -> None:
     assert lp_exponent(frac * T, T) == pytest.approx(expected)
     assert lp_exponent(frac * T, T) == pytest.approx(max(0.5, 2 - 2 * frac))

@@ -73,7 +73,9 @@ class Method(nn.Module):
             return None
         return self.level_source(noisy, params, noise)
 
-    def training_loss(self, net: nn.Module, noise: NoiseModel, batch: StepBatch) -> tuple[Tensor, dict[str, Tensor]]:
+    def training_loss(
+        self, net: nn.Module, noise: NoiseModel, batch: StepBatch
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Scalar loss for one step, plus values worth logging."""
         level = self.level(batch.noisy, batch.params, noise)
         if self.target == "clean":

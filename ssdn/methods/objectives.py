@@ -36,12 +36,20 @@ class Objective(nn.Module, ABC):
 
     @abstractmethod
     def loss_map(
-        self, out: Tensor, target: Tensor, noise: NoiseModel, level: Tensor | None, learned: bool, progress: float
+        self,
+        out: Tensor,
+        target: Tensor,
+        noise: NoiseModel,
+        level: Tensor | None,
+        learned: bool,
+        progress: float,
     ) -> Tensor:
         """Per-pixel loss ``(N, H, W)`` of raw outputs ``out`` against ``target`` (N,C,H,W)."""
 
     @abstractmethod
-    def outputs(self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None) -> dict[str, Tensor]:
+    def outputs(
+        self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None
+    ) -> dict[str, Tensor]:
         """Denoised images (N,C,H,W) float32; the first key is the one reported."""
 
 
@@ -59,7 +67,13 @@ class PriorObjective(Objective):
         return prior_channels(self.kind, channels)
 
     def loss_map(
-        self, out: Tensor, target: Tensor, noise: NoiseModel, level: Tensor | None, learned: bool, progress: float
+        self,
+        out: Tensor,
+        target: Tensor,
+        noise: NoiseModel,
+        level: Tensor | None,
+        learned: bool,
+        progress: float,
     ) -> Tensor:
         assert level is not None, "the prior objective needs a noise level"
         channels = target.shape[1]
@@ -71,7 +85,9 @@ class PriorObjective(Objective):
                 loss = loss + noise.regulariser(mu, lvl)
         return loss
 
-    def outputs(self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None) -> dict[str, Tensor]:
+    def outputs(
+        self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None
+    ) -> dict[str, Tensor]:
         assert level is not None, "the prior objective needs a noise level"
         channels = noisy.shape[1]
         with torch.autocast(device_type=out.device.type, enabled=False):
@@ -97,7 +113,13 @@ class MeanObjective(Objective):
         return channels
 
     def loss_map(
-        self, out: Tensor, target: Tensor, noise: NoiseModel, level: Tensor | None, learned: bool, progress: float
+        self,
+        out: Tensor,
+        target: Tensor,
+        noise: NoiseModel,
+        level: Tensor | None,
+        learned: bool,
+        progress: float,
     ) -> Tensor:
         with torch.autocast(device_type=out.device.type, enabled=False):
             diff = out.float() - target.float()
@@ -106,5 +128,7 @@ class MeanObjective(Objective):
                 return ((diff.abs() + 1e-8) ** p).mean(dim=1)
             return diff.square().mean(dim=1)
 
-    def outputs(self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None) -> dict[str, Tensor]:
+    def outputs(
+        self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None
+    ) -> dict[str, Tensor]:
         return {"out": out.float()}
