@@ -59,7 +59,8 @@ class UNet(nn.Module):
     Layer names are the authors' (``enc_conv0`` … ``dec_conv1b``, ``nin_a`` … ``nin_c``) and decoder convs
     keep their concat([upsampled, skip]) input layout, so converting their weights is a renaming. The
     decoder computes conv(concat(upsample(low), skip)) without building the upsampled map, as a stride-2
-    transposed conv of ``low`` plus a conv of ``skip`` (`_up_conv`): same function, 23% fewer multiply-adds.
+    transposed conv of ``low`` plus a conv of ``skip`` (`_up_conv`): same function, 23% fewer multiply-adds
+    in the trunk.
     """
 
     def __init__(
@@ -137,10 +138,9 @@ class UNet(nn.Module):
     def _up_conv(self, layer: nn.Conv2d, low: torch.Tensor, skip_in: torch.Tensor) -> torch.Tensor:
         """act(conv3×3(concat(upsample2×(low), skip))) with ``skip_in`` = `_conv_input` (skip).
 
-        The upsampled part is a stride-2 transposed conv (`_upsample_kernel`). Its 4-tap rows
-        [w2, w1+w2, w0+w1, w0] cover output rows i-1..i+1 (SAME, padding 1) in the baseline; the
-        blind-spot taps cover rows i-2..i, which is the same transposed conv on ``low`` with one zero
-        row on top and padding 2.
+        The upsampled part is a stride-2 transposed conv of ``low`` whose 4×4 kernel folds the 3×3 one
+        (`_upsample_kernel`): padding 1 gives the baseline's SAME conv; the blind-spot conv's taps sit one
+        row higher (rows i-2..i), which one zero row on top of ``low`` and a row padding of 2 give.
         """
         n_low = low.shape[1]
         w_up = _upsample_kernel(_upsample_kernel(layer.weight[:, :n_low], 2), 3).transpose(0, 1)

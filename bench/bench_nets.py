@@ -1,0 +1,129 @@
+"""Train-step speed of the baseline and blind-spot U-Nets (forward + backward + Adam, random data).
+
+Run: ``python bench/bench_nets.py`` (CPU, and CUDA when present); ``--help`` for sizes, steps, devices.
+The two nets are stepped alternately, so a machine that is busy with other work slows both alike and their
+ratio stays meaningful. The table gives the median (and minimum) wall time over the timed steps, and the
+median process CPU time (all threads), which other load inflates less, mostly with OMP_WAIT_POLICY=PASSIVE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from ssdn.nets import UNet
+
+MODES = {"fp32": (None, torch.contiguous_format), "bf16cl": (torch.bfloat16, torch.channels_last)}
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_step(blindspot: bool, size: int, batch: int, device: str, mode: str) -> Callable[[], None]:
+    """One optimiser step of a 9-output net on random data with an L2 loss (computed in fp32)."""
+    amp_dtype, fmt = MODES[mode]
+    net = UNet(3, 9, blindspot=blindspot).to(device=device, memory_format=fmt)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-4)
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.rand(batch, 3, size, size, device=device, generator=g).contiguous(memory_format=fmt)
+    target = torch.rand(batch, 9, size, size, device=device, generator=g)
+
+    def step() -> None:
+        with torch.autocast(device, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+            out = net(x)
+        loss = (out.float() - target).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bench_pair(
+    size: int, batch: int, device: str, mode: str, steps: int, warmup: int
+) -> dict[str, list[tuple[float, float]]]:
+    """(wall, process CPU) seconds of each timed step of each net; the nets step alternately."""
+    runs = {
+        "blind-spot": make_step(True, size, batch, device, mode),
+        "baseline": make_step(False, size, batch, device, mode),
+    }
+    for step in runs.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for _ in range(steps):
+        for name, step in runs.items():
+            _sync(device)
+            t, c = time.perf_counter(), time.process_time()
+            step()
+            _sync(device)
+            times[name].append((time.perf_counter() - t, time.process_time() - c))
+    return times
+
+
+def tune_malloc() -> None:
+    """glibc: never return freed memory to the OS, so big activations don't page-fault afresh every step."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4
+    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**30)):
+        raise RuntimeError("mallopt failed")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--sizes", type=int, nargs="+", default=[64, 128, 256], help="square crop sides (multiples of 32)"
+    )
+    p.add_argument("--batch", type=int, default=4, help="images per step (the paper's minibatch is 4)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per net")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per net first")
+    p.add_argument(
+        "--device", choices=["cpu", "cuda", "all"], default="all", help="'all': CPU, and CUDA if present"
+    )
+    p.add_argument(
+        "--modes", nargs="+", choices=list(MODES), default=None, help="default: CPU both, CUDA bf16cl"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--malloc-tune", action="store_true", help="keep freed memory in the process (glibc only)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.malloc_tune:
+        tune_malloc()
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    if not devices:
+        sys.exit("no CUDA device")
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, batch {args.batch}, ", end="")
+    print(f"malloc-tune {args.malloc_tune}; median (min) of {args.steps} steps after {args.warmup} warm-up")
+    if "cuda" in devices:
+        print(f"CUDA device: {torch.cuda.get_device_name()}")
+    print(
+        f"{'device':6} {'mode':7} {'size':>5} {'net':10} {'ms/step (min)':>16} {'img/s':>7} {'CPU ms':>7}  bs/base"
+    )
+    for device in devices:
+        for mode in args.modes or (list(MODES) if device == "cpu" else ["bf16cl"]):
+            for size in args.sizes:
+                times = bench_pair(size, args.batch, device, mode, args.steps, args.warmup)
+                wall = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
+                for name, t in times.items():
+                    cpu = statistics.median(c for _, c in t)
+                    ms = f"{wall[name] * 1e3:9.0f} ({min(w for w, _ in t) * 1e3:4.0f})"
+                    rate = f"{args.batch / wall[name]:7.2f} {cpu * 1e3:7.0f}"
+                    row = f"{device:6} {mode:7} {size:5d} {name:10} {ms} {rate}"
+                    ratio = f"  {wall['blind-spot'] / wall['baseline']:.2f}" if name == "baseline" else ""
+                    print(row + ratio, flush=True)
+
+
+if __name__ == "__main__":
+    main()
