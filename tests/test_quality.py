@@ -15,7 +15,7 @@ from ssdn.module import DenoiserModule
 from ssdn.train import run
 from tests.conftest import compose_config
 
-STEPS = 300
+STEPS = 400
 
 
 def _held_out(data_root: Path, n: int = 20, size: int = 64) -> torch.Tensor:
