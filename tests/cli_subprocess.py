@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TINY
+
 #: Variables that would make a child believe it is a rank of some other distributed job.
 RANK_VARIABLES = (
     "LOCAL_RANK",
@@ -27,18 +29,7 @@ RANK_VARIABLES = (
 )
 
 #: TINY (tests/conftest.py) as CLI overrides, without the logger: a run of seconds.
-TINY_CLI = (
-    "data.crop_size=32",
-    "data.batch_size=2",
-    "data.val_size=32",
-    "data.val_count=1",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "trainer.checkpoint_every_n_steps=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "example.enabled=false",
-)
+TINY_CLI = (*(o for o in TINY if not o.startswith("logger=")), "trainer.log_every_n_steps=1")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
