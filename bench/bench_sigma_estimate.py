@@ -39,9 +39,10 @@ def main() -> None:
         "--train-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/train-bsds500-400")
     )
     p.add_argument("--out", default="outputs/bench_sigma")
+    p.add_argument("--sources", nargs="+", default=["sigma_global", "sigma_per_image"])
     args = p.parse_args()
     truth, results = 25.0, {}
-    for source in ("sigma_global", "sigma_per_image"):
+    for source in args.sources:
         track = _Track(every=10)
         cfg = compose(
             "logger=csv",
@@ -72,7 +73,9 @@ def main() -> None:
         }
         print(source, {k: v for k, v in results[source].items() if k != "trace"}, flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "sigma_estimate.json").write_text(json.dumps(results, indent=2))
+    (Path(args.out) / f"sigma_estimate-{'-'.join(args.sources)}.json").write_text(
+        json.dumps(results, indent=2)
+    )
 
 
 if __name__ == "__main__":

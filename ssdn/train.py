@@ -168,7 +168,9 @@ def write_example(cfg: DictConfig, module: DenoiserModule, output_dir: Path) -> 
         pixels = load_image(source, channels=channels)
     h, w = min(size, pixels.shape[0]), min(size, pixels.shape[1])
     top, left = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2
-    clean = torch.from_numpy(pixels[top : top + h, left : left + w].copy()).permute(2, 0, 1)[None].float() / 255
+    clean = (
+        torch.from_numpy(pixels[top : top + h, left : left + w].copy()).permute(2, 0, 1)[None].float() / 255
+    )
     gen = torch.Generator().manual_seed(int(cfg.seed) + 12345)
     params = module.noise.sample_params(1, gen)
     padded, (h0, w0) = pad_to_square(clean)
@@ -185,7 +187,9 @@ def write_example(cfg: DictConfig, module: DenoiserModule, output_dir: Path) -> 
     return scores
 
 
-def evaluate_on_testsets(cfg: DictConfig, denoiser: Any, output_dir: Path, workers: int = 1) -> dict[str, float]:
+def evaluate_on_testsets(
+    cfg: DictConfig, denoiser: Any, output_dir: Path, workers: int = 1
+) -> dict[str, float]:
     """Score a denoiser on the configured test sets; writes ``results.json`` and ``per_image.csv``."""
     from ssdn.eval.evaluator import evaluate, write_results
 
@@ -194,8 +198,10 @@ def evaluate_on_testsets(cfg: DictConfig, denoiser: Any, output_dir: Path, worke
     results = evaluate(
         denoiser,
         list(e.sets),
-        (cfg.noise.name, OmegaConf.to_object(cfg.noise.value) if OmegaConf.is_config(cfg.noise.value)
-         else cfg.noise.value),
+        (
+            cfg.noise.name,
+            OmegaConf.to_object(cfg.noise.value) if OmegaConf.is_config(cfg.noise.value) else cfg.noise.value,
+        ),
         repeats=e.repeats,
         seed=int(e.seed),
         pad_mode=e.pad_mode,
@@ -222,8 +228,9 @@ def run_classical(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Evaluation-only rows (CBM3D, Anscombe): nothing to train, the same protocol and outputs."""
     from ssdn.evaluate import build_classical
 
-    metrics = evaluate_on_testsets(cfg, build_classical(cfg.method.classical), output_dir,
-                                   workers=int(cfg.method.get("workers", 1)))
+    metrics = evaluate_on_testsets(
+        cfg, build_classical(cfg.method.classical), output_dir, workers=int(cfg.method.get("workers", 1))
+    )
     atomic_write_json(output_dir / "metrics.json", metrics)
     return metrics
 

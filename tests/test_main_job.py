@@ -18,7 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_no_argument_command_trains_and_denoises_the_example(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"],
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            f"hydra.run.dir={run_dir}",
+            "trainer.enable_progress_bar=false",
+        ],
         cwd=tmp_path,
         env=clean_env(WANDB_MODE="offline"),
         capture_output=True,

@@ -144,7 +144,7 @@ def test_wandb_offline_run_logs_loss_psnr_and_panel(tmp_path: Path, monkeypatch:
     while True:
         logged = read_offline_run(run_dir)
         keys = set().union(*logged["history"])
-        if "val/psnr" in keys and "images_seen" in logged["summary"] or time.monotonic() > deadline:
+        if ("val/psnr" in keys and "images_seen" in logged["summary"]) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert {"train/loss", "val/psnr", "val/psnr_pme", "val/psnr_mu", "train/images_per_sec"} <= keys
