@@ -70,6 +70,17 @@ def bench_pair(
     return times
 
 
+def step_flops(blindspot: bool, size: int, batch: int) -> int:
+    """FLOPs of one forward + backward on CPU in fp32, as counted by torch (convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = UNet(3, 9, blindspot=blindspot)
+    x = torch.rand(batch, 3, size, size)
+    with FlopCounterMode(display=False) as counter:
+        net(x).square().mean().backward()
+    return counter.get_total_flops()
+
+
 def tune_malloc() -> None:
     """glibc: never return freed memory to the OS, so big activations don't page-fault afresh every step."""
     libc = ctypes.CDLL("libc.so.6")
@@ -109,11 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     if "cuda" in devices:
         print(f"CUDA device: {torch.cuda.get_device_name()}")
     print(
-        f"{'device':6} {'mode':7} {'size':>5} {'net':10} {'ms/step (min)':>16} {'img/s':>7} {'CPU ms':>7}  bs/base"
+        f"{'device':6} {'mode':7} {'size':>5} {'net':10} {'ms/step (min)':>16} {'img/s':>7} {'CPU ms':>7}"
+        "  bs/base (FLOPs)"
     )
     for device in devices:
         for mode in args.modes or (list(MODES) if device == "cpu" else ["bf16cl"]):
             for size in args.sizes:
+                flop_ratio = step_flops(True, size, args.batch) / step_flops(False, size, args.batch)
                 times = bench_pair(size, args.batch, device, mode, args.steps, args.warmup)
                 wall = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
                 for name, t in times.items():
@@ -121,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
                     ms = f"{wall[name] * 1e3:9.0f} ({min(w for w, _ in t) * 1e3:4.0f})"
                     rate = f"{args.batch / wall[name]:7.2f} {cpu * 1e3:7.0f}"
                     row = f"{device:6} {mode:7} {size:5d} {name:10} {ms} {rate}"
-                    ratio = f"  {wall['blind-spot'] / wall['baseline']:.2f}" if name == "baseline" else ""
+                    time_ratio = wall["blind-spot"] / wall["baseline"]
+                    ratio = f"  {time_ratio:.2f} ({flop_ratio:.2f})" if name == "baseline" else ""
                     print(row + ratio, flush=True)
 
 
