@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import statistics
 import sys
 import time
@@ -19,6 +18,7 @@ from collections.abc import Callable
 import torch
 
 from ssdn.nets import UNet
+from ssdn.utils import keep_freed_memory
 
 MODES = {"fp32": (None, torch.contiguous_format), "bf16cl": (torch.bfloat16, torch.channels_last)}
 
@@ -81,14 +81,6 @@ def step_flops(blindspot: bool, size: int, batch: int) -> int:
     return counter.get_total_flops()
 
 
-def tune_malloc() -> None:
-    """glibc: never return freed memory to the OS, so big activations don't page-fault afresh every step."""
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_max = -1, -4
-    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**30)):
-        raise RuntimeError("mallopt failed")
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -108,8 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.malloc_tune:
-        tune_malloc()
+    if args.malloc_tune and not keep_freed_memory():
+        sys.exit("--malloc-tune needs glibc")
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     if not devices:

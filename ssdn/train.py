@@ -36,7 +36,7 @@ from ssdn.eval.metrics import psnr
 from ssdn.module import DenoiserModule
 from ssdn.nets import crop, pad_to_square
 from ssdn.noise import NoiseModel
-from ssdn.utils import atomic_path, atomic_write_json, atomic_write_png
+from ssdn.utils import atomic_path, atomic_write_json, atomic_write_png, keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +246,8 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, 
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.method.get("classical"):
         return run_classical(cfg, output_dir)
+    if cfg.get("keep_freed_memory", False):
+        keep_freed_memory()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)

@@ -2,6 +2,7 @@
 # Reduced Table 1 (Gaussian σ = 25) on a 2-core CPU: N2C, N2N, Our σ known / σ unknown, diag Σ, μ only, CBM3D.
 # Every trained row gets the same budget: 4,000 images (1,000 steps of 4 crops of 128², bf16 on CPU), then
 # KODAK ×1 (24 images, the authors' padding). About 2 h on 2 cores. Usage: bash sweeps/table1/cpu_reduced.sh [overrides]
+# (e.g. resume=auto to continue an interrupted sweep: finished rows are only re-evaluated)
 # 128² crops, not 64²: a net trained only on 64² crops scores below the noisy input on full-size images.
 # optim.level_lr_mult=20 lets the σ-unknown row's global scalar reach σ = 25 within 1,000 Adam steps.
 set -euo pipefail
