@@ -7,6 +7,7 @@ that jobs of a multirun never share one.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
@@ -66,12 +69,51 @@ def wandb_mode(requested: str) -> str:
     return "offline"
 
 
-def build_loggers(cfg: DictConfig, output_dir: Path, config: dict[str, Any]) -> list[Logger]:
-    """A CSV log always (cheap, readable by tests and reports) and W&B when ``logger=wandb``."""
+class ResumableCSVLogger(CSVLogger):
+    """A CSV logger that keeps the rows a resumed run logged before its checkpoint.
+
+    Lightning's writer deletes an existing ``metrics.csv``, so a resumed run would lose its training curves
+    (and the report its validation-PSNR plot). Rows from ``keep_below_step`` on are dropped: the resumed run
+    logs those steps again.
+    """
+
+    def __init__(self, *args: Any, keep_below_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keep_below_step = keep_below_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        kept: list[dict[str, str]] = []
+        if self._keep_below_step is not None and path.is_file():
+            with path.open(newline="") as f:
+                kept = [r for r in csv.DictReader(f) if int(r["step"]) < self._keep_below_step]
+        writer = super().experiment  # removes the old file
+        if kept:
+            writer.metrics_keys = sorted(set().union(*kept))
+            with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+                out = csv.DictWriter(f, fieldnames=writer.metrics_keys)
+                out.writeheader()
+                out.writerows(kept)
+        return writer
+
+
+def build_loggers(
+    cfg: DictConfig, output_dir: Path, config: dict[str, Any], resume_step: int | None = None
+) -> list[Logger]:
+    """A CSV log always (cheap, readable by tests and reports) and W&B when ``logger=wandb``.
+
+    ``resume_step``: the global step of the checkpoint being resumed; the CSV history before it is kept.
+    """
     loggers: list[Logger] = []
     if cfg.logger.kind == "none":
         return loggers
-    loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
+    loggers.append(
+        ResumableCSVLogger(save_dir=str(output_dir), name="csv", version="", keep_below_step=resume_step)
+    )
     if cfg.logger.kind == "wandb":
         overrides: list[str] = []
         try:
@@ -253,10 +295,16 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, 
     assert isinstance(config, dict)
     module = DenoiserModule(config)
     datamodule = build_datamodule(cfg, module.noise)
-    loggers = build_loggers(cfg, output_dir, config)
+    ckpt_path = resume_path(cfg, output_dir)
+    resume_step = (
+        int(torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+        if ckpt_path
+        else None
+    )
+    loggers = build_loggers(cfg, output_dir, config, resume_step)
     try:
         trainer = build_trainer(cfg, output_dir, loggers, extra_callbacks)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, output_dir))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics |= {"images_seen": module.images_seen, "skipped_steps": module.skipped_steps}
         if trainer.is_global_zero:
