@@ -125,9 +125,6 @@ def validate_config(cfg: DictConfig) -> None:
         images = int(cfg.train.images)
         if images <= 0 or images % batch:
             errors.append(f"train.images={images} must be a positive multiple of data.batch_size={batch}")
-    mult = float(cfg.optim.get("level_lr_mult", 1.0))
-    if not mult > 0:
-        errors.append(f"optim.level_lr_mult={mult}: use a positive multiplier (1.0 = the authors' setting)")
     if cfg.resume not in (None, "auto") and not Path(str(cfg.resume)).is_file():
         errors.append(f"resume={cfg.resume}: no such checkpoint file (use null, auto, or a .ckpt path)")
     if cfg.logger.kind not in ("wandb", "csv", "none"):

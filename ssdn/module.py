@@ -90,16 +90,10 @@ class DenoiserModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam; learned noise levels form their own group so that ``optim.level_lr_mult`` can scale their lr."""
         o = self.optim_cfg
-        level = self.method.level_source
-        level_ids = {id(p) for p in level.parameters()} if level is not None else set()
-        groups = [{"params": [p for p in self.parameters() if id(p) not in level_ids], "lr_mult": 1.0}]
-        if level_ids:
-            groups.append(
-                {"params": list(level.parameters()), "lr_mult": float(o.get("level_lr_mult", 1.0))}
-            )
-        return torch.optim.Adam(groups, lr=float(o["lr"]), betas=tuple(o["betas"]), eps=float(o["eps"]))
+        return torch.optim.Adam(
+            self.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]), eps=float(o["eps"])
+        )
 
     def on_fit_start(self) -> None:
         max_steps = self.trainer.max_steps
@@ -147,7 +141,7 @@ class DenoiserModule(L.LightningModule):
             rampdown=float(self.schedule_cfg["rampdown"]),
         )
         for group in opt.param_groups:
-            group["lr"] = lr * group["lr_mult"]
+            group["lr"] = lr
         inputs = self._training_inputs(batch)
         loss, logs = self.method.training_loss(self, self.noise, inputs)
         opt.zero_grad(set_to_none=True)

@@ -186,28 +186,3 @@ def test_training_then_protocol_evaluation_writes_results(tmp_path: Path, data_r
     assert metrics["test/kodak/psnr"] == metrics["test/kodak/psnr_pme"]
     assert (tmp_path / "results.json").is_file() and (tmp_path / "per_image.csv").is_file()
     assert json.loads((tmp_path / "metrics.json").read_text())["test/set14/psnr_noisy"] > 0
-
-
-def test_level_lr_mult_scales_only_the_learned_level(tmp_path: Path) -> None:
-    """Adam moves a scalar by about lr per step, so the global level's travel scales with its multiplier."""
-    moved, lrs = {}, {}
-    for mult in (1.0, 20.0):
-        cap = _Capture()
-        cfg = compose_config(
-            *TINY, "noise_params=sigma_global", f"optim.level_lr_mult={mult}", output_dir=tmp_path / str(mult)
-        )
-        run(cfg, extra_callbacks=[cap])
-        key = "method.level_source.level.raw"
-        moved[mult] = float((_weights(cap.module)[key] - cap.initial[key]).abs())
-        net_group, level_group = cap.module.optimizers().param_groups
-        assert level_group["params"] == [cap.module.method.level_source.level.raw]
-        lrs[mult] = (net_group["lr"], level_group["lr"])
-    assert moved[1.0] > 0 and moved[20.0] / moved[1.0] == pytest.approx(20.0, rel=0.05)
-    assert lrs[1.0][0] == lrs[20.0][0] == lrs[1.0][1] and lrs[20.0][1] == pytest.approx(20 * lrs[1.0][1])
-
-
-def test_level_lr_mult_must_be_positive() -> None:
-    from ssdn.config import ConfigError, validate_config
-
-    with pytest.raises(ConfigError, match=r"optim\.level_lr_mult"):
-        validate_config(compose_config(*TINY, "optim.level_lr_mult=0"))

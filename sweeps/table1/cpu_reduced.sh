@@ -4,7 +4,6 @@
 # KODAK ×1 (24 images, the authors' padding). About 2 h on 2 cores. Usage: bash sweeps/table1/cpu_reduced.sh [overrides]
 # (e.g. resume=auto to continue an interrupted sweep: finished rows are only re-evaluated)
 # 128² crops, not 64²: a net trained only on 64² crops scores below the noisy input on full-size images.
-# optim.level_lr_mult=20 lets the σ-unknown row's global scalar reach σ = 25 within 1,000 Adam steps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${SSDN_DATA_ROOT:?set SSDN_DATA_ROOT to the folder holding kodak/ and train-imagenet-sample-1000/}"
@@ -13,6 +12,6 @@ rows=$rows,gauss25-blindspot_diag-sigma_known,gauss25-blindspot_mean,gauss25-cbm
 python train.py -m "+experiment/table1=$rows" \
   trainer=cpu trainer.enable_progress_bar=false trainer.val_check_interval=250 trainer.checkpoint_every_n_steps=250 \
   data.crop_size=128 data.batch_size=4 data.num_workers=0 data.val_count=4 data.val_size=256 \
-  train.images=4000 optim.level_lr_mult=20 \
+  train.images=4000 \
   eval.sets=[kodak] eval.repeats=1 \
   hydra.sweep.dir="${SWEEP_DIR:-multirun/table1-cpu}" "$@"
