@@ -20,9 +20,11 @@ conv = torch.nn.Conv2d(16, 16, 3, padding=1)
 x = torch.randn(4, 16, 256, 256)  # 16 MB activations and gradients: glibc maps such blocks afresh
 def step():
     conv(x).relu().square().mean().backward()
-step(); step()  # warm-up: what a training step costs from then on is measured
+for _ in range(6):  # warm-up: the tuned heap grows for a few steps until it holds a whole step
+    step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-step()
+for _ in range(4):  # the steady state, summed: a default step sometimes reuses a mapping, never all four
+    step()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
@@ -38,7 +40,7 @@ def test_keep_freed_memory_removes_page_faults_of_repeated_large_blocks() -> Non
         for mode in ("default", "tuned")
     }
     pages = 16 * 2**20 // 4096  # of one activation
-    assert faults["default"] > pages  # every step touches fresh pages again
+    assert faults["default"] > 2 * pages  # steps keep touching fresh pages
     assert faults["tuned"] < pages // 20
 
 
