@@ -4,7 +4,8 @@
     python -m ssdn.evaluate --method cbm3d_known --noise gaussian --value 25 --sets kodak --workers 2 --out DIR
 
 Every method sees identical noisy inputs (one seeded CPU generator, see ``ssdn.eval.protocol``). Test sets are
-looked up in ``--root`` or ``$SSDN_DATA_ROOT``; a missing set names the command that fetches it.
+looked up in ``--root`` or ``$SSDN_DATA_ROOT``; a missing set names the command that fetches it. Each scored
+image is journalled in ``--out`` at once, so the same command after an interruption scores only the rest.
 """
 
 from __future__ import annotations
@@ -87,7 +88,11 @@ def main(argv: Sequence[str] | None = None) -> Results:
     )
     p.add_argument("--limit", type=int, default=None, help="first N images of each set (smoke runs)")
     p.add_argument("--crop", type=int, default=None, help="centre crop of each image (smoke runs)")
-    p.add_argument("--out", required=True, help="folder for results.json and per_image.csv")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for results.json and per_image.csv; an interrupted run into the same folder resumes",
+    )
     p.add_argument("--save-images", action="store_true", help="also write the first pass's images")
     p.add_argument("--wandb", action="store_true", help="log the results to W&B (offline without an API key)")
     p.add_argument("--no-progress", action="store_true")
@@ -103,11 +108,18 @@ def main(argv: Sequence[str] | None = None) -> Results:
             args.value if args.value is not None else cfg["noise"]["value"],
         )
         channels = denoiser.channels
+        ckpt = Path(args.checkpoint).resolve()
+        identity = {
+            "checkpoint": str(ckpt),
+            "bytes": ckpt.stat().st_size,
+            "mtime_ns": ckpt.stat().st_mtime_ns,
+        }
     else:
         if args.noise is None or args.value is None:
             p.error("--method needs --noise and --value")
         denoiser = build_classical(args.method)
         noise, channels = (args.noise, args.value), 3
+        identity = {}
     out = Path(args.out)
     results = evaluate(
         denoiser,
@@ -125,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> Results:
         limit=args.limit,
         crop=args.crop,
         workers=args.workers,
+        journal_dir=out,
+        identity=identity,
     )
     write_results(results, out)
     print(results.summary())

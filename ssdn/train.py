@@ -255,6 +255,7 @@ def evaluate_on_testsets(
         limit=e.limit,
         crop=e.crop,
         workers=1 if is_network else workers,
+        journal_dir=None if is_network else output_dir,  # a rerun of a long classical row resumes
     )
     write_results(results, output_dir)
     metrics: dict[str, float] = {}

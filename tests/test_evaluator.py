@@ -200,3 +200,79 @@ def test_cbm3d_pinned_on_two_kodak_images(data_root: Path) -> None:
     s = res.sets["kodak"]
     assert s.psnr["out"] == pytest.approx(PINNED_CBM3D_PSNR, abs=0.02)
     assert s.psnr["noisy"] == pytest.approx(PINNED_NOISY_PSNR, abs=1e-6)  # the inputs themselves are exact
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+class Smoother:
+    """A deterministic classical method that records what it denoised and can be 'killed' after N images."""
+
+    name = "smoother"
+    requires_square_multiple = None
+
+    def __init__(self, die_after: int | None = None) -> None:
+        self.params: list[float] = []
+        self.die_after = die_after
+
+    def denoise(self, noisy: torch.Tensor, params: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.die_after is not None and len(self.params) >= self.die_after:
+            raise Interrupted
+        self.params.extend(params.tolist())
+        return {"out": torch.nn.functional.avg_pool2d(noisy, 3, stride=1, padding=1, count_include_pad=False)}
+
+
+def _toy_images(n: int = 3) -> dict[str, list[TestImage]]:
+    rng = np.random.default_rng(1)
+    return {
+        "toy": [TestImage(f"t{i}.png", rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)) for i in range(n)]
+    }
+
+
+def test_journal_resumes_an_interrupted_run_with_identical_results(tmp_path: Path) -> None:
+    """Killed after 4 of 6 items, the rerun denoises only the last 2 and reports what one run reports."""
+    kw = {"repeats": 2, "images": _toy_images(), "progress": False}
+    noise = ("gaussian", [5, 50])  # per-item σ, so the recorded params identify the items
+    whole = Smoother()
+    reference = evaluate(whole, "toy", noise, **kw)
+    assert len(whole.params) == 6
+
+    with pytest.raises(Interrupted):
+        evaluate(Smoother(die_after=4), "toy", noise, journal_dir=tmp_path, **kw)
+    journal = tmp_path / "partial-toy.jsonl"
+    assert len(journal.read_text().splitlines()) == 1 + 4  # key line + one line per scored item
+
+    rest = Smoother()
+    resumed = evaluate(rest, "toy", noise, journal_dir=tmp_path, **kw)
+    assert rest.params == whole.params[4:]
+    assert _rows(resumed) == _rows(reference)
+    assert resumed.sets["toy"].psnr == reference.sets["toy"].psnr
+    write_results(resumed, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["per_image.csv", "results.json"]
+
+
+def test_journal_of_another_evaluation_or_cut_short_line(tmp_path: Path) -> None:
+    kw = {"repeats": 2, "images": _toy_images(), "progress": False, "journal_dir": tmp_path}
+    with pytest.raises(Interrupted):
+        evaluate(Smoother(die_after=3), "toy", ("gaussian", 25), **kw)
+    journal = tmp_path / "partial-toy.jsonl"
+    with journal.open("a") as f:
+        f.write('{"set": "toy", "index": 3, "rep')  # the write a kill cut short
+    again = Smoother()
+    evaluate(again, "toy", ("gaussian", 25), **kw)
+    assert len(again.params) == 3  # the cut line is not an item
+    complete = Smoother()
+    evaluate(complete, "toy", ("gaussian", 25), **kw)
+    assert complete.params == []  # the journal stays complete until write_results supersedes it
+
+    other_seed = Smoother()
+    evaluate(other_seed, "toy", ("gaussian", 25), seed=1, **kw)  # another protocol: nothing is reused
+    assert len(other_seed.params) == 6
+    other_identity = Smoother()
+    evaluate(other_identity, "toy", ("gaussian", 25), seed=1, identity={"checkpoint": "b.ckpt"}, **kw)
+    assert len(other_identity.params) == 6
+
+    journal.write_text(journal.read_text().splitlines()[0] + "\nnot json\n{}\n")
+    with pytest.raises(ValueError, match=r"partial-toy.jsonl, line 2: not a scored item"):
+        evaluate(Smoother(), "toy", ("gaussian", 25), seed=1, identity={"checkpoint": "b.ckpt"}, **kw)

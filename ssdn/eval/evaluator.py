@@ -8,13 +8,22 @@ cropped to H×W, batched among items of equal H×W, optionally in a process pool
 deterministic, so the pool cannot change a number. Scores are per image on the output cropped to H×W
 (``ssdn.eval.metrics``), for every output key and for the noisy input; a set's score is the mean over its
 replicated list.
+
+Long runs (CBM3D ×10 on KODAK takes hours on a small CPU) keep a journal: with ``journal_dir`` every scored
+item is appended to ``partial-<set>.jsonl`` as soon as it is scored, and a rerun with the same method,
+identity and protocol scores only the items missing from it. ``write_results`` removes the journals it has
+superseded. The scores cannot differ: the noisy inputs are regenerated bit for bit and the methods are
+deterministic.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import logging
 import multiprocessing
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -44,6 +53,9 @@ from ssdn.noise import NoiseModel
 from ssdn.utils import atomic_write_json, atomic_write_png, atomic_write_text
 
 NOISY_KEY = "noisy"
+JOURNAL_PATTERN = "partial-{}.jsonl"
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -197,6 +209,57 @@ def _score(item: NoisyItem, outputs: dict[str, Tensor], set_name: str) -> ImageR
     )
 
 
+class _Journal:
+    """Append-only record of one set's scored items, so an interrupted evaluation resumes where it stopped.
+
+    The first line is the key (method, caller's identity, protocol); a journal with another key belongs to a
+    different evaluation and is started afresh (with a warning). A last line cut short by a kill is ignored.
+    """
+
+    def __init__(self, path: Path, key: dict[str, Any]) -> None:
+        self.path = path
+        self.key = json.loads(json.dumps(key, sort_keys=True, default=str))  # normalised as it is stored
+        self.done: dict[int, ImageResult] = {}
+        if path.is_file():
+            self._load()
+        if not self.done:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"journal": self.key}, sort_keys=True) + "\n")
+
+    def _load(self) -> None:
+        lines = self.path.read_text().splitlines()
+        try:
+            header = json.loads(lines[0])["journal"] if lines else None
+        except (json.JSONDecodeError, KeyError, TypeError):
+            header = None
+        if header != self.key:
+            log.warning(
+                "%s: written by another evaluation (method or protocol differ); starting afresh", self.path
+            )
+            return
+        for number, line in enumerate(lines[1:], start=2):
+            try:
+                row = ImageResult(**json.loads(line))
+            except (json.JSONDecodeError, TypeError) as err:
+                if number == len(lines):  # the write a kill interrupted
+                    break
+                raise ValueError(
+                    f"{self.path}, line {number}: not a scored item ({err}); delete the file"
+                ) from err
+            self.done[row.index] = row
+        # rewrite without a cut-short tail, so appends start on a fresh line
+        body = [json.dumps({"journal": self.key}, sort_keys=True)]
+        body += [json.dumps(asdict(r)) for r in self.done.values()]
+        self.path.write_text("\n".join(body) + "\n")
+        log.info("%s: resuming, %d items already scored", self.path, len(self.done))
+
+    def append(self, row: ImageResult) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(asdict(row)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def _evaluate_set(
     denoiser: Any,
     prepared: PreparedSet,
@@ -207,6 +270,7 @@ def _evaluate_set(
     progress: bool,
     save_images: Path | None,
     cache_dir: str | Path | None,
+    journal: _Journal | None,
 ) -> SetResult:
     cfg = prepared.config
     multiple = denoiser.requires_square_multiple
@@ -218,10 +282,9 @@ def _evaluate_set(
             f"use a protocol multiple that {multiple} divides"
         )
     key = (lambda it: (it.height, it.width)) if classical else (lambda it: it.size)
-    work = (
-        (batch, *_inputs(batch, classical))
-        for batch in _batches(iter_items(prepared, cache_dir), batch_size, key)
-    )
+    done = journal.done if journal is not None else {}
+    todo = (it for it in iter_items(prepared, cache_dir) if it.index not in done)
+    work = ((batch, *_inputs(batch, classical)) for batch in _batches(todo, batch_size, key))
     if workers > 1:
         results = _run_in_pool(denoiser, work, workers)
     else:
@@ -236,10 +299,14 @@ def _evaluate_set(
 
         results = run_here()
 
-    rows: list[ImageResult] = []
+    rows: list[ImageResult] = list(done.values())
     start = time.perf_counter()
     with tqdm(
-        total=len(prepared), desc=f"{denoiser.name} {cfg.set_name}", unit="img", disable=not progress
+        total=len(prepared),
+        initial=len(rows),
+        desc=f"{denoiser.name} {cfg.set_name}",
+        unit="img",
+        disable=not progress,
     ) as bar:
         for batch, outputs in results:
             _check_outputs(outputs, len(batch), batch[0].clean.shape[0], denoiser.name)
@@ -247,6 +314,8 @@ def _evaluate_set(
             for j, item in enumerate(batch):
                 out_j = {k: v[j] for k, v in outputs.items()}
                 rows.append(_score(item, out_j, cfg.set_name))
+                if journal is not None:
+                    journal.append(rows[-1])
                 if save_images is not None and item.rep == 0:
                     stem = Path(item.name).stem
                     folder = save_images / cfg.set_name
@@ -257,6 +326,7 @@ def _evaluate_set(
                         )
             bar.update(len(batch))
     seconds = time.perf_counter() - start
+    rows.sort(key=lambda r: r.index)
 
     keys = list(rows[0].psnr)
     output_keys = [k for k in keys if k != NOISY_KEY]
@@ -297,6 +367,8 @@ def evaluate(
     cache_dir: str | Path | None = None,
     workers: int = 1,
     images: Mapping[str, Sequence[TestImage]] | None = None,
+    journal_dir: str | Path | None = None,
+    identity: Mapping[str, Any] | None = None,
 ) -> Results:
     """Run ``denoiser`` on each set under the protocol of ``ssdn.eval.protocol``.
 
@@ -306,6 +378,9 @@ def evaluate(
     ``ssdn.data.testsets.load_folder``). ``save_images``: folder for PNGs of the first pass (noisy input and
     every output). ``workers`` > 1 runs a classical method in a process pool. A denoiser with ``.to`` is moved
     to ``device`` (inputs follow; noise is always drawn on the CPU); an ``nn.Module`` is put in eval mode.
+    ``journal_dir``: keep a per-set journal there and resume from it (module docstring); ``identity`` says
+    what else distinguishes this denoiser from another of the same name (e.g. the checkpoint file), so a
+    journal is reused only for the same one.
     """
     if not isinstance(denoiser, Denoiser):
         raise TypeError("denoiser needs .name, .requires_square_multiple and .denoise(noisy, params) -> dict")
@@ -332,6 +407,10 @@ def evaluate(
             reps = repeats if repeats is not None else default_repeats(set_name)
         cfg = ProtocolConfig(set_name, spec, reps, seed, pad_mode, channels, limit, crop, multiple)
         prepared = prepare_set(cfg, None if images is None else images.get(set_name), root=root)
+        journal = None
+        if journal_dir is not None:
+            key = {"method": denoiser.name, "identity": dict(identity or {}), "protocol": asdict(cfg)}
+            journal = _Journal(Path(journal_dir) / JOURNAL_PATTERN.format(set_name), key)
         results[set_name] = _evaluate_set(
             denoiser,
             prepared,
@@ -341,6 +420,7 @@ def evaluate(
             progress=progress,
             save_images=out_dir,
             cache_dir=cache_dir,
+            journal=journal,
         )
     meta = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -357,7 +437,8 @@ def evaluate(
 
 
 def write_results(results: Results, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``results.json`` (summary) and ``per_image.csv`` (one row per scored item), each atomically."""
+    """Write ``results.json`` (summary) and ``per_image.csv`` (one row per scored item), each atomically;
+    then remove the journals of the sets written, which these files supersede."""
     out = Path(out_dir)
     json_path, csv_path = out / "results.json", out / "per_image.csv"
     atomic_write_json(json_path, results.to_dict())
@@ -377,4 +458,6 @@ def write_results(results: Results, out_dir: str | Path) -> tuple[Path, Path]:
             + [repr(r.ssim.get(k, float("nan"))) for k in keys]
         )
     atomic_write_text(csv_path, buf.getvalue())
+    for name in results.sets:
+        (out / JOURNAL_PATTERN.format(name)).unlink(missing_ok=True)
     return json_path, csv_path
