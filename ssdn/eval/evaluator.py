@@ -223,8 +223,7 @@ class _Journal:
         if path.is_file():
             self._load()
         if not self.done:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"journal": self.key}, sort_keys=True) + "\n")
+            atomic_write_text(path, json.dumps({"journal": self.key}, sort_keys=True) + "\n")
 
     def _load(self) -> None:
         lines = self.path.read_text().splitlines()
@@ -247,10 +246,10 @@ class _Journal:
                     f"{self.path}, line {number}: not a scored item ({err}); delete the file"
                 ) from err
             self.done[row.index] = row
-        # rewrite without a cut-short tail, so appends start on a fresh line
+        # rewrite without a cut-short tail, so appends start on a fresh line; atomically, as it holds hours of work
         body = [json.dumps({"journal": self.key}, sort_keys=True)]
         body += [json.dumps(asdict(r)) for r in self.done.values()]
-        self.path.write_text("\n".join(body) + "\n")
+        atomic_write_text(self.path, "\n".join(body) + "\n")
         log.info("%s: resuming, %d items already scored", self.path, len(self.done))
 
     def append(self, row: ImageResult) -> None:
