@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,12 @@ def build_trainer(
     t.pop("pin_job_to_gpu", None)  # applied to trainer.devices when the job starts (main)
     if t.get("limit_val_batches") is None:
         t.pop("limit_val_batches", None)
+    # The module steps its optimiser itself (to skip non-finite steps), so Lightning warns that a mid-epoch
+    # checkpoint holds the weights *after* that step. That is the state to resume from: the optimiser moments
+    # and the step count belong to those weights (test_resume_matches_uninterrupted_run).
+    warnings.filterwarnings(
+        "ignore", message="Using ModelCheckpoint with manual optimization", category=UserWarning
+    )
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=output_dir / "checkpoints",
