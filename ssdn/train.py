@@ -44,7 +44,7 @@ from ssdn.utils import atomic_path, atomic_write_json, atomic_write_png, keep_fr
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(os.environ.get("SSDN_CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
+CONF_DIR = Path(os.environ.get("SSDN_CONF_DIR", Path(__file__).resolve().parent / "conf"))
 register_resolvers()
 
 

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssdn.config import ConfigError, noise_tag, register_resolvers, row_name, validate_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "ssdn" / "conf"
 register_resolvers()
 
 

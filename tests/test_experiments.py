@@ -14,7 +14,7 @@ from ssdn.config import validate_config
 from ssdn.train import run
 from tests.conftest import TINY, compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "experiment"
+CONF = Path(__file__).resolve().parents[1] / "ssdn" / "conf" / "experiment"
 ROWS = sorted(str(p.relative_to(CONF).with_suffix("")) for p in CONF.rglob("*.yaml"))
 PAPER_SETS = ["kodak", "bsd300", "set14"]
 

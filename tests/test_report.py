@@ -20,7 +20,7 @@ from PIL import Image
 from ssdn import report
 from ssdn.report import Job, load_paper, training_cost
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "experiment"
+CONF = Path(__file__).resolve().parents[1] / "ssdn" / "conf" / "experiment"
 PAPER_SETS = ("kodak", "bsd300", "set14")
 
 

@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from ssdn import report
 from tests.conftest import PROJECT_ROOT, TINY
 
-CONF = PROJECT_ROOT / "conf"
+CONF = PROJECT_ROOT / "ssdn" / "conf"
 SWEEPS = PROJECT_ROOT / "sweeps"
 
 
