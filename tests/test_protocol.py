@@ -1,8 +1,7 @@
-"""ssdn.eval.protocol: documented noise order, padding modes, determinism and the on-disk cache."""
+"""ssdn.eval.protocol: documented noise order, padding modes, determinism."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,9 @@ from ssdn.data.testsets import TestImage, load_testset
 from ssdn.eval.protocol import (
     NoiseSpec,
     ProtocolConfig,
-    cache_path,
     default_repeats,
     generate,
-    iter_items,
     prepare_set,
-    read_cache,
 )
 from ssdn.noise import build_noise
 
@@ -134,37 +130,6 @@ def test_limit_and_centre_crop(data_root: Path) -> None:
     top, left = (h - 64) // 2, (w - 64) // 2
     ref = torch.from_numpy(full[0].pixels[top : top + 64, left : left + 64]).permute(2, 0, 1).float() / 255
     assert torch.equal(prepared.clean[0], ref)
-
-
-@pytest.mark.parametrize("pad_mode", ["authors", "per_image"])
-def test_cache_equals_regeneration(tmp_path: Path, pad_mode: str) -> None:
-    images = _images((20, 30), (24, 16))
-    prepared = prepare_set(_cfg(NoiseSpec("poisson", (5.0, 50.0)), pad_mode=pad_mode), images)
-    fresh = list(generate(prepared))
-    cached = list(iter_items(prepared, cache_dir=tmp_path))
-    path = cache_path(prepared, tmp_path)
-    assert path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file left
-    assert path.name.startswith(f"toy-poisson5_50-seed7-{pad_mode}-r3-")
-    mtime = path.stat().st_mtime_ns
-    reread = list(iter_items(prepared, cache_dir=tmp_path))
-    assert path.stat().st_mtime_ns == mtime  # read, not rewritten
-    for a, b, c in zip(fresh, cached, reread, strict=True):
-        assert (a.index, a.rep, a.image, a.name, a.param) == (b.index, b.rep, b.image, b.name, b.param)
-        assert torch.equal(a.noisy, b.noisy) and torch.equal(a.noisy, c.noisy)
-        assert torch.equal(a.clean, b.clean)
-    with np.load(path) as npz:  # an ordinary .npz
-        np.testing.assert_array_equal(npz["params"], [it.param for it in fresh])
-
-
-def test_cache_of_another_protocol_is_refused(tmp_path: Path) -> None:
-    images = _images((20, 30))
-    a = prepare_set(_cfg(NoiseSpec("gaussian", 25.0), repeats=1), images)
-    b = prepare_set(_cfg(NoiseSpec("gaussian", 25.0), repeats=1, seed=8), images)
-    assert cache_path(a, tmp_path) != cache_path(b, tmp_path)
-    list(iter_items(a, cache_dir=tmp_path))
-    os.replace(cache_path(a, tmp_path), cache_path(b, tmp_path))
-    with pytest.raises(ValueError, match="does not match this protocol"):
-        list(read_cache(b, cache_path(b, tmp_path)))
 
 
 def test_config_and_noise_spec() -> None:

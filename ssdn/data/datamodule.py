@@ -263,28 +263,6 @@ class DenoisingDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ records
 
-    def summary(self) -> dict[str, Any]:
-        """Flat facts about the data for the logger (counts, sources, settings)."""
-        stream = self.train_stream
-        return {
-            "train_source": str(self.train_dir),
-            "train_images": len(self.train_files),
-            "train_listed": stream.listed_count if stream is not None else 0,
-            "train_skipped_undecodable": len(self.skipped_files),
-            "train_skipped_too_small": len(stream.too_small_files) if stream is not None else 0,
-            "train_size_filtered": stream.size_filtered_count if stream is not None else 0,
-            "val_source": str(self.val_dir if self.val_dir is not None else DEFAULT_VAL_SOURCE),
-            "val_images": len(self.val_files),
-            "val_size": self.val_size,
-            "crop_size": self.crop_size,
-            "global_batch": self.batch_size,
-            "subset": self.subset,
-            "size_filter": self.size_filter,
-            "rotate_aug": self.rotate_aug,
-            "fixed_noise": self.fixed_noise,
-            "seed": self.seed,
-        }
-
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints so that each one documents exactly which images it was trained on."""
         return {

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssdn.data.io import list_images, load_image
+from ssdn.data.io import load_image
 
 DATA_ROOT_ENV = "SSDN_DATA_ROOT"
 
@@ -195,7 +195,3 @@ def load_testset(
 testset_names.__test__ = False  # type: ignore[attr-defined]
 testset_paths.__test__ = False  # type: ignore[attr-defined]
 
-
-def load_folder(folder: str | Path, channels: int = 3, limit: int | None = None) -> list[TestImage]:
-    """An unregistered set: every image in ``folder``, sorted by name (no checksums)."""
-    return [TestImage(p.name, load_image(p, channels=channels)) for p in list_images(folder)[:limit]]

@@ -2,6 +2,6 @@
 metrics without the evaluator's dependencies):
 
 - ``ssdn.eval.metrics``: ``quantize``, ``psnr``, ``ssim``, ``mean_psnr``;
-- ``ssdn.eval.protocol``: replicated test sets, seeded noise, padding modes, noise cache;
+- ``ssdn.eval.protocol``: replicated test sets, seeded noise, padding modes;
 - ``ssdn.eval.evaluator``: ``evaluate(denoiser, sets, noise, ...)`` and ``write_results``.
 """

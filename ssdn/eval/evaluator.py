@@ -46,7 +46,7 @@ from ssdn.eval.protocol import (
     PreparedSet,
     ProtocolConfig,
     default_repeats,
-    iter_items,
+    generate,
     prepare_set,
 )
 from ssdn.noise import NoiseModel
@@ -268,7 +268,6 @@ def _evaluate_set(
     workers: int,
     progress: bool,
     save_images: Path | None,
-    cache_dir: str | Path | None,
     journal: _Journal | None,
 ) -> SetResult:
     cfg = prepared.config
@@ -282,7 +281,7 @@ def _evaluate_set(
         )
     key = (lambda it: (it.height, it.width)) if classical else (lambda it: it.size)
     done = journal.done if journal is not None else {}
-    todo = (it for it in iter_items(prepared, cache_dir) if it.index not in done)
+    todo = (it for it in generate(prepared) if it.index not in done)
     work = ((batch, *_inputs(batch, classical)) for batch in _batches(todo, batch_size, key))
     if workers > 1:
         results = _run_in_pool(denoiser, work, workers)
@@ -363,7 +362,6 @@ def evaluate(
     limit: int | None = None,
     crop: int | None = None,
     multiple: int = 32,
-    cache_dir: str | Path | None = None,
     workers: int = 1,
     images: Mapping[str, Sequence[TestImage]] | None = None,
     journal_dir: str | Path | None = None,
@@ -373,9 +371,9 @@ def evaluate(
 
     ``repeats``: None → the paper's factor per set, an int for all sets, or a per-set mapping.
     ``limit``/``crop`` restrict every set to its first images / a centre crop (for tests and smoke runs;
-    they change the numbers). ``images`` supplies clean images for set names (unregistered folders via
-    ``ssdn.data.testsets.load_folder``). ``save_images``: folder for PNGs of the first pass (noisy input and
-    every output). ``workers`` > 1 runs a classical method in a process pool. A denoiser with ``.to`` is moved
+    they change the numbers). ``images`` supplies clean images for set names. ``save_images``: folder for
+    PNGs of the first pass (noisy input and every output). ``workers`` > 1 runs a classical method in a
+    process pool. A denoiser with ``.to`` is moved
     to ``device`` (inputs follow; noise is always drawn on the CPU); an ``nn.Module`` is put in eval mode.
     ``journal_dir``: keep a per-set journal there and resume from it (module docstring); ``identity`` says
     what else distinguishes this denoiser from another of the same name (e.g. the checkpoint file), so a
@@ -418,7 +416,6 @@ def evaluate(
             workers=workers,
             progress=progress,
             save_images=out_dir,
-            cache_dir=cache_dir,
             journal=journal,
         )
     meta = {
