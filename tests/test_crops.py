@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ssdn.data.crops import SIZE_FILTER, DataWarning, RandomCropStream, resolve_sources
+from ssdn.data.crops import SIZE_FILTER, DataWarning, RandomCropStream
 from ssdn.data.embedded import SPLITS, embedded_paths, embedded_photos
 from ssdn.data.io import load_image
+from ssdn.data.sources import resolve_sources
 
 
 class StubNoise(torch.nn.Module):

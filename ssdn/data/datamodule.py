@@ -26,8 +26,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ssdn.data.crops import DataWarning, RandomCropStream, resolve_sources
+from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.io import ImageDecodeError, load_image
+from ssdn.data.sources import resolve_sources
 
 VAL_SEED_OFFSET = 1
 DEFAULT_VAL_SOURCE = "skimage:val"

@@ -194,4 +194,3 @@ def load_testset(
 # Keep pytest from collecting these as tests when a test module imports them (their names start with "test").
 testset_names.__test__ = False  # type: ignore[attr-defined]
 testset_paths.__test__ = False  # type: ignore[attr-defined]
-
