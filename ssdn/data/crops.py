@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ssdn.data.io import ImageDecodeError, load_image
+from ssdn.data.io import ImageDecodeError, load_image, rgb_to_mono
 from ssdn.data.sources import Source, header_size, open_packed, resolve_sources
 
 SIZE_FILTER = (256, 512)
@@ -338,9 +338,7 @@ class RandomCropStream(IterableDataset):
 
     def _as_channels(self, pixels: np.ndarray) -> np.ndarray:
         """Packed sets store RGB: mono training converts each window as ``load_image(path, 1)`` would."""
-        if pixels.shape[2] == self.channels:
-            return pixels
-        return ((pixels.astype(np.uint16).sum(axis=2, keepdims=True) + 1) // 3).astype(np.uint8)
+        return pixels if pixels.shape[2] == self.channels else rgb_to_mono(pixels)
 
     def batch(self, b: int) -> dict[str, Tensor]:
         """This rank's share of global batch ``b``; a pure function of the seed, the files and the layout.

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.io import ImageDecodeError, load_image
 from ssdn.data.sources import resolve_sources
+from ssdn.nets.unet import SIDE_MULTIPLE
 
 VAL_SEED_OFFSET = 1
 DEFAULT_VAL_SOURCE = "skimage:val"
@@ -82,10 +83,10 @@ class DenoisingDataModule(L.LightningDataModule):
                 f"need batch_size >= 1, num_workers >= 0, val_count >= 0; got {batch_size}, {num_workers}, "
                 f"{val_count}"
             )
-        if val_size < 32 or val_size % 32:
+        if val_size < SIDE_MULTIPLE or val_size % SIDE_MULTIPLE:
             raise ValueError(
-                f"val_size must be a positive multiple of 32 (the blind-spot network needs square inputs of "
-                f"that kind), got {val_size}"
+                f"val_size must be a positive multiple of {SIDE_MULTIPLE} (the blind-spot network needs square "
+                f"inputs of that kind), got {val_size}"
             )
         self.train_dir = train_dir
         self.val_dir = val_dir

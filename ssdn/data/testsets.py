@@ -15,7 +15,6 @@ grayscale), so their SET14 numbers are comparable only with this variant.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssdn.data.checksum import sha256_file
 from ssdn.data.io import load_image
 
 DATA_ROOT_ENV = "SSDN_DATA_ROOT"
@@ -130,14 +130,6 @@ def resolve_root(root: str | Path | None = None) -> Path:
 
 def download_command(name: str, root: Path) -> str:
     return f"python -m ssdn.data.download {name} --root {root}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def testset_paths(name: str, root: str | Path | None = None, verify: bool = False) -> list[Path]:

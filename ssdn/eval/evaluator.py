@@ -49,6 +49,7 @@ from ssdn.eval.protocol import (
     generate,
     prepare_set,
 )
+from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel
 from ssdn.utils import atomic_write_json, atomic_write_png, atomic_write_text
 
@@ -361,7 +362,7 @@ def evaluate(
     channels: int = 3,
     limit: int | None = None,
     crop: int | None = None,
-    multiple: int = 32,
+    multiple: int = SIDE_MULTIPLE,
     workers: int = 1,
     images: Mapping[str, Sequence[TestImage]] | None = None,
     journal_dir: str | Path | None = None,

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from ssdn.data.testsets import TestImage, get_testset, load_testset
 from ssdn.nets.padding import common_padded_size, mirror_pad, padded_size
+from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel, build_noise
 
 PAD_MODES = ("authors", "per_image")
@@ -81,7 +82,7 @@ class ProtocolConfig:
     channels: int = 3
     limit: int | None = None
     crop: int | None = None
-    multiple: int = 32
+    multiple: int = SIDE_MULTIPLE
 
     def __post_init__(self) -> None:
         if self.pad_mode not in PAD_MODES:
