@@ -66,4 +66,3 @@ def split_prior(out: Tensor, kind: PriorKind | str, channels: int) -> tuple[Tens
     tri = z.new_zeros(*z.shape[:-1], channels, channels)
     tri[..., rows, cols] = a
     return mu, tri @ tri.transpose(-1, -2)
-

@@ -106,4 +106,3 @@ def test_gradients_reach_every_output_channel() -> None:
     mu, cov = split_prior(out, "full", 3)
     (mu.sum() + cov.sum()).backward()
     assert out.grad is not None and (out.grad.abs().sum(dim=(0, 2, 3)) > 0).all()
-
