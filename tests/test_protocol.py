@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from ssdn.data.testsets import TestImage, load_testset
 from ssdn.eval.protocol import (
@@ -15,6 +16,7 @@ from ssdn.eval.protocol import (
     default_repeats,
     generate,
     prepare_set,
+    protocol_configs,
 )
 from ssdn.noise import build_noise
 
@@ -142,3 +144,29 @@ def test_config_and_noise_spec() -> None:
     assert NoiseSpec.of(build_noise("impulse", [0, 1])) == NoiseSpec("impulse", (0.0, 1.0))
     assert NoiseSpec.of(build_noise("gaussian", [25, 25])).label() == "gaussian25"
     assert NoiseSpec("impulse", 0.5).build().variable is False
+
+
+def test_protocol_configs_from_the_eval_section() -> None:
+    """The run config's ``eval`` section (an OmegaConf node, noise range a ListConfig) gives one config per set."""
+    cfg = OmegaConf.create(
+        {
+            "eval": {"sets": ["kodak", "set14"], "repeats": None, "seed": 3, "pad_mode": "per_image"},
+            "eval_limited": {
+                "sets": "bsd300",
+                "repeats": {"bsd300": 2},
+                "limit": 1,
+                "crop": 64,
+                "batch_size": 8,
+            },
+            "noise": {"name": "poisson", "value": [5, 50]},
+        }
+    )
+    kodak, set14 = protocol_configs(cfg.eval, (cfg.noise.name, cfg.noise.value), 1)
+    spec = NoiseSpec("poisson", (5.0, 50.0))
+    assert kodak == ProtocolConfig("kodak", spec, 10, seed=3, pad_mode="per_image", channels=1)
+    assert set14 == ProtocolConfig("set14", spec, 20, seed=3, pad_mode="per_image", channels=1)
+    (bsd,) = protocol_configs(cfg.eval_limited, ("gaussian", 25), 3)
+    assert bsd == ProtocolConfig("bsd300", NoiseSpec("gaussian", 25.0), 2, limit=1, crop=64)
+    assert protocol_configs({"sets": ["toy"], "repeats": 4}, ("gaussian", 25), 3)[0].repeats == 4
+    with pytest.raises(ValueError, match=r"eval\.sets is missing"):
+        protocol_configs({"repeats": 2}, ("gaussian", 25), 3)

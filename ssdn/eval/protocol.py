@@ -24,9 +24,10 @@ crop holds the same noise values the network sees at those pixels). Outputs are 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,15 +49,16 @@ class NoiseSpec:
     value: float | tuple[float, float]
 
     @classmethod
-    def of(cls, noise: NoiseSpec | NoiseModel | tuple | list) -> NoiseSpec:
-        """Accept a spec, a built ``NoiseModel`` or a ``(name, value)`` pair."""
+    def of(cls, noise: NoiseSpec | NoiseModel | Sequence) -> NoiseSpec:
+        """Accept a spec, a built ``NoiseModel`` or a ``(name, value)`` pair (value a number or a range, which
+        may be a config's list)."""
         if isinstance(noise, NoiseSpec):
             return noise
         if isinstance(noise, NoiseModel):
             low, high = float(noise.low), float(noise.high)
             return cls(noise.name, low if low == high else (low, high))
         name, value = noise
-        if isinstance(value, list | tuple):
+        if isinstance(value, Sequence) and not isinstance(value, str):
             low, high = (float(v) for v in value)
             return cls(str(name), low if low == high else (low, high))
         return cls(str(name), float(value))
@@ -99,6 +101,48 @@ def default_repeats(set_name: str) -> int:
         return get_testset(set_name).repeats
     except KeyError:
         return 1
+
+
+def protocol_configs(
+    settings: Mapping[str, Any], noise: NoiseSpec | NoiseModel | Sequence, channels: int
+) -> list[ProtocolConfig]:
+    """One ``ProtocolConfig`` per set of the run config's ``eval`` section (or the same keys from a command line).
+
+    Reads ``sets`` (a name or a list) and, optionally, ``repeats`` (None: the paper's factor per set; a number
+    for all sets; or a per-set mapping), ``seed``, ``pad_mode``, ``limit`` and ``crop``. The other ``eval``
+    settings (batch size, data root) cannot change a noisy input, so they are the caller's to pass on.
+    """
+    if "sets" not in settings:
+        raise ValueError(
+            "eval.sets is missing: name the test sets to evaluate on, e.g. [kodak, bsd300, set14]"
+        )
+    sets = settings["sets"]
+    names = [sets] if isinstance(sets, str) else [str(s) for s in sets]
+    repeats = settings.get("repeats")
+    spec = NoiseSpec.of(noise)
+
+    def count(name: str) -> int:
+        if isinstance(repeats, Mapping):
+            return int(repeats.get(name, default_repeats(name)))
+        return default_repeats(name) if repeats is None else int(repeats)
+
+    def optional(key: str) -> int | None:
+        value = settings.get(key)
+        return None if value is None else int(value)
+
+    return [
+        ProtocolConfig(
+            name,
+            spec,
+            count(name),
+            seed=int(settings.get("seed", 0)),
+            pad_mode=str(settings.get("pad_mode", "authors")),
+            channels=int(channels),
+            limit=optional("limit"),
+            crop=optional("crop"),
+        )
+        for name in names
+    ]
 
 
 @dataclass
