@@ -29,6 +29,7 @@ from ssdn.config import max_steps, register_resolvers, validate_config
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.embedded import embedded_photos
 from ssdn.data.io import load_image
+from ssdn.data.settings import DataSettings
 from ssdn.distributed import (
     DestroyProcessGroup,
     build_strategy,
@@ -141,9 +142,8 @@ def build_loggers(
 
 
 def build_datamodule(cfg: DictConfig, noise: NoiseModel) -> DenoisingDataModule:
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    assert isinstance(data, dict)
-    return DenoisingDataModule(**data, channels=int(cfg.channels), seed=int(cfg.seed), noise=noise)
+    settings = DataSettings.from_config(cfg.data, channels=int(cfg.channels), seed=int(cfg.seed))
+    return DenoisingDataModule(settings, noise=noise)
 
 
 def build_trainer(

@@ -39,7 +39,8 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ssdn.data.io import ImageDecodeError, load_image, rgb_to_mono
-from ssdn.data.sources import Source, header_size, open_packed, resolve_sources
+from ssdn.data.settings import DataSettings
+from ssdn.data.sources import header_size, open_packed, resolve_sources
 
 SIZE_FILTER = (256, 512)
 """The paper's training-set filter: keep images with 256 <= width, height <= 512 (inclusive)."""
@@ -70,60 +71,52 @@ class RandomCropStream(IterableDataset):
     generator seeded ``derived_seed(seed, 2, i)`` (params drawn first, then the noise), and each crop cuts the
     same window (and rotation) out of the clean and the noisy image.
 
-    ``batch_size`` is the per-rank batch. ``rank``, ``world_size`` and ``start_batch`` are plain attributes
-    that may be changed before iteration starts. Setup (listing, filtering, subset, decoding when
-    ``in_memory``) runs in the constructor so that data problems surface before training: undecodable files
-    are skipped with one warning each and listed in ``skipped_files``; images smaller than the crop are
-    skipped with one warning (``too_small_files``).
+    The stream cuts ``settings.train_dir`` as ``settings`` say (``ssdn.data.settings``); its ``batch_size``
+    is the per-rank batch, ``settings.batch_size // world_size``. ``rank``, ``world_size``, ``batch_size``
+    and ``start_batch`` are plain attributes that may be changed before iteration starts. Setup (listing,
+    filtering, subset, decoding when ``in_memory``) runs in the constructor so that data problems surface
+    before training: undecodable files are skipped with one warning each and listed in ``skipped_files``;
+    images smaller than the crop are skipped with one warning (``too_small_files``).
 
-    For a packed ``source`` the sizes come from its index and nothing is decoded; ``in_memory`` and
+    For a packed source the sizes come from its index and nothing is decoded; ``in_memory`` and
     ``recursive`` do not apply (the OS page cache keeps hot shards in RAM, shared by all workers and ranks).
     """
 
+    setting = "train_dir"
+    """The config key that names the source, for messages."""
+
     def __init__(
         self,
-        source: Source,
-        crop_size: int = 256,
-        batch_size: int = 4,
+        settings: DataSettings,
         *,
-        channels: int = 3,
-        seed: int = 0,
-        recursive: bool = False,
-        size_filter: bool = False,
-        subset: int | None = None,
-        subset_seed: int = 0,
-        rotate_aug: bool = False,
-        in_memory: bool = True,
-        fixed_noise: bool = False,
         noise: torch.nn.Module | None = None,
         rank: int = 0,
         world_size: int = 1,
         start_batch: int = 0,
-        setting: str = "train_dir",
     ) -> None:
         super().__init__()
-        if crop_size < 1 or batch_size < 1:
-            raise ValueError(f"crop_size and batch_size must be >= 1, got {crop_size} and {batch_size}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if seed < 0 or subset_seed < 0:
-            raise ValueError(f"seed and subset_seed must be >= 0, got {seed} and {subset_seed}")
-        if subset is not None and subset < 1:
-            raise ValueError(f"subset must be a positive image count or null (all images), got {subset}")
-        if fixed_noise and noise is None:
+        if settings.fixed_noise and noise is None:
             raise ValueError(
                 "fixed_noise=true needs the noise model: pass noise=... (or set_noise) before setup"
             )
-        self.crop_size, self.batch_size, self.channels, self.seed = crop_size, batch_size, channels, seed
-        self.rotate_aug, self.fixed_noise = rotate_aug, fixed_noise
+        if world_size < 1 or settings.batch_size % world_size:
+            raise ValueError(
+                f"batch_size={settings.batch_size} is the global batch and must be divisible by the world size "
+                f"{world_size}; choose a multiple of {world_size}"
+            )
+        self.settings = settings
+        self.crop_size, self.channels, self.seed = settings.crop_size, settings.channels, settings.seed
+        self.rotate_aug, self.fixed_noise = settings.rotate_aug, settings.fixed_noise
+        self.batch_size = settings.batch_size // world_size
         self.rank, self.world_size, self.start_batch = rank, world_size, start_batch
-        self.setting = setting
         self.noise = copy.deepcopy(noise).cpu() if noise is not None else None
 
+        source = settings.train_dir
         self.source = [str(s) for s in ([source] if isinstance(source, str | Path) else source)]
-        self._pack = open_packed(source, setting)
+        self._pack = open_packed(source, self.setting)
+        in_memory = settings.in_memory
         if self._pack is None:
-            listed = resolve_sources(source, recursive=recursive, setting=setting)
+            listed = resolve_sources(source, recursive=settings.recursive, setting=self.setting)
             size_of = header_size
         else:
             listed = self._pack.paths
@@ -133,12 +126,13 @@ class RandomCropStream(IterableDataset):
         self.skipped_files: list[str] = []
         self.too_small_files: list[str] = []
         self.size_filtered_count = 0
-        usable, sizes = self._scan(listed, size_filter, size_of)
-        self.files, self._images = self._choose(usable, sizes, subset, subset_seed, in_memory, size_filter)
+        usable, sizes = self._scan(listed, settings.size_filter, size_of)
+        self.files, self._images = self._choose(
+            usable, sizes, settings.subset, settings.subset_seed, in_memory, settings.size_filter
+        )
         if self._pack is not None:
             position = {p: i for i, p in enumerate(listed)}
             self._pack_ids = [position[p] for p in self.files]
-        self.subset, self.subset_seed, self.size_filter = subset, subset_seed, size_filter
 
         self._perms: OrderedDict[int, np.ndarray] = OrderedDict()
         self._noisy: OrderedDict[int, tuple[np.ndarray, float]] = OrderedDict()
@@ -255,9 +249,9 @@ class RandomCropStream(IterableDataset):
             "skipped_files": list(self.skipped_files),
             "too_small_files": list(self.too_small_files),
             "size_filtered": self.size_filtered_count,
-            "size_filter": self.size_filter,
-            "subset": self.subset,
-            "subset_seed": self.subset_seed,
+            "size_filter": self.settings.size_filter,
+            "subset": self.settings.subset,
+            "subset_seed": self.settings.subset_seed,
             "seed": self.seed,
             "crop_size": self.crop_size,
             "rotate_aug": self.rotate_aug,
