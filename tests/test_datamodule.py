@@ -145,6 +145,7 @@ def test_global_batch_is_split_over_ranks_and_resumes(folder: Path) -> None:
         dm.setup("fit")
         loader = dm.train_dataloader()
         assert loader.dataset.start_batch == 3 and loader.dataset.batch_size == 2
+        assert dm.batch_size == 4  # the global batch, which the LightningModule counts images with
         parts.append(next(iter(loader)))
     for k in ("clean", "index"):
         assert torch.equal(torch.cat([p[k] for p in parts]), single.batch(3)[k])

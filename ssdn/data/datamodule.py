@@ -86,6 +86,11 @@ class DenoisingDataModule(L.LightningDataModule):
         return rank, world, self.settings.batch_size // world
 
     @property
+    def batch_size(self) -> int:
+        """The global batch (all ranks): the LightningModule counts training images with it."""
+        return self.settings.batch_size
+
+    @property
     def train_files(self) -> list[Path]:
         return self.train_stream.files if self.train_stream is not None else []
 
