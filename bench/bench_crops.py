@@ -21,12 +21,14 @@ import statistics
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from ssdn.data.crops import DataWarning, RandomCropStream
+from ssdn.data.settings import DataSettings
 from ssdn.prepare import pack
 
 DEFAULT_SRC = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-imagenet-sample-1000"
@@ -36,17 +38,17 @@ def build_streams(
     src: Path, packed: Path, crop: int, batch: int
 ) -> dict[str, tuple[RandomCropStream, float]]:
     """Each loader's stream and its set-up time in seconds (listing, header scan, decoding for folder-ram)."""
-    common = dict(crop_size=crop, batch_size=batch, seed=0)
+    common = DataSettings(crop_size=crop, batch_size=batch, seed=0)
     streams = {}
-    for name, kwargs in (
-        ("packed", dict(source=packed)),
-        ("folder", dict(source=src, size_filter=True, recursive=True, in_memory=False)),
-        ("folder-ram", dict(source=src, size_filter=True, recursive=True, in_memory=True)),
+    for name, settings in (
+        ("packed", replace(common, train_dir=packed)),
+        ("folder", replace(common, train_dir=src, size_filter=True, recursive=True, in_memory=False)),
+        ("folder-ram", replace(common, train_dir=src, size_filter=True, recursive=True, in_memory=True)),
     ):
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DataWarning)  # small images are skipped: expected here
-            stream = RandomCropStream(**kwargs, **common)
+            stream = RandomCropStream(settings)
         streams[name] = (stream, time.perf_counter() - t0)
     return streams
 

@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
-from ssdn.eval.evaluator import Results, evaluate, write_results
+from ssdn.eval.evaluator import evaluate, write_results
+from ssdn.eval.protocol import protocol_configs
+from ssdn.eval.results import Results
 
 CLASSICAL = ("cbm3d_known", "cbm3d_estimated", "anscombe")
 
@@ -121,22 +123,16 @@ def main(argv: Sequence[str] | None = None) -> Results:
         noise, channels = (args.noise, args.value), 3
         identity = {}
     out = Path(args.out)
+    protocol = {k: getattr(args, k) for k in ("sets", "repeats", "seed", "pad_mode", "limit", "crop")}
     results = evaluate(
         denoiser,
-        args.sets,
-        noise,
-        repeats=args.repeats,
-        seed=args.seed,
-        pad_mode=args.pad_mode,
+        protocol_configs(protocol, noise, channels),
+        root=args.root,
         batch_size=args.batch_size,
         device=args.device if args.checkpoint else None,
+        workers=args.workers,
         progress=not args.no_progress,
         save_images=out / "images" if args.save_images else None,
-        root=args.root,
-        channels=channels,
-        limit=args.limit,
-        crop=args.crop,
-        workers=args.workers,
         journal_dir=out,
         identity=identity,
     )

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 import ssdn
+from ssdn.data.checksum import sha256_file
 from ssdn.data.io import ImageDecodeError, list_images, load_image
 from ssdn.data.packed import (
     CHANNELS,
@@ -49,9 +49,9 @@ from ssdn.data.packed import (
     SHARD_DIR,
     VERSION,
     PackedSetError,
-    sha256_file,
     shard_name,
 )
+from ssdn.data.sources import header_size
 from ssdn.utils import atomic_path, atomic_write, atomic_write_json
 
 log = logging.getLogger("ssdn.prepare")
@@ -69,12 +69,10 @@ class PrepareError(ValueError):
 
 def _header(job: tuple[str, str]) -> tuple[int, int] | str:
     """(width, height) from the file header, or the reason it cannot be read."""
-    path = Path(job[0]) / job[1]
     try:
-        with Image.open(path) as img:
-            return img.size
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        return f"cannot read image header ({type(exc).__name__}: {exc})"
+        return header_size(Path(job[0]) / job[1])
+    except ImageDecodeError as exc:
+        return str(exc)
 
 
 def _decode(job: tuple[str, str]) -> tuple[int, str, np.ndarray | str]:

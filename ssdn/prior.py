@@ -11,7 +11,7 @@ from enum import StrEnum
 import torch
 from torch import Tensor
 
-__all__ = ["PriorKind", "prior_channels", "split_prior", "to_channels_first"]
+__all__ = ["PriorKind", "prior_channels", "split_prior"]
 
 
 class PriorKind(StrEnum):
@@ -66,10 +66,3 @@ def split_prior(out: Tensor, kind: PriorKind | str, channels: int) -> tuple[Tens
     tri = z.new_zeros(*z.shape[:-1], channels, channels)
     tri[..., rows, cols] = a
     return mu, tri @ tri.transpose(-1, -2)
-
-
-def to_channels_first(t: Tensor) -> Tensor:
-    """(N, H, W, C) channel-last pixel maths result -> (N, C, H, W) image layout."""
-    if t.ndim != 4:
-        raise ValueError(f"expected (N, H, W, C), got shape {tuple(t.shape)}")
-    return t.permute(0, 3, 1, 2)

@@ -29,6 +29,7 @@ from ssdn.config import max_steps, register_resolvers, validate_config
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.embedded import embedded_photos
 from ssdn.data.io import load_image
+from ssdn.data.settings import DataSettings
 from ssdn.distributed import (
     DestroyProcessGroup,
     build_strategy,
@@ -141,9 +142,8 @@ def build_loggers(
 
 
 def build_datamodule(cfg: DictConfig, noise: NoiseModel) -> DenoisingDataModule:
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    assert isinstance(data, dict)
-    return DenoisingDataModule(**data, channels=int(cfg.channels), seed=int(cfg.seed), noise=noise)
+    settings = DataSettings.from_config(cfg.data, channels=int(cfg.channels), seed=int(cfg.seed))
+    return DenoisingDataModule(settings, noise=noise)
 
 
 def build_trainer(
@@ -241,27 +241,17 @@ def evaluate_on_testsets(
 ) -> dict[str, float]:
     """Score a denoiser on the configured test sets; writes ``results.json`` and ``per_image.csv``."""
     from ssdn.eval.evaluator import evaluate, write_results
+    from ssdn.eval.protocol import protocol_configs
 
-    e = cfg.eval
     is_network = isinstance(denoiser, L.LightningModule)
     results = evaluate(
         denoiser,
-        list(e.sets),
-        (
-            cfg.noise.name,
-            OmegaConf.to_object(cfg.noise.value) if OmegaConf.is_config(cfg.noise.value) else cfg.noise.value,
-        ),
-        repeats=e.repeats,
-        seed=int(e.seed),
-        pad_mode=e.pad_mode,
-        batch_size=int(e.batch_size),
+        protocol_configs(cfg.eval, (cfg.noise.name, cfg.noise.value), int(cfg.channels)),
+        root=cfg.eval.root,
+        batch_size=int(cfg.eval.batch_size),
         device=denoiser.device if is_network else None,
-        progress=bool(cfg.trainer.enable_progress_bar),
-        root=e.root,
-        channels=int(cfg.channels),
-        limit=e.limit,
-        crop=e.crop,
         workers=1 if is_network else workers,
+        progress=bool(cfg.trainer.enable_progress_bar),
         journal_dir=None if is_network else output_dir,  # a rerun of a long classical row resumes
     )
     write_results(results, output_dir)

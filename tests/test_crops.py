@@ -12,9 +12,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ssdn.data.crops import SIZE_FILTER, DataWarning, RandomCropStream, resolve_sources
+from ssdn.data.crops import SIZE_FILTER, DataWarning, RandomCropStream
 from ssdn.data.embedded import SPLITS, embedded_paths, embedded_photos
 from ssdn.data.io import load_image
+from ssdn.data.settings import DataSettings
+from ssdn.data.sources import resolve_sources
 
 
 class StubNoise(torch.nn.Module):
@@ -79,7 +81,7 @@ def find_window(crop: np.ndarray, image: np.ndarray) -> tuple[int, int] | None:
 
 
 def test_crops_are_windows_of_the_decoded_images(folder: Path) -> None:
-    stream = RandomCropStream(folder, crop_size=32, batch_size=4, seed=3)
+    stream = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, seed=3))
     assert [p.name for p in stream.files] == [f"im{i}.png" for i in range(7)]
     for b in batches(stream, 3):
         assert b["clean"].dtype == torch.uint8 and b["clean"].shape == (4, 3, 32, 32)
@@ -103,7 +105,7 @@ def test_odd_formats_flow_through_as_rgb(tmp_path: Path) -> None:
         tmp_path / "e_exif.jpg", exif=exif
     )
 
-    stream = RandomCropStream(tmp_path, crop_size=40, batch_size=5, seed=0)
+    stream = RandomCropStream(DataSettings(tmp_path, crop_size=40, batch_size=5, seed=0))
     assert len(stream.files) == 5 and not stream.skipped_files and not stream.too_small_files
     b = stream.batch(0)
     assert b["clean"].dtype == torch.uint8 and b["clean"].shape == (5, 3, 40, 40)
@@ -114,7 +116,7 @@ def test_odd_formats_flow_through_as_rgb(tmp_path: Path) -> None:
             assert np.array_equal(crop[..., 0], crop[..., 1]) and np.array_equal(crop[..., 0], crop[..., 2])
         if stream.files[i].stem == "e_exif":
             assert decoded.shape == (64, 40, 3)
-    mono = RandomCropStream(tmp_path, crop_size=40, batch_size=5, channels=1).batch(0)["clean"]
+    mono = RandomCropStream(DataSettings(tmp_path, crop_size=40, batch_size=5, channels=1)).batch(0)["clean"]
     assert mono.shape == (5, 1, 40, 40)
 
 
@@ -134,7 +136,7 @@ def test_undecodable_files_are_skipped_with_one_warning(folder: Path) -> None:
     bad, trunc = _corrupt_files(folder)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        stream = RandomCropStream(folder, crop_size=32, batch_size=4, in_memory=True)
+        stream = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, in_memory=True))
         batches(stream, 10)
     assert _warnings_naming(rec, "bad.png") == 1 and _warnings_naming(rec, "trunc.jpg") == 1
     assert stream.skipped_files == [str(bad), str(trunc)]
@@ -145,7 +147,7 @@ def test_file_failing_at_crop_time_falls_back_deterministically(folder: Path) ->
     _, trunc = _corrupt_files(folder)  # the header of trunc.jpg reads fine; its pixels do not
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        stream = RandomCropStream(folder, crop_size=32, batch_size=4, in_memory=False, seed=1)
+        stream = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, in_memory=False, seed=1))
         assert stream.skipped_files == [str(folder / "bad.png")] and trunc in stream.files
         got = batches(stream, 8)  # 32 samples over 8 images: trunc.jpg is drawn 4 times
     assert _warnings_naming(rec, "trunc.jpg") == 1
@@ -153,36 +155,36 @@ def test_file_failing_at_crop_time_falls_back_deterministically(folder: Path) ->
     assert all(bad_index not in b["index"].tolist() for b in got)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        again = RandomCropStream(folder, crop_size=32, batch_size=4, in_memory=False, seed=1)
+        again = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, in_memory=False, seed=1))
         assert_same(got, batches(again, 8))
 
 
 def test_missing_empty_and_unusable_sources_fail_before_training(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"train_dir: image folder .*nowhere does not exist"):
-        RandomCropStream(tmp_path / "nowhere")
+        RandomCropStream(DataSettings(tmp_path / "nowhere"))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")
     with pytest.raises(ValueError, match=r"train_dir: no image files .* in folder .*empty"):
-        RandomCropStream(empty)
+        RandomCropStream(DataSettings(empty))
     with pytest.raises(ValueError, match="train_dir is an empty list"):
-        RandomCropStream([])
+        RandomCropStream(DataSettings([]))
     small = tmp_path / "small"
     small.mkdir()
     random_rgb(small / "tiny.png", 20, 20)
     with pytest.warns(DataWarning, match=r"smaller than crop_size=32: tiny.png"):
         with pytest.raises(ValueError, match=r"no usable training image.*1 are smaller than crop_size=32"):
-            RandomCropStream(small, crop_size=32)
+            RandomCropStream(DataSettings(small, crop_size=32))
     (small / "tiny.png").write_bytes(b"garbage")
     with pytest.warns(DataWarning, match="tiny.png"):
         with pytest.raises(ValueError, match="1 could not be decoded"):
-            RandomCropStream(small, crop_size=32)
+            RandomCropStream(DataSettings(small, crop_size=32))
 
 
 def test_small_images_skipped_with_a_warning(folder: Path) -> None:
     random_rgb(folder / "zz_small.png", 30, 60)
     with pytest.warns(DataWarning, match=r"skipped 1 image\(s\) smaller than crop_size=32: zz_small.png"):
-        stream = RandomCropStream(folder, crop_size=32)
+        stream = RandomCropStream(DataSettings(folder, crop_size=32))
     assert stream.too_small_files == [str(folder / "zz_small.png")] and len(stream.files) == 7
 
 
@@ -191,9 +193,9 @@ def test_size_filter_keeps_the_papers_window(tmp_path: Path) -> None:
     sizes = {"a": (lo, lo), "b": (hi, 300), "c": (hi + 88, 300), "d": (lo - 1, 300), "e": (300, hi + 1)}
     for name, (w, h) in sizes.items():
         flat_rgb(tmp_path / f"{name}.png", w, h)
-    kept = RandomCropStream(tmp_path, crop_size=64, size_filter=True, in_memory=False)
+    kept = RandomCropStream(DataSettings(tmp_path, crop_size=64, size_filter=True, in_memory=False))
     assert [p.stem for p in kept.files] == ["a", "b"] and kept.size_filtered_count == 3
-    assert len(RandomCropStream(tmp_path, crop_size=64, in_memory=False).files) == 5
+    assert len(RandomCropStream(DataSettings(tmp_path, crop_size=64, in_memory=False)).files) == 5
 
 
 def test_subset_is_drawn_with_its_seed_nested_and_recorded(tmp_path: Path) -> None:
@@ -201,16 +203,16 @@ def test_subset_is_drawn_with_its_seed_nested_and_recorded(tmp_path: Path) -> No
         flat_rgb(tmp_path / f"{i:02d}.png", 40, 40)
     every = [f"{i:02d}.png" for i in range(10)]
     perm = np.random.default_rng(7).permutation(10)
-    s4 = RandomCropStream(tmp_path, crop_size=32, subset=4, subset_seed=7)
+    s4 = RandomCropStream(DataSettings(tmp_path, crop_size=32, subset=4, subset_seed=7))
     assert [p.name for p in s4.files] == [every[i] for i in sorted(perm[:4])]
     assert s4.describe()["files"] == [str(tmp_path / every[i]) for i in sorted(perm[:4])]
     assert s4.describe()["subset"] == 4 and s4.describe()["subset_seed"] == 7
-    s2 = RandomCropStream(tmp_path, crop_size=32, subset=2, subset_seed=7)
+    s2 = RandomCropStream(DataSettings(tmp_path, crop_size=32, subset=2, subset_seed=7))
     assert set(s2.files) <= set(s4.files)
-    other = RandomCropStream(tmp_path, crop_size=32, subset=4, subset_seed=8)
+    other = RandomCropStream(DataSettings(tmp_path, crop_size=32, subset=4, subset_seed=8))
     assert other.files != s4.files
     with pytest.raises(ValueError, match="subset=11 asks for more images than the 10 usable"):
-        RandomCropStream(tmp_path, crop_size=32, subset=11)
+        RandomCropStream(DataSettings(tmp_path, crop_size=32, subset=11))
 
 
 def test_subset_skips_undecodable_files_and_still_fills(tmp_path: Path) -> None:
@@ -219,31 +221,35 @@ def test_subset_skips_undecodable_files_and_still_fills(tmp_path: Path) -> None:
     first = tmp_path / f"{np.random.default_rng(0).permutation(6)[0]}.png"  # the subset's first pick
     first.write_bytes(first.read_bytes()[:60])  # header intact, pixel data cut off
     with pytest.warns(DataWarning, match="skipping undecodable image"):
-        s = RandomCropStream(tmp_path, crop_size=32, subset=3, subset_seed=0)
+        s = RandomCropStream(DataSettings(tmp_path, crop_size=32, subset=3, subset_seed=0))
     assert len(s.files) == 3 and len(s.skipped_files) == 1 and s.skipped_files[0] not in map(str, s.files)
 
 
 def test_same_seed_same_batches_other_seed_other_batches(folder: Path) -> None:
-    a = batches(RandomCropStream(folder, crop_size=32, batch_size=3, seed=5), 5)
-    assert_same(a, batches(RandomCropStream(folder, crop_size=32, batch_size=3, seed=5), 5))
-    b = batches(RandomCropStream(folder, crop_size=32, batch_size=3, seed=6), 5)
+    a = batches(RandomCropStream(DataSettings(folder, crop_size=32, batch_size=3, seed=5)), 5)
+    assert_same(a, batches(RandomCropStream(DataSettings(folder, crop_size=32, batch_size=3, seed=5)), 5))
+    b = batches(RandomCropStream(DataSettings(folder, crop_size=32, batch_size=3, seed=6)), 5)
     assert not all(torch.equal(x["clean"], y["clean"]) for x, y in zip(a, b, strict=True))
 
 
 def test_every_image_once_per_epoch(folder: Path) -> None:
-    stream = RandomCropStream(folder, crop_size=32, batch_size=7, seed=2)
+    stream = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=7, seed=2))
     orders = [stream.batch(b)["index"].tolist() for b in range(3)]
     assert all(sorted(o) == list(range(7)) for o in orders)
     assert len({tuple(o) for o in orders}) == 3  # a fresh shuffle every epoch
 
 
 def test_in_memory_and_on_demand_give_identical_batches(folder: Path) -> None:
-    on = batches(RandomCropStream(folder, crop_size=32, batch_size=4, in_memory=True), 4)
-    assert_same(on, batches(RandomCropStream(folder, crop_size=32, batch_size=4, in_memory=False), 4))
+    on = batches(RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, in_memory=True)), 4)
+    assert_same(
+        on, batches(RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, in_memory=False)), 4)
+    )
 
 
 def test_num_workers_does_not_change_the_batch_sequence(folder: Path) -> None:
-    stream = RandomCropStream(folder, crop_size=32, batch_size=3, seed=4, fixed_noise=True, noise=StubNoise())
+    stream = RandomCropStream(
+        DataSettings(folder, crop_size=32, batch_size=3, seed=4, fixed_noise=True), noise=StubNoise()
+    )
     ref = [stream.batch(b) for b in range(6)]
     for workers in (0, 2):
         loader = DataLoader(stream, batch_size=None, num_workers=workers)
@@ -253,9 +259,10 @@ def test_num_workers_does_not_change_the_batch_sequence(folder: Path) -> None:
 
 
 def test_ddp_ranks_split_the_single_process_batches_exactly(folder: Path) -> None:
-    single = RandomCropStream(folder, crop_size=32, batch_size=4, seed=8)
+    single = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, seed=8))
     ranks = [
-        RandomCropStream(folder, crop_size=32, batch_size=2, seed=8, rank=r, world_size=2) for r in (0, 1)
+        RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, seed=8), rank=r, world_size=2)
+        for r in (0, 1)
     ]
     for b in range(5):
         parts = [r.batch(b) for r in ranks]
@@ -268,8 +275,8 @@ def test_ddp_ranks_split_the_single_process_batches_exactly(folder: Path) -> Non
 
 
 def test_resume_at_start_batch_continues_the_fresh_stream(folder: Path) -> None:
-    fresh = batches(RandomCropStream(folder, crop_size=32, batch_size=2, seed=1), 7)
-    resumed = RandomCropStream(folder, crop_size=32, batch_size=2, seed=1)
+    fresh = batches(RandomCropStream(DataSettings(folder, crop_size=32, batch_size=2, seed=1)), 7)
+    resumed = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=2, seed=1))
     resumed.start_batch = 3
     assert_same(fresh[3:], batches(resumed, 4))
     loader = DataLoader(resumed, batch_size=None, num_workers=2)
@@ -279,8 +286,8 @@ def test_resume_at_start_batch_continues_the_fresh_stream(folder: Path) -> None:
 
 
 def test_rotate_aug_rotates_the_same_windows(folder: Path) -> None:
-    plain = RandomCropStream(folder, crop_size=32, batch_size=8, seed=3)
-    rot = RandomCropStream(folder, crop_size=32, batch_size=8, seed=3, rotate_aug=True)
+    plain = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=8, seed=3))
+    rot = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=8, seed=3, rotate_aug=True))
     ks = []
     for b in range(5):
         p, r = plain.batch(b)["clean"], rot.batch(b)["clean"]
@@ -296,7 +303,9 @@ def test_fixed_noise_is_one_copy_per_image(tmp_path: Path) -> None:
         random_rgb(tmp_path / f"{i}.png", 32, 32, seed=i)
     noise = StubNoise()
     # crop == image size: every crop of image i is the whole image, so its noisy pixels must repeat exactly
-    stream = RandomCropStream(tmp_path, crop_size=32, batch_size=3, seed=0, fixed_noise=True, noise=noise)
+    stream = RandomCropStream(
+        DataSettings(tmp_path, crop_size=32, batch_size=3, seed=0, fixed_noise=True), noise=noise
+    )
     seen: dict[int, tuple[torch.Tensor, float]] = {}
     for b in range(4):
         out = stream.batch(b)
@@ -308,7 +317,9 @@ def test_fixed_noise_is_one_copy_per_image(tmp_path: Path) -> None:
             seen[i] = (noisy, p)
     assert len(seen) == 3 and len({p for _, p in seen.values()}) == 3
     assert not torch.allclose(seen[0][0], seen[1][0])
-    other = RandomCropStream(tmp_path, crop_size=32, batch_size=3, seed=1, fixed_noise=True, noise=noise)
+    other = RandomCropStream(
+        DataSettings(tmp_path, crop_size=32, batch_size=3, seed=1, fixed_noise=True), noise=noise
+    )
     first = other.batch(0)
     i = first["index"][0].item()
     assert not torch.equal(first["noisy"][0], seen[i][0])
@@ -317,7 +328,7 @@ def test_fixed_noise_is_one_copy_per_image(tmp_path: Path) -> None:
 def test_fixed_noise_window_matches_clean_window(folder: Path) -> None:
     exact = StubNoise(scale=0.0)  # noisy == clean / 255, so any misaligned crop or rotation shows
     stream = RandomCropStream(
-        folder, crop_size=24, batch_size=6, rotate_aug=True, fixed_noise=True, noise=exact
+        DataSettings(folder, crop_size=24, batch_size=6, rotate_aug=True, fixed_noise=True), noise=exact
     )
     for b in range(4):
         out = stream.batch(b)
@@ -330,10 +341,10 @@ def test_fixed_noise_with_the_project_noise_model(folder: Path) -> None:
     if build is None:
         pytest.skip("ssdn.noise.build_noise not available yet")
     noise = build("gaussian", [5, 50])
-    stream = RandomCropStream(folder, crop_size=32, batch_size=4, fixed_noise=True, noise=noise)
+    stream = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, fixed_noise=True), noise=noise)
     a, b = (
         stream.batch(0),
-        RandomCropStream(folder, crop_size=32, batch_size=4, fixed_noise=True, noise=noise),
+        RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, fixed_noise=True), noise=noise),
     )
     assert_same([a], [b.batch(0)])
     assert ((a["params"] >= 5) & (a["params"] <= 50)).all()
@@ -350,7 +361,14 @@ def test_several_sources_and_recursive_listing(tmp_path: Path) -> None:
     assert names == ["b.png", "c.png"]
     names = [p.name for p in resolve_sources([tmp_path / "x", tmp_path / "y"], recursive=True)]
     assert names == ["b.png", "a.png", "c.png"]
-    assert len(RandomCropStream([tmp_path / "x", tmp_path / "y"], crop_size=32, recursive=True).files) == 3
+    assert (
+        len(
+            RandomCropStream(
+                DataSettings([tmp_path / "x", tmp_path / "y"], crop_size=32, recursive=True)
+            ).files
+        )
+        == 3
+    )
 
 
 def test_embedded_photos_work_offline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -367,7 +385,7 @@ def test_embedded_photos_work_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [n for n, _ in embedded_photos(channels=1, split="val")] == ["chelsea", "coffee"]
     assert embedded_photos(channels=1, split="val")[0][1].shape[2] == 1
 
-    stream = RandomCropStream("skimage", crop_size=256, batch_size=2, in_memory=False)
+    stream = RandomCropStream(DataSettings("skimage", crop_size=256, batch_size=2, in_memory=False))
     assert stream.files == embedded_paths("train")
     assert stream.batch(0)["clean"].shape == (2, 3, 256, 256)
     assert [p.name for p in resolve_sources("skimage:val")] == list(SPLITS["val"])
@@ -380,11 +398,13 @@ def test_real_training_folders_with_the_size_filter(data_root: Path) -> None:
     bsds = data_root / "train-bsds500-400"
     if not bsds.is_dir():
         pytest.skip("train-bsds500-400 not present")
-    stream = RandomCropStream(bsds, crop_size=256, batch_size=4, size_filter=True, in_memory=False)
+    stream = RandomCropStream(
+        DataSettings(bsds, crop_size=256, batch_size=4, size_filter=True, in_memory=False)
+    )
     assert len(stream.files) == 400 and stream.size_filtered_count == 0 and not stream.skipped_files
     out = stream.batch(0)
     assert out["clean"].shape == (4, 3, 256, 256) and out["clean"].dtype == torch.uint8
     imagenet = data_root / "train-imagenet-sample-1000"
     if imagenet.is_dir():  # MANIFEST: 782 of the 1000 lie inside the paper's 256..512 window
-        inet = RandomCropStream(imagenet, crop_size=256, size_filter=True, in_memory=False)
+        inet = RandomCropStream(DataSettings(imagenet, crop_size=256, size_filter=True, in_memory=False))
         assert len(inet.files) == 782 and inet.size_filtered_count == 218

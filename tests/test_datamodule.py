@@ -10,12 +10,15 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
+import ssdn
 from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.datamodule import VAL_SEED_OFFSET, DenoisingDataModule
 from ssdn.data.embedded import embedded_paths
 from ssdn.data.io import load_image
+from ssdn.data.settings import DataSettings
 from ssdn.noise import build_noise
 
 SIZES = [(72, 64), (64, 80), (96, 64), (64, 64), (70, 90)]
@@ -44,7 +47,7 @@ def make(folder: Path, **kw: object) -> DenoisingDataModule:
         val_count=3,
     )
     args.update(kw)
-    return DenoisingDataModule(**args, noise=build_noise("gaussian", [5, 50]))  # type: ignore[arg-type]
+    return DenoisingDataModule(DataSettings(**args), noise=build_noise("gaussian", [5, 50]))  # type: ignore[arg-type]
 
 
 def fake_trainer(rank: int, world: int, batches_seen: int = 0) -> SimpleNamespace:
@@ -77,7 +80,7 @@ def test_validation_set_is_fixed_and_correct(folder: Path) -> None:
     assert first["index"].tolist() == [0, 1, 2]
     image = load_image(folder.parent / "val" / "im1.png")  # 64 wide, 80 high: centre crop starts at row 8
     assert torch.equal(first["clean"][1], torch.from_numpy(image[8:72]).permute(2, 0, 1).float() / 255)
-    gen = torch.Generator().manual_seed(dm.seed + VAL_SEED_OFFSET)
+    gen = torch.Generator().manual_seed(dm.settings.seed + VAL_SEED_OFFSET)
     assert torch.equal(first["params"], build_noise("gaussian", [5, 50]).sample_params(3, gen))
     assert ((first["params"] >= 5) & (first["params"] <= 50)).all()
     resid = (first["noisy"] - first["clean"]) * 255
@@ -89,7 +92,9 @@ def test_validation_set_is_fixed_and_correct(folder: Path) -> None:
 
 
 def test_validation_defaults_to_the_embedded_val_split(tmp_path: Path) -> None:
-    dm = DenoisingDataModule(train_dir="skimage", batch_size=2, noise=build_noise("gaussian", 25))
+    dm = DenoisingDataModule(
+        DataSettings(train_dir="skimage", batch_size=2), noise=build_noise("gaussian", 25)
+    )
     dm.setup("validate")
     assert dm.val_files == embedded_paths("val")
     batch = val_batch(dm)
@@ -109,7 +114,9 @@ def test_validation_errors_and_small_images(folder: Path) -> None:
         dm = make(folder, val_size=96)
         dm.setup("validate")
     assert [p.name for p in dm.val_files] == ["im5.png"] and val_batch(dm)["clean"].shape == (1, 3, 96, 96)
-    no_noise = DenoisingDataModule(train_dir=str(folder), val_dir=str(folder.parent / "val"), val_size=64)
+    no_noise = DenoisingDataModule(
+        DataSettings(train_dir=str(folder), val_dir=str(folder.parent / "val"), val_size=64)
+    )
     with pytest.raises(ValueError, match=r"set_noise\(\)"):
         no_noise.setup("validate")
     no_noise.set_noise(build_noise("gaussian", 25))
@@ -130,7 +137,7 @@ def test_missing_folders_fail_at_setup(tmp_path: Path, folder: Path) -> None:
 
 
 def test_global_batch_is_split_over_ranks_and_resumes(folder: Path) -> None:
-    single = RandomCropStream(str(folder), 32, 4, seed=0)
+    single = RandomCropStream(DataSettings(str(folder), crop_size=32, batch_size=4, seed=0))
     parts = []
     for rank in (0, 1):
         dm = make(folder)
@@ -138,6 +145,7 @@ def test_global_batch_is_split_over_ranks_and_resumes(folder: Path) -> None:
         dm.setup("fit")
         loader = dm.train_dataloader()
         assert loader.dataset.start_batch == 3 and loader.dataset.batch_size == 2
+        assert dm.batch_size == 4  # the global batch, which the LightningModule counts images with
         parts.append(next(iter(loader)))
     for k in ("clean", "index"):
         assert torch.equal(torch.cat([p[k] for p in parts]), single.batch(3)[k])
@@ -148,7 +156,7 @@ def test_global_batch_is_split_over_ranks_and_resumes(folder: Path) -> None:
 
 
 def test_fixed_noise_needs_the_noise_model(folder: Path) -> None:
-    dm = DenoisingDataModule(train_dir=str(folder), crop_size=32, fixed_noise=True, val_count=0)
+    dm = DenoisingDataModule(DataSettings(train_dir=str(folder), crop_size=32, fixed_noise=True, val_count=0))
     with pytest.raises(ValueError, match="fixed_noise=true needs the noise model"):
         dm.setup("fit")
     dm.set_noise(build_noise("poisson", 30))
@@ -158,7 +166,7 @@ def test_fixed_noise_needs_the_noise_model(folder: Path) -> None:
     assert dm.val_dataloader() == []
 
 
-def test_state_dict_and_summary_record_the_data(folder: Path) -> None:
+def test_state_dict_records_the_data(folder: Path) -> None:
     (folder / "broken.png").write_bytes(b"nope")
     with pytest.warns(DataWarning, match="broken.png"):
         dm = make(folder, subset=3, subset_seed=2)
@@ -167,9 +175,6 @@ def test_state_dict_and_summary_record_the_data(folder: Path) -> None:
     assert state["train"]["files"] == [str(p) for p in dm.train_files] and len(dm.train_files) == 3
     assert state["train"]["skipped_files"] == [str(folder / "broken.png")] == dm.skipped_files
     assert state["val_files"] == [str(p) for p in dm.val_files]
-    summary = dm.summary()
-    assert summary["train_images"] == 3 and summary["train_skipped_undecodable"] == 1
-    assert summary["val_images"] == 3 and summary["global_batch"] == 4
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dm.load_state_dict(state)  # same data: silent
@@ -224,7 +229,7 @@ def fit(
 
 
 def test_lightning_resume_continues_the_exact_batch_sequence(folder: Path, tmp_path: Path) -> None:
-    fresh = RandomCropStream(str(folder), 32, 4, seed=0)
+    fresh = RandomCropStream(DataSettings(str(folder), crop_size=32, batch_size=4, seed=0))
     first = Recorder()
     trainer = fit(make(folder), first, 2, tmp_path)
     assert all(torch.equal(x, fresh.batch(b)["clean"]) for b, x in enumerate(first.seen))
@@ -238,3 +243,24 @@ def test_lightning_resume_continues_the_exact_batch_sequence(folder: Path, tmp_p
     assert int(resumed.batches_seen) == 4 and len(resumed.seen) == 2
     assert all(torch.equal(x, fresh.batch(b + 2)["clean"]) for b, x in enumerate(resumed.seen))
     assert torch.equal(first.val_noisy[0], resumed.val_noisy[0])  # same validation noise in both runs
+
+
+@pytest.mark.parametrize("name", ["embedded", "folder", "imagenet"])
+def test_data_settings_from_every_data_config(name: str) -> None:
+    """Every ``conf/data`` option holds exactly the data settings; channels and seed come from the run."""
+    data = OmegaConf.load(Path(ssdn.__file__).parent / "conf" / "data" / f"{name}.yaml")
+    data.train_dir = ["a", "b"]  # a config list becomes a tuple: the settings are immutable
+    settings = DataSettings.from_config(data, channels=1, seed=5)
+    assert settings.train_dir == ("a", "b") and settings.channels == 1 and settings.seed == 5
+    assert settings.crop_size == data.crop_size and settings.val_size == data.val_size
+
+
+def test_data_settings_reject_bad_values() -> None:
+    with pytest.raises(ValueError, match=r"unknown data setting\(s\) data\.crop; the data settings are"):
+        DataSettings.from_config({"crop": 64}, channels=3, seed=0)
+    with pytest.raises(ValueError, match=r"data\.subset must be a positive image count"):
+        DataSettings(subset=0)
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        DataSettings(channels=2)
+    with pytest.raises(ValueError, match="val_size must be a positive multiple of 32"):
+        DataSettings(val_size=48)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from ssdn.data import download
+from ssdn.data.checksum import sha256_file
 from ssdn.data.download import DownloadError, download_testset
-from ssdn.data.testsets import TestSetSpec, get_testset, sha256_file
+from ssdn.data.testsets import TestSetSpec, get_testset
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from ssdn.data.io import ImageDecodeError, list_images, load_image
+from ssdn.data.io import ImageDecodeError, list_images, load_image, rgb_to_mono
 
 # sha256 of the raw decoded RGB bytes (H, W, 3 row-major) of kodim01.png; cross-checked with an independent
 # zlib + PNG-unfilter decoder, which by construction ignores the file's gAMA/sRGB chunks.
@@ -63,6 +63,7 @@ def test_grayscale_tiled_and_mono_conversion(tmp_path: Path) -> None:
     c = np.array([[[10, 20, 31], [10, 20, 32], [255, 255, 255], [0, 0, 1]]], dtype=np.uint8)
     path = _save(tmp_path, "c.png", Image.fromarray(c))
     assert load_image(path, channels=1)[0, :, 0].tolist() == [20, 21, 255, 0]
+    assert rgb_to_mono(c).shape == (1, 4, 1) and rgb_to_mono(c)[0, :, 0].tolist() == [20, 21, 255, 0]
 
 
 def test_alpha_is_dropped_not_composited(tmp_path: Path) -> None:

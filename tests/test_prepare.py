@@ -14,6 +14,7 @@ import ssdn.prepare as prepare
 from ssdn.data.crops import RandomCropStream
 from ssdn.data.io import list_images, load_image
 from ssdn.data.packed import MANIFEST, PackedSet, PackedSetError
+from ssdn.data.settings import DataSettings
 from ssdn.prepare import PrepareError, main, pack
 
 # Small stand-ins for the paper's 256..512 window, so that the test images stay tiny.
@@ -118,7 +119,7 @@ def test_interrupted_run_leaves_no_set_and_resumes(
     with pytest.raises(PackedSetError, match=r"unfinished packed set .* Re-run `python -m ssdn.prepare"):
         PackedSet(out)
     with pytest.raises(PackedSetError, match="unfinished packed set"):
-        RandomCropStream(out, crop_size=32)
+        RandomCropStream(DataSettings(out, crop_size=32))
 
     victim = ""
     decoded.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssdn.prior import PriorKind, prior_channels, split_prior, to_channels_first
+from ssdn.prior import PriorKind, prior_channels, split_prior
 
 F64 = torch.float64
 
@@ -106,10 +106,3 @@ def test_gradients_reach_every_output_channel() -> None:
     mu, cov = split_prior(out, "full", 3)
     (mu.sum() + cov.sum()).backward()
     assert out.grad is not None and (out.grad.abs().sum(dim=(0, 2, 3)) > 0).all()
-
-
-def test_to_channels_first() -> None:
-    t = torch.arange(2 * 3 * 4 * 5.0).reshape(2, 3, 4, 5)
-    assert torch.equal(to_channels_first(t.permute(0, 2, 3, 1)), t)
-    with pytest.raises(ValueError):
-        to_channels_first(torch.zeros(3, 4, 5))

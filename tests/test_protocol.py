@@ -1,24 +1,22 @@
-"""ssdn.eval.protocol: documented noise order, padding modes, determinism and the on-disk cache."""
+"""ssdn.eval.protocol: documented noise order, padding modes, determinism."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from ssdn.data.testsets import TestImage, load_testset
 from ssdn.eval.protocol import (
     NoiseSpec,
     ProtocolConfig,
-    cache_path,
     default_repeats,
     generate,
-    iter_items,
     prepare_set,
-    read_cache,
+    protocol_configs,
 )
 from ssdn.noise import build_noise
 
@@ -136,37 +134,6 @@ def test_limit_and_centre_crop(data_root: Path) -> None:
     assert torch.equal(prepared.clean[0], ref)
 
 
-@pytest.mark.parametrize("pad_mode", ["authors", "per_image"])
-def test_cache_equals_regeneration(tmp_path: Path, pad_mode: str) -> None:
-    images = _images((20, 30), (24, 16))
-    prepared = prepare_set(_cfg(NoiseSpec("poisson", (5.0, 50.0)), pad_mode=pad_mode), images)
-    fresh = list(generate(prepared))
-    cached = list(iter_items(prepared, cache_dir=tmp_path))
-    path = cache_path(prepared, tmp_path)
-    assert path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file left
-    assert path.name.startswith(f"toy-poisson5_50-seed7-{pad_mode}-r3-")
-    mtime = path.stat().st_mtime_ns
-    reread = list(iter_items(prepared, cache_dir=tmp_path))
-    assert path.stat().st_mtime_ns == mtime  # read, not rewritten
-    for a, b, c in zip(fresh, cached, reread, strict=True):
-        assert (a.index, a.rep, a.image, a.name, a.param) == (b.index, b.rep, b.image, b.name, b.param)
-        assert torch.equal(a.noisy, b.noisy) and torch.equal(a.noisy, c.noisy)
-        assert torch.equal(a.clean, b.clean)
-    with np.load(path) as npz:  # an ordinary .npz
-        np.testing.assert_array_equal(npz["params"], [it.param for it in fresh])
-
-
-def test_cache_of_another_protocol_is_refused(tmp_path: Path) -> None:
-    images = _images((20, 30))
-    a = prepare_set(_cfg(NoiseSpec("gaussian", 25.0), repeats=1), images)
-    b = prepare_set(_cfg(NoiseSpec("gaussian", 25.0), repeats=1, seed=8), images)
-    assert cache_path(a, tmp_path) != cache_path(b, tmp_path)
-    list(iter_items(a, cache_dir=tmp_path))
-    os.replace(cache_path(a, tmp_path), cache_path(b, tmp_path))
-    with pytest.raises(ValueError, match="does not match this protocol"):
-        list(read_cache(b, cache_path(b, tmp_path)))
-
-
 def test_config_and_noise_spec() -> None:
     with pytest.raises(ValueError, match="pad_mode"):
         ProtocolConfig("kodak", NoiseSpec("gaussian", 25.0), repeats=1, pad_mode="official")
@@ -177,3 +144,29 @@ def test_config_and_noise_spec() -> None:
     assert NoiseSpec.of(build_noise("impulse", [0, 1])) == NoiseSpec("impulse", (0.0, 1.0))
     assert NoiseSpec.of(build_noise("gaussian", [25, 25])).label() == "gaussian25"
     assert NoiseSpec("impulse", 0.5).build().variable is False
+
+
+def test_protocol_configs_from_the_eval_section() -> None:
+    """The run config's ``eval`` section (an OmegaConf node, noise range a ListConfig) gives one config per set."""
+    cfg = OmegaConf.create(
+        {
+            "eval": {"sets": ["kodak", "set14"], "repeats": None, "seed": 3, "pad_mode": "per_image"},
+            "eval_limited": {
+                "sets": "bsd300",
+                "repeats": {"bsd300": 2},
+                "limit": 1,
+                "crop": 64,
+                "batch_size": 8,
+            },
+            "noise": {"name": "poisson", "value": [5, 50]},
+        }
+    )
+    kodak, set14 = protocol_configs(cfg.eval, (cfg.noise.name, cfg.noise.value), 1)
+    spec = NoiseSpec("poisson", (5.0, 50.0))
+    assert kodak == ProtocolConfig("kodak", spec, 10, seed=3, pad_mode="per_image", channels=1)
+    assert set14 == ProtocolConfig("set14", spec, 20, seed=3, pad_mode="per_image", channels=1)
+    (bsd,) = protocol_configs(cfg.eval_limited, ("gaussian", 25), 3)
+    assert bsd == ProtocolConfig("bsd300", NoiseSpec("gaussian", 25.0), 2, limit=1, crop=64)
+    assert protocol_configs({"sets": ["toy"], "repeats": 4}, ("gaussian", 25), 3)[0].repeats == 4
+    with pytest.raises(ValueError, match=r"eval\.sets is missing"):
+        protocol_configs({"repeats": 2}, ("gaussian", 25), 3)

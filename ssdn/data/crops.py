@@ -29,21 +29,18 @@ import copy
 import itertools
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ssdn.data.embedded import embedded_paths, is_embedded_spec, parse_spec
-from ssdn.data.io import IMAGE_EXTENSIONS, ImageDecodeError, list_images, load_image
-from ssdn.data.packed import PackedSet, is_packed_dir
-
-Source = str | Path | Sequence[str | Path]
+from ssdn.data.io import ImageDecodeError, load_image, rgb_to_mono
+from ssdn.data.settings import DataSettings
+from ssdn.data.sources import header_size, open_packed, resolve_sources
 
 SIZE_FILTER = (256, 512)
 """The paper's training-set filter: keep images with 256 <= width, height <= 512 (inclusive)."""
@@ -66,68 +63,6 @@ def derived_seed(*key: int) -> int:
     return int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0])
 
 
-def resolve_sources(
-    source: Source, *, recursive: bool = False, default_split: str = "train", setting: str = "train_dir"
-) -> list[Path]:
-    """Image files of a folder, a list of folders or an embedded ``skimage`` spec, each folder sorted.
-
-    Raises before training, naming ``setting``, when a folder is missing or holds no image.
-    """
-    entries = [source] if isinstance(source, str | Path) else list(source)
-    if not entries:
-        raise ValueError(f"{setting} is an empty list; give a folder, a list of folders or 'skimage'")
-    files: list[Path] = []
-    for entry in entries:
-        if is_embedded_spec(entry):
-            files += embedded_paths(parse_spec(str(entry), default_split))
-            continue
-        folder = Path(entry).expanduser()
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{setting}: image folder {folder} does not exist or is not a folder; set {setting} to a "
-                "folder of images (or a list of folders), or to 'skimage' for the photos in scikit-image"
-            )
-        found = list_images(folder, recursive=recursive)
-        if not found and is_packed_dir(folder):
-            raise ValueError(
-                f"{setting}: {folder} is a packed training set (written by ssdn.prepare); only train_dir reads "
-                f"packed sets, and only as its single entry. Set {setting} to a folder of image files"
-            )
-        if not found:
-            hint = "" if recursive else " (images in subfolders need recursive=true)"
-            raise ValueError(
-                f"{setting}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {folder}{hint}"
-            )
-        files += found
-    return files
-
-
-def open_packed(source: Source, setting: str = "train_dir") -> PackedSet | None:
-    """The packed set that ``source`` names, or None for image folders and embedded specs.
-
-    Raises (naming ``setting``) for an unfinished or damaged set, or a packed set listed beside other sources.
-    """
-    entries = [source] if isinstance(source, str | Path) else list(source)
-    packed = [e for e in entries if not is_embedded_spec(e) and is_packed_dir(e)]
-    if not packed:
-        return None
-    if len(entries) > 1:
-        raise ValueError(
-            f"{setting}: {packed[0]} is a packed set and must be the only {setting} entry; pack all the "
-            "folders into one set with ssdn.prepare (or list only image folders)"
-        )
-    return PackedSet(packed[0], setting)
-
-
-def header_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"{path}: cannot read image header ({type(exc).__name__}: {exc})") from exc
-
-
 class RandomCropStream(IterableDataset):
     """Endless batches ``{"clean": uint8 (B, C, c, c), "index": int64 (B,)}`` of random crops (module doc).
 
@@ -136,60 +71,52 @@ class RandomCropStream(IterableDataset):
     generator seeded ``derived_seed(seed, 2, i)`` (params drawn first, then the noise), and each crop cuts the
     same window (and rotation) out of the clean and the noisy image.
 
-    ``batch_size`` is the per-rank batch. ``rank``, ``world_size`` and ``start_batch`` are plain attributes
-    that may be changed before iteration starts. Setup (listing, filtering, subset, decoding when
-    ``in_memory``) runs in the constructor so that data problems surface before training: undecodable files
-    are skipped with one warning each and listed in ``skipped_files``; images smaller than the crop are
-    skipped with one warning (``too_small_files``).
+    The stream cuts ``settings.train_dir`` as ``settings`` say (``ssdn.data.settings``); its ``batch_size``
+    is the per-rank batch, ``settings.batch_size // world_size``. ``rank``, ``world_size``, ``batch_size``
+    and ``start_batch`` are plain attributes that may be changed before iteration starts. Setup (listing,
+    filtering, subset, decoding when ``in_memory``) runs in the constructor so that data problems surface
+    before training: undecodable files are skipped with one warning each and listed in ``skipped_files``;
+    images smaller than the crop are skipped with one warning (``too_small_files``).
 
-    For a packed ``source`` the sizes come from its index and nothing is decoded; ``in_memory`` and
+    For a packed source the sizes come from its index and nothing is decoded; ``in_memory`` and
     ``recursive`` do not apply (the OS page cache keeps hot shards in RAM, shared by all workers and ranks).
     """
 
+    setting = "train_dir"
+    """The config key that names the source, for messages."""
+
     def __init__(
         self,
-        source: Source,
-        crop_size: int = 256,
-        batch_size: int = 4,
+        settings: DataSettings,
         *,
-        channels: int = 3,
-        seed: int = 0,
-        recursive: bool = False,
-        size_filter: bool = False,
-        subset: int | None = None,
-        subset_seed: int = 0,
-        rotate_aug: bool = False,
-        in_memory: bool = True,
-        fixed_noise: bool = False,
         noise: torch.nn.Module | None = None,
         rank: int = 0,
         world_size: int = 1,
         start_batch: int = 0,
-        setting: str = "train_dir",
     ) -> None:
         super().__init__()
-        if crop_size < 1 or batch_size < 1:
-            raise ValueError(f"crop_size and batch_size must be >= 1, got {crop_size} and {batch_size}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if seed < 0 or subset_seed < 0:
-            raise ValueError(f"seed and subset_seed must be >= 0, got {seed} and {subset_seed}")
-        if subset is not None and subset < 1:
-            raise ValueError(f"subset must be a positive image count or null (all images), got {subset}")
-        if fixed_noise and noise is None:
+        if settings.fixed_noise and noise is None:
             raise ValueError(
                 "fixed_noise=true needs the noise model: pass noise=... (or set_noise) before setup"
             )
-        self.crop_size, self.batch_size, self.channels, self.seed = crop_size, batch_size, channels, seed
-        self.rotate_aug, self.fixed_noise = rotate_aug, fixed_noise
+        if world_size < 1 or settings.batch_size % world_size:
+            raise ValueError(
+                f"batch_size={settings.batch_size} is the global batch and must be divisible by the world size "
+                f"{world_size}; choose a multiple of {world_size}"
+            )
+        self.settings = settings
+        self.crop_size, self.channels, self.seed = settings.crop_size, settings.channels, settings.seed
+        self.rotate_aug, self.fixed_noise = settings.rotate_aug, settings.fixed_noise
+        self.batch_size = settings.batch_size // world_size
         self.rank, self.world_size, self.start_batch = rank, world_size, start_batch
-        self.setting = setting
         self.noise = copy.deepcopy(noise).cpu() if noise is not None else None
 
+        source = settings.train_dir
         self.source = [str(s) for s in ([source] if isinstance(source, str | Path) else source)]
-        self._pack = open_packed(source, setting)
+        self._pack = open_packed(source, self.setting)
+        in_memory = settings.in_memory
         if self._pack is None:
-            listed = resolve_sources(source, recursive=recursive, setting=setting)
+            listed = resolve_sources(source, recursive=settings.recursive, setting=self.setting)
             size_of = header_size
         else:
             listed = self._pack.paths
@@ -199,12 +126,13 @@ class RandomCropStream(IterableDataset):
         self.skipped_files: list[str] = []
         self.too_small_files: list[str] = []
         self.size_filtered_count = 0
-        usable, sizes = self._scan(listed, size_filter, size_of)
-        self.files, self._images = self._choose(usable, sizes, subset, subset_seed, in_memory, size_filter)
+        usable, sizes = self._scan(listed, settings.size_filter, size_of)
+        self.files, self._images = self._choose(
+            usable, sizes, settings.subset, settings.subset_seed, in_memory, settings.size_filter
+        )
         if self._pack is not None:
             position = {p: i for i, p in enumerate(listed)}
             self._pack_ids = [position[p] for p in self.files]
-        self.subset, self.subset_seed, self.size_filter = subset, subset_seed, size_filter
 
         self._perms: OrderedDict[int, np.ndarray] = OrderedDict()
         self._noisy: OrderedDict[int, tuple[np.ndarray, float]] = OrderedDict()
@@ -321,9 +249,9 @@ class RandomCropStream(IterableDataset):
             "skipped_files": list(self.skipped_files),
             "too_small_files": list(self.too_small_files),
             "size_filtered": self.size_filtered_count,
-            "size_filter": self.size_filter,
-            "subset": self.subset,
-            "subset_seed": self.subset_seed,
+            "size_filter": self.settings.size_filter,
+            "subset": self.settings.subset,
+            "subset_seed": self.settings.subset_seed,
             "seed": self.seed,
             "crop_size": self.crop_size,
             "rotate_aug": self.rotate_aug,
@@ -404,9 +332,7 @@ class RandomCropStream(IterableDataset):
 
     def _as_channels(self, pixels: np.ndarray) -> np.ndarray:
         """Packed sets store RGB: mono training converts each window as ``load_image(path, 1)`` would."""
-        if pixels.shape[2] == self.channels:
-            return pixels
-        return ((pixels.astype(np.uint16).sum(axis=2, keepdims=True) + 1) // 3).astype(np.uint8)
+        return pixels if pixels.shape[2] == self.channels else rgb_to_mono(pixels)
 
     def batch(self, b: int) -> dict[str, Tensor]:
         """This rank's share of global batch ``b``; a pure function of the seed, the files and the layout.

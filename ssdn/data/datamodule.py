@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ssdn.data.crops import DataWarning, RandomCropStream, resolve_sources
+from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.io import ImageDecodeError, load_image
+from ssdn.data.settings import DataSettings
+from ssdn.data.sources import resolve_sources
 
 VAL_SEED_OFFSET = 1
 DEFAULT_VAL_SOURCE = "skimage:val"
@@ -47,61 +48,15 @@ class _ValSet(Dataset):
 
 
 class DenoisingDataModule(L.LightningDataModule):
-    """Training crops + fixed validation set. All arguments are plain types so Hydra can build it directly.
+    """Training crops + fixed validation set, as ``settings`` say (``DataSettings.from_config`` builds them).
 
-    ``train_dir`` / ``val_dir``: a folder, a list of folders, or ``"skimage"`` / ``"skimage:<split>"`` (the
-    photos embedded in scikit-image, ``ssdn.data.embedded``). ``val_dir=None`` means ``"skimage:val"``, which
-    works offline and shares no photo with ``skimage:train``. ``batch_size`` is the **global** batch (split
-    evenly over DDP ranks). ``noise`` (here or via ``set_noise``) is needed by validation and fixed_noise.
+    ``noise`` (here or via ``set_noise``) is needed by validation and fixed_noise. ``batch_size`` of the
+    settings is the **global** batch, split evenly over DDP ranks.
     """
 
-    def __init__(
-        self,
-        train_dir: str | Sequence[str] = "skimage",
-        val_dir: str | Sequence[str] | None = None,
-        crop_size: int = 256,
-        batch_size: int = 4,
-        num_workers: int = 0,
-        channels: int = 3,
-        size_filter: bool = False,
-        rotate_aug: bool = False,
-        subset: int | None = None,
-        subset_seed: int = 0,
-        recursive: bool = False,
-        in_memory: bool = True,
-        fixed_noise: bool = False,
-        seed: int = 0,
-        val_count: int = 4,
-        val_size: int = 256,
-        noise: torch.nn.Module | None = None,
-    ) -> None:
+    def __init__(self, settings: DataSettings, *, noise: torch.nn.Module | None = None) -> None:
         super().__init__()
-        if batch_size < 1 or num_workers < 0 or val_count < 0:
-            raise ValueError(
-                f"need batch_size >= 1, num_workers >= 0, val_count >= 0; got {batch_size}, {num_workers}, "
-                f"{val_count}"
-            )
-        if val_size < 32 or val_size % 32:
-            raise ValueError(
-                f"val_size must be a positive multiple of 32 (the blind-spot network needs square inputs of "
-                f"that kind), got {val_size}"
-            )
-        self.train_dir = train_dir
-        self.val_dir = val_dir
-        self.crop_size = crop_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.channels = channels
-        self.size_filter = size_filter
-        self.rotate_aug = rotate_aug
-        self.subset = subset
-        self.subset_seed = subset_seed
-        self.recursive = recursive
-        self.in_memory = in_memory
-        self.fixed_noise = fixed_noise
-        self.seed = seed
-        self.val_count = val_count
-        self.val_size = val_size
+        self.settings = settings
         self.noise: torch.nn.Module | None = None
         self.train_stream: RandomCropStream | None = None
         self.val_files: list[Path] = []
@@ -115,7 +70,7 @@ class DenoisingDataModule(L.LightningDataModule):
         """Use ``noise`` (a CPU copy, so moving the model to a GPU later does not affect the data)."""
         self.noise = copy.deepcopy(noise).cpu()
         self._val = None  # re-drawn with the new model at the next setup
-        if self.train_stream is not None and self.fixed_noise:
+        if self.train_stream is not None and self.settings.fixed_noise:
             self.train_stream.set_noise(self.noise)
 
     def _layout(self) -> tuple[int, int, int]:
@@ -123,12 +78,17 @@ class DenoisingDataModule(L.LightningDataModule):
         rank, world = (
             (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         )
-        if self.batch_size % world:
+        if self.settings.batch_size % world:
             raise ValueError(
-                f"batch_size={self.batch_size} is the global batch and must be divisible by the world size "
+                f"batch_size={self.settings.batch_size} is the global batch and must be divisible by the world size "
                 f"{world}; choose a multiple of {world}"
             )
-        return rank, world, self.batch_size // world
+        return rank, world, self.settings.batch_size // world
+
+    @property
+    def batch_size(self) -> int:
+        """The global batch (all ranks): the LightningModule counts training images with it."""
+        return self.settings.batch_size
 
     @property
     def train_files(self) -> list[Path]:
@@ -142,27 +102,10 @@ class DenoisingDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Build the training stream (once) and the noisy validation set; data errors surface here."""
-        rank, world, per_rank = self._layout()
+        rank, world, _ = self._layout()
         if stage in (None, "fit") and self.train_stream is None:
-            self.train_stream = RandomCropStream(
-                self.train_dir,
-                self.crop_size,
-                per_rank,
-                channels=self.channels,
-                seed=self.seed,
-                recursive=self.recursive,
-                size_filter=self.size_filter,
-                subset=self.subset,
-                subset_seed=self.subset_seed,
-                rotate_aug=self.rotate_aug,
-                in_memory=self.in_memory,
-                fixed_noise=self.fixed_noise,
-                noise=self.noise,
-                rank=rank,
-                world_size=world,
-                setting="train_dir",
-            )
-        if stage in (None, "fit", "validate") and self._val is None and self.val_count > 0:
+            self.train_stream = RandomCropStream(self.settings, noise=self.noise, rank=rank, world_size=world)
+        if stage in (None, "fit", "validate") and self._val is None and self.settings.val_count > 0:
             self._val = self._build_val()
             if self.train_stream is not None:
                 overlap = {p.resolve() for p in self.val_files} & {p.resolve() for p in self.train_files}
@@ -175,13 +118,15 @@ class DenoisingDataModule(L.LightningDataModule):
                     )
 
     def _build_val(self) -> dict[str, Tensor]:
-        source = self.val_dir if self.val_dir is not None else DEFAULT_VAL_SOURCE
-        files = resolve_sources(source, recursive=self.recursive, default_split="val", setting="val_dir")
-        s = self.val_size
+        source = self.settings.val_dir if self.settings.val_dir is not None else DEFAULT_VAL_SOURCE
+        files = resolve_sources(
+            source, recursive=self.settings.recursive, default_split="val", setting="val_dir"
+        )
+        s = self.settings.val_size
         chosen, crops, too_small = [], [], []
         for path in files:
             try:
-                image = load_image(path, self.channels)
+                image = load_image(path, self.settings.channels)
             except (ImageDecodeError, OSError) as exc:
                 warnings.warn(f"val_dir: skipping undecodable image {path}: {exc}", DataWarning, stacklevel=3)
                 continue
@@ -192,7 +137,7 @@ class DenoisingDataModule(L.LightningDataModule):
             top, left = (h - s) // 2, (w - s) // 2
             crops.append(image[top : top + s, left : left + s])
             chosen.append(path)
-            if len(chosen) == self.val_count:
+            if len(chosen) == self.settings.val_count:
                 break
         if too_small:
             warnings.warn(
@@ -212,7 +157,7 @@ class DenoisingDataModule(L.LightningDataModule):
                 "before setup (or set val_count=0 to disable validation)"
             )
         clean = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
-        gen = torch.Generator().manual_seed(self.seed + VAL_SEED_OFFSET)
+        gen = torch.Generator().manual_seed(self.settings.seed + VAL_SEED_OFFSET)
         params = self.noise.sample_params(len(chosen), gen)
         with torch.no_grad():
             noisy = self.noise.corrupt(clean, params, gen)
@@ -239,14 +184,14 @@ class DenoisingDataModule(L.LightningDataModule):
         return DataLoader(
             stream,
             batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=self.settings.num_workers,
+            persistent_workers=self.settings.num_workers > 0,
             pin_memory=self._on_cuda(),
         )
 
     def val_dataloader(self) -> DataLoader | list:
         """The fixed validation set in per-rank batches; an empty list (no validation) for val_count=0."""
-        if self.val_count == 0:
+        if self.settings.val_count == 0:
             return []
         if self._val is None:
             self.setup("validate")
@@ -263,35 +208,13 @@ class DenoisingDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ records
 
-    def summary(self) -> dict[str, Any]:
-        """Flat facts about the data for the logger (counts, sources, settings)."""
-        stream = self.train_stream
-        return {
-            "train_source": str(self.train_dir),
-            "train_images": len(self.train_files),
-            "train_listed": stream.listed_count if stream is not None else 0,
-            "train_skipped_undecodable": len(self.skipped_files),
-            "train_skipped_too_small": len(stream.too_small_files) if stream is not None else 0,
-            "train_size_filtered": stream.size_filtered_count if stream is not None else 0,
-            "val_source": str(self.val_dir if self.val_dir is not None else DEFAULT_VAL_SOURCE),
-            "val_images": len(self.val_files),
-            "val_size": self.val_size,
-            "crop_size": self.crop_size,
-            "global_batch": self.batch_size,
-            "subset": self.subset,
-            "size_filter": self.size_filter,
-            "rotate_aug": self.rotate_aug,
-            "fixed_noise": self.fixed_noise,
-            "seed": self.seed,
-        }
-
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints so that each one documents exactly which images it was trained on."""
         return {
             "train": self.train_stream.describe() if self.train_stream is not None else None,
             "val_files": [str(p) for p in self.val_files],
-            "val_size": self.val_size,
-            "seed": self.seed,
+            "val_size": self.settings.val_size,
+            "seed": self.settings.seed,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

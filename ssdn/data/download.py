@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssdn.data.testsets import FileEntry, TestSetSpec, get_testset, resolve_root, sha256_file, testset_names
+from ssdn.data.checksum import sha256_file
+from ssdn.data.testsets import FileEntry, TestSetSpec, get_testset, resolve_root, testset_names
 from ssdn.utils import atomic_path
 
 _CHUNK = 1 << 16

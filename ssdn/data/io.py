@@ -83,9 +83,14 @@ def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
     if channels == 3 and pixels.shape[2] == 1:
         pixels = np.repeat(pixels, 3, axis=2)
     elif channels == 1 and pixels.shape[2] == 3:
-        # Mean of three integers is never exactly .5 above an integer, so (sum + 1) // 3 is round-to-nearest.
-        pixels = ((pixels.astype(np.uint16).sum(axis=2, keepdims=True) + 1) // 3).astype(np.uint8)
+        pixels = rgb_to_mono(pixels)
     return np.ascontiguousarray(pixels)
+
+
+def rgb_to_mono(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> (H, W, 1): the rounded mean of R, G, B, as the authors make mono images."""
+    # Mean of three integers is never exactly .5 above an integer, so (sum + 1) // 3 is round-to-nearest.
+    return ((pixels.astype(np.uint16).sum(axis=2, keepdims=True) + 1) // 3).astype(np.uint8)
 
 
 def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:

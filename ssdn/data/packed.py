@@ -17,12 +17,13 @@ Layout of a packed set folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ssdn.data.checksum import sha256_file
 
 FORMAT = "ssdn-packed"
 VERSION = 1
@@ -39,14 +40,6 @@ class PackedSetError(ValueError):
 
 def shard_name(k: int) -> str:
     return f"shard-{k:05d}"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_packed_dir(path: str | Path) -> bool:

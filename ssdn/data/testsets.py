@@ -15,7 +15,6 @@ grayscale), so their SET14 numbers are comparable only with this variant.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ssdn.data.io import list_images, load_image
+from ssdn.data.checksum import sha256_file
+from ssdn.data.io import load_image
 
 DATA_ROOT_ENV = "SSDN_DATA_ROOT"
 
@@ -132,14 +132,6 @@ def download_command(name: str, root: Path) -> str:
     return f"python -m ssdn.data.download {name} --root {root}"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def testset_paths(name: str, root: str | Path | None = None, verify: bool = False) -> list[Path]:
     """Paths of the set's files in registry (sorted) order; with ``verify`` every file's sha256 is checked."""
     spec = get_testset(name)
@@ -194,8 +186,3 @@ def load_testset(
 # Keep pytest from collecting these as tests when a test module imports them (their names start with "test").
 testset_names.__test__ = False  # type: ignore[attr-defined]
 testset_paths.__test__ = False  # type: ignore[attr-defined]
-
-
-def load_folder(folder: str | Path, channels: int = 3, limit: int | None = None) -> list[TestImage]:
-    """An unregistered set: every image in ``folder``, sorted by name (no checksums)."""
-    return [TestImage(p.name, load_image(p, channels=channels)) for p in list_images(folder)[:limit]]

@@ -4,31 +4,21 @@ A denoiser is any object with ``name``, ``requires_square_multiple`` and
 ``denoise(noisy, params) -> dict[str, Tensor]`` (docs/api-contract.md); the first key is the reported one.
 Networks (``requires_square_multiple`` set) get the padded square noisy images, batched among items of
 equal padded size (in ``authors`` mode: a whole set). Classical methods (``None``) get the noisy image
-cropped to H×W, batched among items of equal H×W, optionally in a process pool (``workers``) — they are
-deterministic, so the pool cannot change a number. Scores are per image on the output cropped to H×W
-(``ssdn.eval.metrics``), for every output key and for the noisy input; a set's score is the mean over its
-replicated list.
-
-Long runs (CBM3D ×10 on KODAK takes hours on a small CPU) keep a journal: with ``journal_dir`` every scored
-item is appended to ``partial-<set>.jsonl`` as soon as it is scored, and a rerun with the same method,
-identity and protocol scores only the items missing from it. ``write_results`` removes the journals it has
-superseded. The scores cannot differ: the noisy inputs are regenerated bit for bit and the methods are
-deterministic.
+cropped to H×W, batched among items of equal H×W, optionally in a process pool (``workers``,
+``ssdn.eval.pool``). Scores are per image on the output cropped to H×W (``ssdn.eval.metrics``), for every
+output key and for the noisy input; a set's score is the mean over its replicated list
+(``ssdn.eval.results``). What is scored is fixed by one ``ProtocolConfig`` per set (``ssdn.eval.protocol``);
+how it is run (device, batch size, workers, journal) cannot change a number. With ``journal_dir`` an
+interrupted run resumes (``ssdn.eval.journal``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import logging
-import multiprocessing
-import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -39,23 +29,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ssdn.data.testsets import TestImage
+from ssdn.eval.journal import Journal, journal_path
 from ssdn.eval.metrics import mean_psnr, psnr, quantize, ssim
-from ssdn.eval.protocol import (
-    NoiseSpec,
-    NoisyItem,
-    PreparedSet,
-    ProtocolConfig,
-    default_repeats,
-    iter_items,
-    prepare_set,
-)
-from ssdn.noise import NoiseModel
+from ssdn.eval.pool import run_in_pool
+from ssdn.eval.protocol import NoisyItem, PreparedSet, ProtocolConfig, generate, prepare_set
+from ssdn.eval.results import NOISY_KEY, ImageResult, Results, SetResult
 from ssdn.utils import atomic_write_json, atomic_write_png, atomic_write_text
-
-NOISY_KEY = "noisy"
-JOURNAL_PATTERN = "partial-{}.jsonl"
-
-log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -64,61 +43,6 @@ class Denoiser(Protocol):
     requires_square_multiple: int | None
 
     def denoise(self, noisy: Tensor, params: Tensor) -> dict[str, Tensor]: ...
-
-
-@dataclass
-class ImageResult:
-    """Scores of one item of the replicated list."""
-
-    set: str
-    index: int
-    rep: int
-    image: int
-    name: str
-    height: int
-    width: int
-    param: float
-    psnr: dict[str, float]
-    ssim: dict[str, float]
-
-
-@dataclass
-class SetResult:
-    name: str
-    count: int
-    reported: str
-    psnr: dict[str, float]
-    ssim: dict[str, float]
-    protocol: dict[str, Any]
-    seconds: float
-    rows: list[ImageResult] = field(repr=False)
-
-
-@dataclass
-class Results:
-    method: str
-    noise: dict[str, Any]
-    sets: dict[str, SetResult]
-    meta: dict[str, Any]
-
-    def summary(self) -> str:
-        """A small text table: reported PSNR/SSIM and the noisy-input PSNR per set."""
-        lines = [f"{self.method} on {self.noise['label']}"]
-        for s in self.sets.values():
-            lines.append(
-                f"  {s.name:<10} n={s.count:<4} {s.reported} PSNR {s.psnr[s.reported]:.4f} dB"
-                f"  SSIM {s.ssim[s.reported]:.4f}  (noisy {s.psnr[NOISY_KEY]:.2f} dB)"
-            )
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (per-image rows go to the CSV)."""
-        sets = {}
-        for name, s in self.sets.items():
-            d = asdict(s)
-            d.pop("rows")
-            sets[name] = d
-        return {"method": self.method, "noise": self.noise, "meta": self.meta, "sets": sets}
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -140,35 +64,6 @@ def _inputs(batch: list[NoisyItem], classical: bool) -> tuple[Tensor, Tensor]:
     noisy = torch.stack([it.noisy_unpadded() if classical else it.noisy for it in batch])
     params = torch.tensor([it.param for it in batch], dtype=torch.float64)
     return noisy, params
-
-
-_WORKER_DENOISER: Any = None
-
-
-def _worker_init(denoiser: Any) -> None:
-    global _WORKER_DENOISER
-    _WORKER_DENOISER = denoiser
-
-
-def _worker_denoise(noisy: Tensor, params: Tensor) -> dict[str, Tensor]:
-    return _WORKER_DENOISER.denoise(noisy, params)
-
-
-def _run_in_pool(
-    denoiser: Any, work: Iterable[tuple[list[NoisyItem], Tensor, Tensor]], workers: int
-) -> Iterator[tuple[list[NoisyItem], dict[str, Tensor]]]:
-    """In-order parallel map with a bounded queue, so a set's noisy images are never all in memory at once."""
-    ctx = multiprocessing.get_context("spawn")  # fork after torch/BLAS threads started can deadlock
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(denoiser,)) as pool:
-        pending: deque[tuple[list[NoisyItem], Future]] = deque()
-        for batch, noisy, params in work:
-            pending.append((batch, pool.submit(_worker_denoise, noisy, params)))
-            if len(pending) >= 2 * workers:
-                b, fut = pending.popleft()
-                yield b, fut.result()
-        while pending:
-            b, fut = pending.popleft()
-            yield b, fut.result()
 
 
 def _check_outputs(outputs: Mapping[str, Tensor], n: int, c: int, name: str) -> None:
@@ -209,56 +104,6 @@ def _score(item: NoisyItem, outputs: dict[str, Tensor], set_name: str) -> ImageR
     )
 
 
-class _Journal:
-    """Append-only record of one set's scored items, so an interrupted evaluation resumes where it stopped.
-
-    The first line is the key (method, caller's identity, protocol); a journal with another key belongs to a
-    different evaluation and is started afresh (with a warning). A last line cut short by a kill is ignored.
-    """
-
-    def __init__(self, path: Path, key: dict[str, Any]) -> None:
-        self.path = path
-        self.key = json.loads(json.dumps(key, sort_keys=True, default=str))  # normalised as it is stored
-        self.done: dict[int, ImageResult] = {}
-        if path.is_file():
-            self._load()
-        if not self.done:
-            atomic_write_text(path, json.dumps({"journal": self.key}, sort_keys=True) + "\n")
-
-    def _load(self) -> None:
-        lines = self.path.read_text().splitlines()
-        try:
-            header = json.loads(lines[0])["journal"] if lines else None
-        except (json.JSONDecodeError, KeyError, TypeError):
-            header = None
-        if header != self.key:
-            log.warning(
-                "%s: written by another evaluation (method or protocol differ); starting afresh", self.path
-            )
-            return
-        for number, line in enumerate(lines[1:], start=2):
-            try:
-                row = ImageResult(**json.loads(line))
-            except (json.JSONDecodeError, TypeError) as err:
-                if number == len(lines):  # the write a kill interrupted
-                    break
-                raise ValueError(
-                    f"{self.path}, line {number}: not a scored item ({err}); delete the file"
-                ) from err
-            self.done[row.index] = row
-        # rewrite without a cut-short tail, so appends start on a fresh line; atomically, as it holds hours of work
-        body = [json.dumps({"journal": self.key}, sort_keys=True)]
-        body += [json.dumps(asdict(r)) for r in self.done.values()]
-        atomic_write_text(self.path, "\n".join(body) + "\n")
-        log.info("%s: resuming, %d items already scored", self.path, len(self.done))
-
-    def append(self, row: ImageResult) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(asdict(row)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
 def _evaluate_set(
     denoiser: Any,
     prepared: PreparedSet,
@@ -268,8 +113,7 @@ def _evaluate_set(
     workers: int,
     progress: bool,
     save_images: Path | None,
-    cache_dir: str | Path | None,
-    journal: _Journal | None,
+    journal: Journal | None,
 ) -> SetResult:
     cfg = prepared.config
     multiple = denoiser.requires_square_multiple
@@ -282,10 +126,10 @@ def _evaluate_set(
         )
     key = (lambda it: (it.height, it.width)) if classical else (lambda it: it.size)
     done = journal.done if journal is not None else {}
-    todo = (it for it in iter_items(prepared, cache_dir) if it.index not in done)
+    todo = (it for it in generate(prepared) if it.index not in done)
     work = ((batch, *_inputs(batch, classical)) for batch in _batches(todo, batch_size, key))
     if workers > 1:
-        results = _run_in_pool(denoiser, work, workers)
+        results = run_in_pool(denoiser, work, workers)
     else:
 
         def run_here() -> Iterator[tuple[list[NoisyItem], dict[str, Tensor]]]:
@@ -348,49 +192,44 @@ def _evaluate_set(
 
 def evaluate(
     denoiser: Denoiser,
-    sets: Sequence[str] | str = ("kodak", "bsd300", "set14"),
-    noise: NoiseSpec | NoiseModel | tuple | list = ("gaussian", 25.0),
-    repeats: int | Mapping[str, int] | None = None,
-    seed: int = 0,
-    pad_mode: str = "authors",
-    batch_size: int = 1,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-    save_images: str | Path | None = None,
+    protocols: ProtocolConfig | Sequence[ProtocolConfig],
     *,
     root: str | Path | None = None,
-    channels: int = 3,
-    limit: int | None = None,
-    crop: int | None = None,
-    multiple: int = 32,
-    cache_dir: str | Path | None = None,
-    workers: int = 1,
     images: Mapping[str, Sequence[TestImage]] | None = None,
+    batch_size: int = 1,
+    device: torch.device | str | None = None,
+    workers: int = 1,
+    progress: bool = True,
+    save_images: str | Path | None = None,
     journal_dir: str | Path | None = None,
     identity: Mapping[str, Any] | None = None,
 ) -> Results:
-    """Run ``denoiser`` on each set under the protocol of ``ssdn.eval.protocol``.
+    """Run ``denoiser`` on each set, under its protocol (``protocol_configs`` builds them from a config).
 
-    ``repeats``: None → the paper's factor per set, an int for all sets, or a per-set mapping.
-    ``limit``/``crop`` restrict every set to its first images / a centre crop (for tests and smoke runs;
-    they change the numbers). ``images`` supplies clean images for set names (unregistered folders via
-    ``ssdn.data.testsets.load_folder``). ``save_images``: folder for PNGs of the first pass (noisy input and
-    every output). ``workers`` > 1 runs a classical method in a process pool. A denoiser with ``.to`` is moved
-    to ``device`` (inputs follow; noise is always drawn on the CPU); an ``nn.Module`` is put in eval mode.
-    ``journal_dir``: keep a per-set journal there and resume from it (module docstring); ``identity`` says
-    what else distinguishes this denoiser from another of the same name (e.g. the checkpoint file), so a
-    journal is reused only for the same one.
+    All protocols share one noise model (a ``Results`` reports one). The clean images come from the registered
+    sets under ``root``, or from ``images`` by set name. ``save_images``: folder for PNGs of the first pass
+    (noisy input and every output). ``workers`` > 1 runs a classical method in a process pool. A denoiser with
+    ``.to`` is moved to ``device`` (inputs follow; noise is always drawn on the CPU); an ``nn.Module`` is put
+    in eval mode. ``journal_dir``: keep a per-set journal there and resume from it; ``identity`` says what else
+    distinguishes this denoiser from another of the same name (e.g. the checkpoint file), so a journal is
+    reused only for the same one.
     """
     if not isinstance(denoiser, Denoiser):
         raise TypeError("denoiser needs .name, .requires_square_multiple and .denoise(noisy, params) -> dict")
+    configs = [protocols] if isinstance(protocols, ProtocolConfig) else list(protocols)
+    if not configs:
+        raise ValueError("evaluate needs at least one ProtocolConfig (one per test set)")
+    spec = configs[0].noise
+    if any(c.noise != spec for c in configs):
+        raise ValueError(
+            f"all protocols must use one noise model, got {sorted({c.noise.label() for c in configs})}"
+        )
     if batch_size < 1 or workers < 1:
         raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
     if workers > 1 and denoiser.requires_square_multiple is not None:
         raise ValueError(
             "workers > 1 is for classical (CPU) methods; run networks with batch_size and a device"
         )
-    set_names = [sets] if isinstance(sets, str) else list(sets)
-    spec = NoiseSpec.of(noise)
     dev = torch.device(device) if device is not None else None
     if dev is not None and hasattr(denoiser, "to"):
         denoiser.to(dev)
@@ -399,18 +238,13 @@ def evaluate(
     out_dir = Path(save_images) if save_images is not None else None
 
     results: dict[str, SetResult] = {}
-    for set_name in set_names:
-        if isinstance(repeats, Mapping):
-            reps = repeats.get(set_name, default_repeats(set_name))
-        else:
-            reps = repeats if repeats is not None else default_repeats(set_name)
-        cfg = ProtocolConfig(set_name, spec, reps, seed, pad_mode, channels, limit, crop, multiple)
-        prepared = prepare_set(cfg, None if images is None else images.get(set_name), root=root)
+    for cfg in configs:
+        prepared = prepare_set(cfg, None if images is None else images.get(cfg.set_name), root=root)
         journal = None
         if journal_dir is not None:
             key = {"method": denoiser.name, "identity": dict(identity or {}), "protocol": asdict(cfg)}
-            journal = _Journal(Path(journal_dir) / JOURNAL_PATTERN.format(set_name), key)
-        results[set_name] = _evaluate_set(
+            journal = Journal(journal_path(journal_dir, cfg.set_name), key)
+        results[cfg.set_name] = _evaluate_set(
             denoiser,
             prepared,
             batch_size=batch_size,
@@ -418,7 +252,6 @@ def evaluate(
             workers=workers,
             progress=progress,
             save_images=out_dir,
-            cache_dir=cache_dir,
             journal=journal,
         )
     meta = {
@@ -458,5 +291,5 @@ def write_results(results: Results, out_dir: str | Path) -> tuple[Path, Path]:
         )
     atomic_write_text(csv_path, buf.getvalue())
     for name in results.sets:
-        (out / JOURNAL_PATTERN.format(name)).unlink(missing_ok=True)
+        journal_path(out, name).unlink(missing_ok=True)
     return json_path, csv_path

@@ -1,4 +1,4 @@
-"""The paper's test protocol: replicated test sets, seeded noise, test-time padding, optional on-disk cache.
+"""The paper's test protocol: replicated test sets, seeded noise, test-time padding.
 
 Replication (paper App. A): the sorted image list is repeated ``repeats`` times (KODAK 10, BSD300 3, SET14
 20) as img1..imgN, img1..imgN, ...; every pass draws new noise and, for variable noise, new per-image
@@ -24,12 +24,10 @@ crop holds the same noise values the network sees at those pixels). Outputs are 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import zipfile
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,11 +35,10 @@ from torch import Tensor
 
 from ssdn.data.testsets import TestImage, get_testset, load_testset
 from ssdn.nets.padding import common_padded_size, mirror_pad, padded_size
+from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel, build_noise
-from ssdn.utils import atomic_path
 
 PAD_MODES = ("authors", "per_image")
-CACHE_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -52,15 +49,16 @@ class NoiseSpec:
     value: float | tuple[float, float]
 
     @classmethod
-    def of(cls, noise: NoiseSpec | NoiseModel | tuple | list) -> NoiseSpec:
-        """Accept a spec, a built ``NoiseModel`` or a ``(name, value)`` pair."""
+    def of(cls, noise: NoiseSpec | NoiseModel | Sequence) -> NoiseSpec:
+        """Accept a spec, a built ``NoiseModel`` or a ``(name, value)`` pair (value a number or a range, which
+        may be a config's list)."""
         if isinstance(noise, NoiseSpec):
             return noise
         if isinstance(noise, NoiseModel):
             low, high = float(noise.low), float(noise.high)
             return cls(noise.name, low if low == high else (low, high))
         name, value = noise
-        if isinstance(value, list | tuple):
+        if isinstance(value, Sequence) and not isinstance(value, str):
             low, high = (float(v) for v in value)
             return cls(str(name), low if low == high else (low, high))
         return cls(str(name), float(value))
@@ -86,7 +84,7 @@ class ProtocolConfig:
     channels: int = 3
     limit: int | None = None
     crop: int | None = None
-    multiple: int = 32
+    multiple: int = SIDE_MULTIPLE
 
     def __post_init__(self) -> None:
         if self.pad_mode not in PAD_MODES:
@@ -103,6 +101,48 @@ def default_repeats(set_name: str) -> int:
         return get_testset(set_name).repeats
     except KeyError:
         return 1
+
+
+def protocol_configs(
+    settings: Mapping[str, Any], noise: NoiseSpec | NoiseModel | Sequence, channels: int
+) -> list[ProtocolConfig]:
+    """One ``ProtocolConfig`` per set of the run config's ``eval`` section (or the same keys from a command line).
+
+    Reads ``sets`` (a name or a list) and, optionally, ``repeats`` (None: the paper's factor per set; a number
+    for all sets; or a per-set mapping), ``seed``, ``pad_mode``, ``limit`` and ``crop``. The other ``eval``
+    settings (batch size, data root) cannot change a noisy input, so they are the caller's to pass on.
+    """
+    if "sets" not in settings:
+        raise ValueError(
+            "eval.sets is missing: name the test sets to evaluate on, e.g. [kodak, bsd300, set14]"
+        )
+    sets = settings["sets"]
+    names = [sets] if isinstance(sets, str) else [str(s) for s in sets]
+    repeats = settings.get("repeats")
+    spec = NoiseSpec.of(noise)
+
+    def count(name: str) -> int:
+        if isinstance(repeats, Mapping):
+            return int(repeats.get(name, default_repeats(name)))
+        return default_repeats(name) if repeats is None else int(repeats)
+
+    def optional(key: str) -> int | None:
+        value = settings.get(key)
+        return None if value is None else int(value)
+
+    return [
+        ProtocolConfig(
+            name,
+            spec,
+            count(name),
+            seed=int(settings.get("seed", 0)),
+            pad_mode=str(settings.get("pad_mode", "authors")),
+            channels=int(channels),
+            limit=optional("limit"),
+            crop=optional("crop"),
+        )
+        for name in names
+    ]
 
 
 @dataclass
@@ -142,7 +182,6 @@ class PreparedSet:
     names: list[str]
     clean: list[Tensor]
     sizes: list[int] = field(init=False)
-    digest: str = field(init=False)
 
     def __post_init__(self) -> None:
         hw = [(c.shape[1], c.shape[2]) for c in self.clean]
@@ -151,12 +190,6 @@ class PreparedSet:
             self.sizes = [common] * len(hw)
         else:
             self.sizes = [padded_size(h, w, multiple=self.config.multiple) for h, w in hw]
-        digest = hashlib.sha256()
-        for name, img in zip(self.names, self.clean, strict=True):
-            digest.update(name.encode())
-            digest.update(str(tuple(img.shape)).encode())
-            digest.update(img.numpy().tobytes())
-        self.digest = digest.hexdigest()
 
     def __len__(self) -> int:
         return len(self.clean) * self.config.repeats
@@ -205,78 +238,3 @@ def generate(prepared: PreparedSet) -> Iterator[NoisyItem]:
             else:
                 noisy = _pad(noise.corrupt(clean.unsqueeze(0), params, generator=g)[0], size)
             yield NoisyItem(rep * n + i, rep, i, name, clean, noisy, float(params[0]))
-
-
-# --------------------------------------------------------------------------------------------------- cache
-
-
-def cache_key(prepared: PreparedSet) -> dict:
-    """What the cached inputs depend on. The torch version is recorded but not part of the key: the cache
-    exists precisely to keep the original inputs if a later torch draws different random numbers."""
-    cfg = asdict(prepared.config)
-    return {"format": CACHE_FORMAT, "config": cfg, "clean_sha256": prepared.digest}
-
-
-def cache_path(prepared: PreparedSet, cache_dir: str | Path) -> Path:
-    key = cache_key(prepared)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    cfg = prepared.config
-    stem = f"{cfg.set_name}-{cfg.noise.label()}-seed{cfg.seed}-{cfg.pad_mode}-r{cfg.repeats}-{digest}"
-    return Path(cache_dir) / f"{stem}.npz"
-
-
-def _member(index: int) -> str:
-    return f"noisy_{index:06d}.npy"
-
-
-def write_cache(prepared: PreparedSet, path: Path) -> None:
-    """Stream the generated inputs into a zip of .npy members (readable by ``np.load``), atomically.
-
-    ``authors`` mode stores the padded noisy image (the padding holds noise too); ``per_image`` mode stores
-    the unpadded noisy image, since its padding is a deterministic function of it.
-    """
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        params = []
-        for item in generate(prepared):
-            stored = item.noisy if prepared.config.pad_mode == "authors" else item.noisy_unpadded()
-            with zf.open(_member(item.index), "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, stored.numpy(), allow_pickle=False)
-            params.append(item.param)
-        with zf.open("params.npy", "w") as f:
-            np.lib.format.write_array(f, np.asarray(params, dtype=np.float64), allow_pickle=False)
-        meta = {**cache_key(prepared), "torch_version": torch.__version__, "count": len(params)}
-        zf.writestr("meta.json", json.dumps(meta, sort_keys=True))
-
-
-def read_cache(prepared: PreparedSet, path: Path) -> Iterator[NoisyItem]:
-    """Yield the cached items one at a time, after checking that the file belongs to this protocol."""
-    cfg = prepared.config
-    with zipfile.ZipFile(path) as zf:
-        meta = json.loads(zf.read("meta.json"))
-        if {k: meta.get(k) for k in ("format", "config", "clean_sha256")} != json.loads(
-            json.dumps(cache_key(prepared))
-        ):
-            raise ValueError(f"noise cache {path} does not match this protocol or these images; delete it")
-        with zf.open("params.npy") as f:
-            params = np.lib.format.read_array(f)
-        n = len(prepared.clean)
-        if len(params) != len(prepared):
-            raise ValueError(
-                f"noise cache {path} holds {len(params)} items, expected {len(prepared)}; delete it"
-            )
-        for index, param in enumerate(params.tolist()):
-            with zf.open(_member(index)) as f:
-                stored = torch.from_numpy(np.lib.format.read_array(f))
-            rep, i = divmod(index, n)
-            noisy = stored if cfg.pad_mode == "authors" else _pad(stored, prepared.sizes[i])
-            yield NoisyItem(index, rep, i, prepared.names[i], prepared.clean[i], noisy, float(param))
-
-
-def iter_items(prepared: PreparedSet, cache_dir: str | Path | None = None) -> Iterator[NoisyItem]:
-    """The noisy inputs of a set: regenerated, or read from (and first written to) ``cache_dir``."""
-    if cache_dir is None:
-        return generate(prepared)
-    path = cache_path(prepared, cache_dir)
-    if not path.is_file():
-        write_cache(prepared, path)
-    return read_cache(prepared, path)

@@ -1,4 +1,4 @@
-"""Test-time padding: networks need square sides that are multiples of 32; images are mirror-padded.
+"""Test-time padding: networks need square sides that are multiples of ``SIDE_MULTIPLE`` (32); images are mirrored.
 
 Follows the authors' evaluation: one padded size per dataset (`common_padded_size`), each image padded on the
 bottom/right only with numpy-style ``reflect`` (mirror without repeating the edge), the output cropped back.
@@ -10,19 +10,21 @@ from collections.abc import Iterable
 
 import torch
 
+from ssdn.nets.unet import SIDE_MULTIPLE
+
 
 def _ceil_to(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def padded_size(h: int, w: int, multiple: int = 32) -> int:
+def padded_size(h: int, w: int, multiple: int = SIDE_MULTIPLE) -> int:
     """Side of the square that holds an h×w image: the larger of h and w rounded up to ``multiple``."""
     if h < 1 or w < 1 or multiple < 1:
         raise ValueError(f"padded_size needs positive h, w and multiple, got {h}, {w}, {multiple}")
     return max(_ceil_to(h, multiple), _ceil_to(w, multiple))
 
 
-def common_padded_size(sizes: Iterable[tuple[int, int]], multiple: int = 32) -> int:
+def common_padded_size(sizes: Iterable[tuple[int, int]], multiple: int = SIDE_MULTIPLE) -> int:
     """One square side for a whole set of (h, w) sizes: max H and max W, each rounded up, then the larger.
 
     E.g. Kodak → 768, BSD300 (481×321 both ways) → 512, Set14 → 768.
@@ -67,7 +69,7 @@ def mirror_pad(x: torch.Tensor, bottom: int, right: int) -> torch.Tensor:
 
 
 def pad_to_square(
-    x: torch.Tensor, size: int | None = None, multiple: int = 32
+    x: torch.Tensor, size: int | None = None, multiple: int = SIDE_MULTIPLE
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Mirror-pad (…, H, W) ``x`` to size×size (default: `padded_size`); returns it and (H, W) for `crop`."""
     h, w = x.shape[-2:]
