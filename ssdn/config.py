@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ssdn.schema import register_configs
+
 NOISE_TAGS = {"gaussian": "gauss", "poisson": "poisson", "impulse": "impulse"}
 
 
@@ -44,7 +46,9 @@ def row_name(name: str, value: Any, method_tag: str, objective: str, params_tag:
 
 
 def register_resolvers() -> None:
-    """Register the ``ssdn_*`` OmegaConf resolvers (idempotent); call before Hydra composes a config."""
+    """Register the ``ssdn_*`` OmegaConf resolvers and the config schema (idempotent); call before Hydra
+    composes a config."""
+    register_configs()
     if not OmegaConf.has_resolver("ssdn_noise_tag"):
         OmegaConf.register_new_resolver("ssdn_noise_tag", noise_tag)
     if not OmegaConf.has_resolver("ssdn_row"):
