@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ssdn.schema import register_configs
+
 NOISE_TAGS = {"gaussian": "gauss", "poisson": "poisson", "impulse": "impulse"}
 
 
@@ -44,19 +46,26 @@ def row_name(name: str, value: Any, method_tag: str, objective: str, params_tag:
 
 
 def register_resolvers() -> None:
-    """Register the ``ssdn_*`` OmegaConf resolvers (idempotent); call before Hydra composes a config."""
+    """Register the ``ssdn_*`` OmegaConf resolvers and the config schema (idempotent); call before Hydra
+    composes a config."""
+    register_configs()
     if not OmegaConf.has_resolver("ssdn_noise_tag"):
         OmegaConf.register_new_resolver("ssdn_noise_tag", noise_tag)
     if not OmegaConf.has_resolver("ssdn_row"):
         OmegaConf.register_new_resolver("ssdn_row", row_name)
 
 
+def _length_in_images(cfg: DictConfig) -> bool:
+    """True when the run length comes from ``train.images`` (``trainer.max_steps`` null or ≤ 0)."""
+    steps = cfg.trainer.get("max_steps")
+    return steps is None or int(steps) <= 0
+
+
 def max_steps(cfg: DictConfig) -> int:
     """Training length in optimizer steps: ``trainer.max_steps`` if set, else ``train.images / data.batch_size``."""
-    steps = cfg.trainer.get("max_steps")
-    if steps is not None and int(steps) > 0:
-        return int(steps)
-    return int(cfg.train.images) // int(cfg.data.batch_size)
+    if _length_in_images(cfg):
+        return int(cfg.train.images) // int(cfg.data.batch_size)
+    return int(cfg.trainer.max_steps)
 
 
 def world_size(cfg: DictConfig) -> int:
@@ -71,43 +80,38 @@ def world_size(cfg: DictConfig) -> int:
     return int(n) * int(cfg.trainer.get("num_nodes", 1))
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Check the combination of settings; raise ``ConfigError`` listing every problem found."""
+def _noise_errors(cfg: DictConfig) -> list[str]:
     from ssdn.noise import build_noise
 
-    errors: list[str] = []
-    channels = int(cfg.channels)
-    if channels not in (1, 3):
-        errors.append(f"channels={channels}: use 3 (RGB) or 1 (mono)")
+    value = cfg.noise.value
     try:
-        build_noise(
-            cfg.noise.name,
-            OmegaConf.to_object(cfg.noise.value) if OmegaConf.is_config(cfg.noise.value) else cfg.noise.value,
-        )
+        build_noise(cfg.noise.name, OmegaConf.to_object(value) if OmegaConf.is_config(value) else value)
     except (ValueError, KeyError) as exc:
-        errors.append(f"noise: {exc}")
-    m = cfg.method
-    if m.get("classical"):
-        if not cfg.eval.sets:
-            errors.append(f"method={m.name} is evaluation-only: set eval.sets, e.g. eval.sets=[kodak]")
-        if errors:
-            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
-        return
-    if m.objective == "prior" and m.prior == "diagonal" and channels == 1:
+        return [f"noise: {exc}"]
+    return []
+
+
+def _method_errors(cfg: DictConfig) -> list[str]:
+    m, crop = cfg.method, int(cfg.data.crop_size)
+    errors = []
+    if m.objective == "prior" and m.prior == "diagonal" and int(cfg.channels) == 1:
         errors.append(
             f"method={m.name} with channels=1: a diagonal Σ is the full Σ for mono images; use method=ssdn"
         )
-    if m.objective not in ("prior", "mean"):
-        errors.append(f"method.objective={m.objective!r}: use prior or mean")
-    if cfg.noise_params.source not in ("known", "global", "per_image"):
-        errors.append(f"noise_params.source={cfg.noise_params.source!r}: use known, global or per_image")
-    d = cfg.data
-    crop = int(d.crop_size)
-    if crop < 32 or crop % 32:
-        errors.append(f"data.crop_size={crop}: the U-Net needs a multiple of 32 (e.g. 64 or 256)")
     if m.masking is not None and crop % int(m.mask_cell):
         errors.append(f"data.crop_size={crop} is not divisible by method.mask_cell={m.mask_cell}")
-    val_size = int(d.val_size)
+    if cfg.data.fixed_noise and m.target == "second_noisy":
+        errors.append(
+            f"data.fixed_noise=true with method={m.name}: N2N needs two noisy copies; use fixed_noise=false"
+        )
+    return errors
+
+
+def _training_errors(cfg: DictConfig) -> list[str]:
+    d, errors = cfg.data, []
+    crop, val_size = int(d.crop_size), int(d.val_size)
+    if crop < 32 or crop % 32:
+        errors.append(f"data.crop_size={crop}: the U-Net needs a multiple of 32 (e.g. 64 or 256)")
     if val_size < 32 or val_size % 32:
         errors.append(f"data.val_size={val_size}: use a multiple of 32")
     batch, world = int(d.batch_size), world_size(cfg)
@@ -116,19 +120,29 @@ def validate_config(cfg: DictConfig) -> None:
             f"data.batch_size={batch} must be a positive multiple of the world size {world} "
             "(it is the global batch, split across ranks)"
         )
-    if d.fixed_noise and m.target == "second_noisy":
-        errors.append(
-            f"data.fixed_noise=true with method={m.name}: N2N needs two noisy copies; use fixed_noise=false"
-        )
-    steps = cfg.trainer.get("max_steps")
-    if steps is None or int(steps) <= 0:
-        images = int(cfg.train.images)
-        if images <= 0 or images % batch:
-            errors.append(f"train.images={images} must be a positive multiple of data.batch_size={batch}")
+    images = int(cfg.train.images)
+    if _length_in_images(cfg) and (images <= 0 or images % batch):
+        errors.append(f"train.images={images} must be a positive multiple of data.batch_size={batch}")
     if cfg.resume not in (None, "auto") and not Path(str(cfg.resume)).is_file():
         errors.append(f"resume={cfg.resume}: no such checkpoint file (use null, auto, or a .ckpt path)")
-    if cfg.logger.kind not in ("wandb", "csv", "none"):
-        errors.append(f"logger.kind={cfg.logger.kind!r}: use wandb, csv or none")
+    return errors
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check what the schema (``ssdn.schema``) cannot: combinations of settings. Raise ``ConfigError`` listing
+    every problem found, each with the setting to change."""
+    errors: list[str] = []
+    channels = int(cfg.channels)
+    if channels not in (1, 3):
+        errors.append(f"channels={channels}: use 3 (RGB) or 1 (mono)")
+    errors += _noise_errors(cfg)
+    if cfg.method.get("classical"):
+        if not cfg.eval.sets:
+            errors.append(
+                f"method={cfg.method.name} is evaluation-only: set eval.sets, e.g. eval.sets=[kodak]"
+            )
+    else:
+        errors += _method_errors(cfg) + _training_errors(cfg)
     if errors:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
 

@@ -289,7 +289,8 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, 
     if cfg.get("keep_freed_memory", False):
         keep_freed_memory()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    # Enums as plain strings: the config is saved in checkpoints, which load weights-only.
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(config, dict)
     module = DenoiserModule(config)
     datamodule = build_datamodule(cfg, module.noise)

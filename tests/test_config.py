@@ -1,8 +1,10 @@
-"""Hydra configs: every group option composes and validates; run names follow the authors' scheme; invalid
-combinations fail before training with a message that names the setting."""
+"""Hydra configs: every group option composes and validates; run names follow the authors' scheme; a wrong type
+or value fails at composition (the schema) and invalid combinations before training, naming the setting.
+The experiment rows are composed and validated in test_experiments.py."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,13 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
+from ssdn import schema
 from ssdn.config import ConfigError, noise_tag, register_resolvers, row_name, validate_config
+from ssdn.evaluate import CLASSICAL
+from ssdn.methods.levels import LEVEL_SOURCES, build_level_source
+from ssdn.methods.masking import STRATEGIES
+from ssdn.methods.method import OBJECTIVES, TARGETS
+from ssdn.methods.objectives import REGRESSION_LOSSES, PriorObjective
 
 CONF = Path(__file__).resolve().parents[1] / "ssdn" / "conf"
 register_resolvers()
@@ -113,19 +121,62 @@ def test_typos_get_hydras_error() -> None:
         _compose("data.crop_sise=64")
 
 
-EXPERIMENTS = sorted(
-    str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml")
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.crop_size=abc", "crop_size"),
+        ("noise_params.source=foo", "source"),
+        ("logger.kind=x", "kind"),
+        ("method.objective=likelihood", "objective"),
+        ("method.masking=blur", "masking"),
+        ("trainer.max_steps=1.5", "max_steps"),
+    ],
 )
+def test_schema_rejects_a_wrong_type_or_value_at_composition(override: str, key: str) -> None:
+    with pytest.raises(ConfigCompositionException, match=re.escape(override)) as err:
+        _compose(override)
+    cause = str(err.value.__cause__)
+    assert key in cause and ("Invalid value" in cause or "Value '" in cause)
 
 
-def test_experiment_rows_exist() -> None:
-    assert len([e for e in EXPERIMENTS if e.startswith("table1/")]) == 14 + 4  # + CBM3D known/estimated ×2
-    assert len([e for e in EXPERIMENTS if e.startswith("table3/")]) == 20 + 1  # + Anscombe
+def test_enum_values_are_the_values_the_code_accepts() -> None:
+    assert set(schema.Target) == set(TARGETS) == {"noisy", "clean", "second_noisy"}
+    assert set(schema.Objective) == set(OBJECTIVES)
+    assert {PriorObjective(p).kind.value for p in schema.Prior} == {"full", "diagonal"}
+    assert set(schema.Loss) == {"auto", *REGRESSION_LOSSES}
+    assert set(schema.Masking) == set(STRATEGIES)
+    assert set(schema.LevelSourceName) == set(LEVEL_SOURCES)
+    assert {build_level_source(s, 3).name for s in schema.LevelSourceName} == set(LEVEL_SOURCES)
+    assert set(schema.Classical) == set(CLASSICAL)
+    # OmegaConf converts a string to an Enum by member name: names must be the values.
+    for enum in (
+        schema.Target,
+        schema.Objective,
+        schema.Prior,
+        schema.Loss,
+        schema.Masking,
+        schema.Classical,
+    ):
+        assert [m.name for m in enum] == [m.value for m in enum]
+    assert [m.name for m in schema.LevelSourceName] == list(LEVEL_SOURCES)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_composes_validates_and_is_named_after_its_file(experiment: str) -> None:
-    cfg = _compose(f"experiment={experiment}")
+@pytest.mark.parametrize(
+    ("method", "noise", "name"),
+    [
+        ("cbm3d_known", "gaussian", "gauss25-cbm3d-sigma_known"),
+        ("cbm3d_estimated", "gaussian_range", "gauss5_50-cbm3d-sigma_estimated"),
+        ("anscombe", "poisson", "poisson30-anscombe"),
+    ],
+)
+def test_classical_rows_carry_no_training_keys(method: str, noise: str, name: str) -> None:
+    cfg = _compose(f"method={method}", f"noise={noise}", "eval.sets=[kodak]")
+    assert set(cfg.method) == {"name", "tag", "classical", "workers"}
+    assert cfg.method.classical == method and cfg.run.name == name
     validate_config(cfg)
-    assert cfg.run.name == Path(experiment).name
-    assert cfg.method.get("classical") or cfg.data.crop_size == 256
+
+
+def test_register_configs_is_idempotent() -> None:
+    register_resolvers()
+    register_resolvers()
+    assert _compose("trainer=gpu").trainer.val_check_interval == 2500

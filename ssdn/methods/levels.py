@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ssdn.nets import GlobalNoiseLevel, NoiseEstimator
 from ssdn.noise import NoiseModel
+from ssdn.schema import LevelSourceName
 
 
 class LevelSource(nn.Module, ABC):
@@ -64,7 +65,7 @@ class PerImageLevel(LevelSource):
         return self.estimator(noisy)
 
 
-LEVEL_SOURCES = ("known", "global", "per_image")
+LEVEL_SOURCES = tuple(s.value for s in LevelSourceName)
 
 
 def build_level_source(source: str, channels: int) -> LevelSource:

@@ -16,9 +16,11 @@ from ssdn.methods.levels import LevelSource, build_level_source
 from ssdn.methods.masking import STRATEGIES, gather_pixels, mask_pixels, stratified_coords
 from ssdn.methods.objectives import MeanObjective, Objective, PriorObjective
 from ssdn.noise import NoiseModel
+from ssdn.schema import Objective as ObjectiveName
+from ssdn.schema import Target
 
-TARGETS = ("noisy", "clean", "second_noisy")
-OBJECTIVES = ("prior", "mean")
+TARGETS = tuple(t.value for t in Target)
+OBJECTIVES = tuple(o.value for o in ObjectiveName)
 
 
 @dataclass
