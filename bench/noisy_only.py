@@ -191,7 +191,6 @@ def train(run: Run, work: Path, data_root: Path, images: int, threads: int) -> d
         str(work / "data" / f"kodak256-{run.noise}"),
         "--out",
         str(out),
-        "--overwrite",
         *run.denoise_args(),
     ]
     printed = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True).stdout
