@@ -78,7 +78,9 @@ def test_sample_params_independent_ranges_and_fixed_entries() -> None:
     model = PoissonGaussianNoise({"a": [0.001, 0.02], "b": B5})
     p = model.sample_params(5000, generator=gen(0))
     assert p.shape == (5000, 2) and p.dtype == F64 and (p[:, 1] == B5).all()
-    torch.testing.assert_close(p[:, 0], 0.001 + 0.019 * torch.rand(5000, 2, generator=gen(0), dtype=F64)[:, 0])
+    torch.testing.assert_close(
+        p[:, 0], 0.001 + 0.019 * torch.rand(5000, 2, generator=gen(0), dtype=F64)[:, 0]
+    )
     g = gen(1)
     state = g.get_state()
     fixed = PoissonGaussianNoise({"a": 0.01, "b": B5}).sample_params(3, generator=g)
@@ -174,7 +176,9 @@ def test_limits_a0_gaussian_and_b0_poisson_maths() -> None:
     lv_pg = torch.stack([lv_p.sqrt(), torch.zeros_like(lv_p)], dim=-1)
     for fn in ("nll", "posterior_mean"):
         torch.testing.assert_close(getattr(pg, fn)(y, mu, cov, lv_pg), getattr(poisson, fn)(y, mu, cov, lv_p))
-    torch.testing.assert_close(pg.marginal(mu, cov, lv_pg)[1], poisson.marginal(mu, cov, lv_p)[1], rtol=1e-15, atol=0)
+    torch.testing.assert_close(
+        pg.marginal(mu, cov, lv_pg)[1], poisson.marginal(mu, cov, lv_p)[1], rtol=1e-15, atol=0
+    )
     torch.testing.assert_close(pg.regulariser(mu, lv_pg), poisson.regulariser(mu, lv_p), rtol=1e-15, atol=0)
 
 
@@ -300,7 +304,7 @@ def test_level_initialisation_within_15_percent(model: NoiseModel) -> None:
 
 
 def test_impulse_estimate_says_what_to_do() -> None:
-    with pytest.raises(ValueError, match="noise_params.init=paper"):
+    with pytest.raises(ValueError, match=r"noise_params\.init=paper"):
         ImpulseNoise(0.5).estimate_params([torch.rand(3, 32, 32)])
 
 

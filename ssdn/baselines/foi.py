@@ -51,9 +51,13 @@ def binned_variances(
         raise ValueError(f"image {h}x{w} is smaller than the {patch}x{patch} patch")
     means, variances, counts = [], [], []
     for ch in range(c):
-        cols = F.unfold(image[ch][None, None].to(torch.float64), kernel_size=patch, stride=STRIDE)[0]  # (r, L)
+        cols = F.unfold(image[ch][None, None].to(torch.float64), kernel_size=patch, stride=STRIDE)[
+            0
+        ]  # (r, L)
         m = cols.mean(dim=0)
-        edges = torch.quantile(m[:: max(1, m.numel() // 100_000)], torch.linspace(0, 1, bins + 1, dtype=m.dtype))
+        edges = torch.quantile(
+            m[:: max(1, m.numel() // 100_000)], torch.linspace(0, 1, bins + 1, dtype=m.dtype)
+        )
         idx = torch.bucketize(m, edges[1:-1].contiguous())
         for k in range(bins):
             sel = cols[:, idx == k]

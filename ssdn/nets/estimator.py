@@ -49,7 +49,9 @@ class NoiseEstimator(nn.Module):
     def initialise(self, level: torch.Tensor) -> None:
         """Start every image at ``level`` (() or (P,)): the zero last layer outputs exactly its bias."""
         if self.net.nin_c.weight.abs().max() != 0:
-            raise ValueError("initialise the noise estimator before training (its last layer is no longer zero)")
+            raise ValueError(
+                "initialise the noise estimator before training (its last layer is no longer zero)"
+            )
         self.net.nin_c.bias.copy_(raw_from_level(level).reshape(self.num_params))
 
 

@@ -7,7 +7,8 @@ also what a noise estimator network predicts when the parameter is unknown. A mo
 
 All maths is float64 on channel-last pixel batches: ``y``, ``mu`` (..., C), ``cov`` (..., C, C), with
 ``level`` either 0-d or with one dimension per leading dim and broadcastable to them (e.g. (N, 1, 1) for
-(N, H, W, C); ``pixel_level`` builds it, with the trailing P dim when P > 1). Requiring the full rank catches the classic mistake of passing (N,) for (N, H, W), which would
+(N, H, W, C); ``pixel_level`` builds it, with the trailing P dim when P > 1).
+Requiring the full rank catches the classic mistake of passing (N,) for (N, H, W), which would
 silently broadcast against W.
 
 Loss scale convention: ``nll`` is exactly −log N(y; μ_y, Σ_y) − (C/2)·log 2π for every model and channel
@@ -158,7 +159,9 @@ class NoiseModel(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         parts = []
-        for name, lo, hi in zip(self.param_names, self.low.view(-1).tolist(), self.high.view(-1).tolist()):
+        for name, lo, hi in zip(
+            self.param_names, self.low.view(-1).tolist(), self.high.view(-1).tolist(), strict=True
+        ):
             parts.append(f"{name}=[{lo:g}, {hi:g}]" if lo != hi else f"{name}={lo:g}")
         return ", ".join(parts)
 
@@ -174,7 +177,7 @@ class NoiseModel(nn.Module, ABC):
         row = _f64(params).reshape(-1).tolist()
         if len(row) != self.num_params:
             raise ValueError(f"expected {self.num_params} value(s) ({self.param_name}), got {len(row)}")
-        return " ".join(f"{name}={v:.6g}" for name, v in zip(self.param_names, row))
+        return " ".join(f"{name}={v:.6g}" for name, v in zip(self.param_names, row, strict=True))
 
     def pixel_level(self, level: Tensor) -> Tensor:
         """Per-image level (N,) or (N, P) -> float64 (N, 1, 1) or (N, 1, 1, P) for channel-last pixel batches."""
