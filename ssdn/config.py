@@ -3,7 +3,7 @@ combinations before any training starts, with a message that says what to change
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ssdn.schema import register_configs
 
-NOISE_TAGS = {"gaussian": "gauss", "poisson": "poisson", "impulse": "impulse"}
+NOISE_TAGS = {"gaussian": "gauss", "poisson": "poisson", "impulse": "impulse", "poisson_gaussian": "pg"}
 
 
 class ConfigError(ValueError):
@@ -23,8 +23,11 @@ def _num(x: float) -> str:
 
 
 def noise_tag(name: str, value: Any) -> str:
-    """The authors' noise names: ``gauss25``, ``gauss5_50``, ``poisson30``, ``impulse50``, ``impulse0_100``."""
+    """The authors' noise names: ``gauss25``, ``gauss5_50``, ``poisson30``, ``impulse50``, ``impulse0_100``;
+    multi-parameter noise names each entry: ``pg_a0.01_b0.000384``, ``pg_a0.001_0.02_b0.000384``."""
     prefix = NOISE_TAGS.get(name, name)
+    if isinstance(value, Mapping | DictConfig):
+        return "_".join([prefix, *(f"{key}{noise_tag('', v)}" for key, v in value.items())])
     scale = 100.0 if name == "impulse" else 1.0
     if isinstance(value, Sequence | ListConfig) and not isinstance(value, str):
         low, high = (float(v) * scale for v in value)

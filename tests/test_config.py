@@ -42,6 +42,8 @@ def _options(group: str) -> list[str]:
         ("poisson", [5, 50], "poisson5_50"),
         ("impulse", 0.5, "impulse50"),
         ("impulse", [0.0, 1.0], "impulse0_100"),
+        ("poisson_gaussian", {"a": 0.01, "b": 0.000384}, "pg_a0.01_b0.000384"),
+        ("poisson_gaussian", {"a": [0.001, 0.02], "b": 0.0}, "pg_a0.001_0.02_b0"),
     ],
 )
 def test_noise_tags(name: str, value: object, tag: str) -> None:

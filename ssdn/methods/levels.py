@@ -1,12 +1,14 @@
 """Where the noise level comes from: the true parameter, one learned scalar, or an estimator network.
 
 Names follow the authors' configs: ``sigma_known``, ``sigma_global``, ``sigma_per_image``. Every source
-returns the level in the noise model's internal units (σ/255, 1/λ or α) as ``(N,)`` float64.
+returns the level in the noise model's internal units (σ/255, 1/λ, α, or (√a, √b)) as ``(N,)`` float64, or
+``(N, P)`` for a noise model with P > 1 parameters.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +27,11 @@ class LevelSource(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, noisy: Tensor, params: Tensor, noise: NoiseModel) -> Tensor:
-        """Return the level ``(N,)`` float64 for the noisy batch (``params`` are the true parameters)."""
+        """Return the level ``(N,)`` / ``(N, P)`` float64 for the noisy batch (``params`` are the true ones)."""
+
+    def initialise(self, level: Tensor) -> None:
+        """Start a learned level at ``level`` (internal units, () or (P,)) instead of the paper's 4.9/255."""
+        raise ValueError(f"the {self.name} level source is not learned; there is nothing to initialise")
 
 
 class KnownLevel(LevelSource):
@@ -43,12 +49,15 @@ class GlobalLevel(LevelSource):
     learned = True
     name = "global"
 
-    def __init__(self) -> None:
+    def __init__(self, num_params: int = 1) -> None:
         super().__init__()
-        self.level = GlobalNoiseLevel()
+        self.level = GlobalNoiseLevel(num_params)
 
     def forward(self, noisy: Tensor, params: Tensor, noise: NoiseModel) -> Tensor:
         return self.level(noisy)
+
+    def initialise(self, level: Tensor) -> None:
+        self.level.initialise(level)
 
 
 class PerImageLevel(LevelSource):
@@ -57,23 +66,35 @@ class PerImageLevel(LevelSource):
     learned = True
     name = "per_image"
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, num_params: int = 1) -> None:
         super().__init__()
-        self.estimator = NoiseEstimator(in_channels=channels)
+        self.estimator = NoiseEstimator(in_channels=channels, num_params=num_params)
 
     def forward(self, noisy: Tensor, params: Tensor, noise: NoiseModel) -> Tensor:
         return self.estimator(noisy)
+
+    def initialise(self, level: Tensor) -> None:
+        self.estimator.initialise(level)
 
 
 LEVEL_SOURCES = tuple(s.value for s in LevelSourceName)
 
 
-def build_level_source(source: str, channels: int) -> LevelSource:
-    """Build a level source by name (``known``, ``global`` or ``per_image``)."""
+def build_level_source(source: str, channels: int, num_params: int = 1) -> LevelSource:
+    """Build a level source by name (``known``, ``global`` or ``per_image``) for a noise model with
+    ``num_params`` parameters (``NoiseModel.num_params``)."""
     if source == "known":
         return KnownLevel()
     if source == "global":
-        return GlobalLevel()
+        return GlobalLevel(num_params)
     if source == "per_image":
-        return PerImageLevel(channels)
+        return PerImageLevel(channels, num_params)
     raise ValueError(f"noise_params.source must be one of {LEVEL_SOURCES}, got {source!r}")
+
+
+def initialise_from_data(source: LevelSource, noise: NoiseModel, noisy: Sequence[Tensor]) -> Tensor:
+    """Start a learned level at the noise model's classical estimate from noisy training images (C, H, W) or
+    batches; returns the estimate in paper units (for logging)."""
+    params = noise.estimate_params(noisy)
+    source.initialise(noise.to_level(params))
+    return params

@@ -119,7 +119,7 @@ def build_method(cfg: Mapping[str, Any], noise: NoiseModel, channels: int, level
         objective = MeanObjective(loss)
     else:
         raise ValueError(f"method.objective must be one of {OBJECTIVES}, got {objective_name!r}")
-    source = build_level_source(level_source, channels) if objective.uses_level else None
+    source = build_level_source(level_source, channels, noise.num_params) if objective.uses_level else None
     return Method(
         name=cfg["name"],
         blindspot=bool(cfg.get("blindspot", True)),

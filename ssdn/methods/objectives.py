@@ -79,7 +79,7 @@ class PriorObjective(Objective):
         channels = target.shape[1]
         with torch.autocast(device_type=out.device.type, enabled=False):
             mu, cov = split_prior(out, self.kind, channels)
-            lvl = level.to(torch.float64).view(-1, 1, 1)
+            lvl = noise.pixel_level(level)
             loss = noise.nll(_channels_last(target), mu, cov, lvl)
             if learned:
                 loss = loss + noise.regulariser(mu, lvl)
@@ -92,7 +92,7 @@ class PriorObjective(Objective):
         channels = noisy.shape[1]
         with torch.autocast(device_type=out.device.type, enabled=False):
             mu, cov = split_prior(out, self.kind, channels)
-            pme = noise.posterior_mean(_channels_last(noisy), mu, cov, level.to(torch.float64).view(-1, 1, 1))
+            pme = noise.posterior_mean(_channels_last(noisy), mu, cov, noise.pixel_level(level))
         return {"pme": _channels_first(pme), "mu": _channels_first(mu)}
 
 

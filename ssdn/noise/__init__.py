@@ -1,4 +1,4 @@
-"""Noise models (Gaussian, Poisson, impulse) and a name -> class registry for configs."""
+"""Noise models (Gaussian, Poisson, impulse, Poisson–Gaussian) and a name -> class registry for configs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from ssdn.noise.base import AdditiveGaussianNoise, NoiseModel, ParamValue
 from ssdn.noise.gaussian import GaussianNoise
 from ssdn.noise.impulse import ImpulseNoise
 from ssdn.noise.poisson import PoissonNoise
+from ssdn.noise.poisson_gaussian import PoissonGaussianNoise
 
 __all__ = [
     "NOISE_MODELS",
@@ -13,17 +14,19 @@ __all__ = [
     "GaussianNoise",
     "ImpulseNoise",
     "NoiseModel",
+    "PoissonGaussianNoise",
     "PoissonNoise",
     "build_noise",
 ]
 
 NOISE_MODELS: dict[str, type[NoiseModel]] = {
-    cls.name: cls for cls in (GaussianNoise, PoissonNoise, ImpulseNoise)
+    cls.name: cls for cls in (GaussianNoise, PoissonNoise, ImpulseNoise, PoissonGaussianNoise)
 }
 
 
 def build_noise(name: str, value: ParamValue) -> NoiseModel:
-    """E.g. ``build_noise("gaussian", 25)`` or ``build_noise("poisson", [5, 50])``."""
+    """E.g. ``build_noise("gaussian", 25)``, ``build_noise("poisson", [5, 50])`` or
+    ``build_noise("poisson_gaussian", {"a": 0.01, "b": [1e-4, 4e-4]})``."""
     try:
         cls = NOISE_MODELS[name]
     except KeyError:

@@ -2,11 +2,13 @@
 
 Two unit systems (see docs/api-contract.md): ``params`` are per-image values in the paper's units (σ in 8-bit
 units, λ, α); ``level`` is the same quantity in the model's internal float64 units (σ/255, 1/λ, α), which is
-also what a noise estimator network predicts when the parameter is unknown.
+also what a noise estimator network predicts when the parameter is unknown. A model with P > 1 parameters
+(Poisson–Gaussian: a, b) has params and level with a trailing dim P, e.g. (N, P); scalar models have none.
 
 All maths is float64 on channel-last pixel batches: ``y``, ``mu`` (..., C), ``cov`` (..., C, C), with
 ``level`` either 0-d or with one dimension per leading dim and broadcastable to them (e.g. (N, 1, 1) for
-(N, H, W, C)). Requiring the full rank catches the classic mistake of passing (N,) for (N, H, W), which would
+(N, H, W, C); ``pixel_level`` builds it, with the trailing P dim when P > 1).
+Requiring the full rank catches the classic mistake of passing (N,) for (N, H, W), which would
 silently broadcast against W.
 
 Loss scale convention: ``nll`` is exactly −log N(y; μ_y, Σ_y) − (C/2)·log 2π for every model and channel
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -27,9 +29,9 @@ from torch import Tensor, nn
 
 from ssdn.linalg import det, inv, matvec, quad_form
 
-__all__ = ["MIN_STD", "PME_EPS", "AdditiveGaussianNoise", "NoiseModel", "ParamValue"]
+__all__ = ["MIN_STD", "PME_EPS", "AdditiveGaussianNoise", "NoiseModel", "ParamValue", "as_images"]
 
-ParamValue = float | Sequence[float]
+ParamValue = float | Sequence[float] | Mapping[str, float | Sequence[float]]
 
 MIN_STD = 1e-3
 """Lower clamp of a noise std (Gaussian σ) and of μ_x in the Poisson variance, as the authors."""
@@ -52,6 +54,14 @@ def _eye(c: int, like: Tensor) -> Tensor:
     return torch.eye(c, dtype=like.dtype, device=like.device)
 
 
+def as_images(noisy: Sequence[Tensor]) -> list[Tensor]:
+    """(C, H, W) images from a sequence of images and/or (N, C, H, W) batches, for the classical estimators."""
+    images = [img for t in noisy for img in (t if t.ndim == 4 else [t])]
+    if not images or any(img.ndim != 3 for img in images):
+        raise ValueError("need at least one noisy image, each (C, H, W) or in an (N, C, H, W) batch")
+    return images
+
+
 def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
     if generator is not None and generator.device.type != device.type:
         raise ValueError(
@@ -66,10 +76,15 @@ class NoiseModel(nn.Module, ABC):
     The parameter is a fixed value or a [low, high] range (variable noise, drawn uniformly per image), stored
     as float64 buffers ``low``/``high``. The buffers are not persistent: the noise model is fully defined by
     its config, so checkpoints carry only learned weights and cannot silently override the configured noise.
+
+    A model with several parameters (``param_names`` longer than one) takes a mapping ``{name: value}`` with
+    each entry fixed or its own range; ``low``/``high`` are then (P,) and params/levels carry a trailing P dim.
     """
 
     name: ClassVar[str]
     param_name: ClassVar[str]
+    """Name used in messages; for scalar models the one entry of ``param_names``."""
+    param_names: ClassVar[tuple[str, ...]]
     domain: ClassVar[str]
     zero_mean: ClassVar[bool]
     """Whether E[y | x] = x, i.e. an L2 fit to noisy targets learns the clean mean (N2N / μ-only losses)."""
@@ -79,11 +94,21 @@ class NoiseModel(nn.Module, ABC):
     low: Tensor
     high: Tensor
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "param_names" not in cls.__dict__ and "param_name" in cls.__dict__:
+            cls.param_names = (cls.param_name,)
+
     def __init__(self, value: ParamValue) -> None:
         super().__init__()
-        low, high = self._parse(value)
+        low, high = self._parse(value) if self.num_params == 1 else self._parse_mapping(value)
         self.register_buffer("low", torch.tensor(low, dtype=torch.float64), persistent=False)
         self.register_buffer("high", torch.tensor(high, dtype=torch.float64), persistent=False)
+
+    @property
+    def num_params(self) -> int:
+        """P: 1 for the paper's models, whose params and levels have no trailing parameter dim."""
+        return len(self.param_names)
 
     # ------------------------------------------------------------------ parameters
 
@@ -92,8 +117,23 @@ class NoiseModel(nn.Module, ABC):
     def _in_domain(v: float) -> bool:
         """Whether v is a valid parameter value in the paper's units."""
 
-    def _parse(self, value: ParamValue) -> tuple[float, float]:
-        p = self.param_name
+    def _parse_mapping(self, value: ParamValue) -> tuple[list[float], list[float]]:
+        """``{a: 0.01, b: [lo, hi]}`` -> per-parameter (low, high) lists in ``param_names`` order."""
+        names = ", ".join(self.param_names)
+        if isinstance(value, Tensor) or not isinstance(value, Mapping):
+            raise ValueError(
+                f"{self.name} noise: the value must be a mapping {{{names}}} (each a number or a [low, high] "
+                f"pair), got {value!r}"
+            )
+        if set(value) != set(self.param_names):
+            raise ValueError(
+                f"{self.name} noise: the value needs exactly the keys {{{names}}}, got {sorted(map(str, value))}"
+            )
+        pairs = [self._parse(value[p], p) for p in self.param_names]
+        return [lo for lo, _ in pairs], [hi for _, hi in pairs]
+
+    def _parse(self, value: object, p: str | None = None) -> tuple[float, float]:
+        p = p or self.param_name
         if isinstance(value, Tensor):
             value = value.tolist()
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -114,30 +154,52 @@ class NoiseModel(nn.Module, ABC):
 
     @property
     def variable(self) -> bool:
-        """True when the parameter is drawn per image from a range rather than fixed."""
-        return bool(self.low != self.high)
+        """True when any parameter is drawn per image from a range rather than fixed."""
+        return bool((self.low != self.high).any())
 
     def extra_repr(self) -> str:
-        if self.variable:
-            return f"{self.param_name}=[{self.low.item():g}, {self.high.item():g}]"
-        return f"{self.param_name}={self.low.item():g}"
+        parts = []
+        for name, lo, hi in zip(
+            self.param_names, self.low.view(-1).tolist(), self.high.view(-1).tolist(), strict=True
+        ):
+            parts.append(f"{name}=[{lo:g}, {hi:g}]" if lo != hi else f"{name}={lo:g}")
+        return ", ".join(parts)
+
+    def params_dict(self, params: Tensor) -> dict[str, Tensor]:
+        """Per-name views of params (paper units): {"sigma": (N,)} or {"a": (N,), "b": (N,)}."""
+        params = _f64(params)
+        if self.num_params == 1:
+            return {self.param_name: params}
+        return {name: params[..., i] for i, name in enumerate(self.param_names)}
+
+    def format_params(self, params: Tensor | float) -> str:
+        """One image's params as text for logs and result files, e.g. "sigma=25" or "a=0.01 b=0.000384"."""
+        row = _f64(params).reshape(-1).tolist()
+        if len(row) != self.num_params:
+            raise ValueError(f"expected {self.num_params} value(s) ({self.param_name}), got {len(row)}")
+        return " ".join(f"{name}={v:.6g}" for name, v in zip(self.param_names, row, strict=True))
+
+    def pixel_level(self, level: Tensor) -> Tensor:
+        """Per-image level (N,) or (N, P) -> float64 (N, 1, 1) or (N, 1, 1, P) for channel-last pixel batches."""
+        return level.to(torch.float64).view(-1, 1, 1, *self.low.shape)
 
     def sample_params(
         self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
     ) -> Tensor:
-        """Per-image parameters (n,) float64, uniform in [low, high].
+        """Per-image parameters (n,) (or (n, P)) float64, uniform in [low, high], independently per parameter.
 
         A fixed value draws no random numbers, so the generator stream (and hence all later noise) does not
-        depend on whether the noise is variable.
+        depend on whether the noise is variable. With P > 1 and any parameter variable, one (n, P) draw is
+        made; fixed entries stay exactly ``low`` (their range is 0).
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         device = torch.device(device) if device is not None else self.low.device
         low, high = self.low.to(device), self.high.to(device)
         if not self.variable:
-            return low.expand(n).clone()
+            return low.expand(n, *low.shape).clone()
         _check_generator(generator, device)
-        u = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
+        u = torch.rand((n, *low.shape), generator=generator, dtype=torch.float64, device=device)
         return low + (high - low) * u
 
     @abstractmethod
@@ -148,10 +210,16 @@ class NoiseModel(nn.Module, ABC):
     def to_params(self, level: Tensor | float) -> Tensor:
         """Internal float64 level -> paper units."""
 
+    @abstractmethod
+    def estimate_params(self, noisy: Sequence[Tensor]) -> Tensor:
+        """One classical estimate (paper units, () or (P,) float64) for a collection of noisy (C, H, W) images.
+
+        Used to start a learned level where the data says rather than at an arbitrary constant."""
+
     # ------------------------------------------------------------------ corruption
 
     def corrupt(self, x: Tensor, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Noisy y from clean x (N, C, H, W) with per-image params (N,); never clipped or quantised.
+        """Noisy y from clean x (N, C, H, W) with per-image params (N,) or (N, P); never clipped or quantised.
 
         The output has x's dtype and device. All randomness comes from ``generator`` (default: torch's global
         one), which must live on x's device; a seeded CPU generator with CPU x makes evaluation noise
@@ -159,31 +227,36 @@ class NoiseModel(nn.Module, ABC):
         if x.ndim != 4 or not x.is_floating_point():
             raise ValueError(f"x must be a floating (N, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
         params = _f64(params, x.device)
-        if params.shape != (x.shape[0],):
-            raise ValueError(
-                f"params must have shape ({x.shape[0]},) (one per image), got {tuple(params.shape)}"
-            )
+        shape = (x.shape[0], *self.low.shape)
+        if params.shape != shape:
+            raise ValueError(f"params must have shape {shape} (one per image), got {tuple(params.shape)}")
         _check_generator(generator, x.device)
-        return self._corrupt(x, params.view(-1, 1, 1, 1), generator)
+        return self._corrupt(x, params.view(-1, 1, 1, 1, *self.low.shape), generator)
 
     @abstractmethod
     def _corrupt(self, x: Tensor, params: Tensor, generator: torch.Generator | None) -> Tensor:
-        """x (N, C, H, W), params (N, 1, 1, 1) float64 in paper units."""
+        """x (N, C, H, W), params (N, 1, 1, 1) (or (N, 1, 1, 1, P)) float64 in paper units."""
 
     # ------------------------------------------------------------------ Bayesian maths
 
-    @staticmethod
-    def _level(level: Tensor | float, mu: Tensor) -> Tensor:
+    def _level(self, level: Tensor | float, mu: Tensor) -> Tensor:
         lv = _f64(level, mu.device)
         lead = mu.shape[:-1]
+        p = self.low.shape  # () or (P,): the trailing parameter dim
+        own = lv.shape[: lv.ndim - len(p)]
         try:
-            ok = lv.ndim in (0, len(lead)) and torch.broadcast_shapes(lv.shape, lead) == lead
+            ok = (
+                lv.shape[lv.ndim - len(p) :] == p
+                and len(own) in (0, len(lead))
+                and torch.broadcast_shapes(own, lead) == lead
+            )
         except RuntimeError:
             ok = False
         if not ok:
+            trail = f", plus a trailing dim of {p[0]} ({self.param_name})" if p else ""
             raise ValueError(
-                f"level must be 0-d or broadcastable to the leading dims {tuple(lead)} with the same number "
-                f"of dims (e.g. level.view(-1, 1, 1) for (N, H, W, C)), got shape {tuple(lv.shape)}"
+                f"level must be 0-d or broadcastable to the leading dims {tuple(lead)} with the same number of "
+                f"dims{trail} (e.g. noise.pixel_level(level) for (N, H, W, C)), got shape {tuple(lv.shape)}"
             )
         return lv
 

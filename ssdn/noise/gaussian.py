@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from ssdn.noise.base import MIN_STD, AdditiveGaussianNoise, _eye, _f64, _regulariser_weight
+from ssdn.baselines.chen import estimate_sigma
+from ssdn.noise.base import MIN_STD, AdditiveGaussianNoise, _eye, _f64, _regulariser_weight, as_images
 
 __all__ = ["GaussianNoise"]
 
@@ -29,6 +31,11 @@ class GaussianNoise(AdditiveGaussianNoise):
 
     def to_params(self, level: Tensor | float) -> Tensor:
         return _f64(level) * 255.0
+
+    def estimate_params(self, noisy: Sequence[Tensor]) -> Tensor:
+        """Median over images of Chen et al.'s σ (ssdn.baselines.chen), in 8-bit units."""
+        sigmas = [255.0 * estimate_sigma(img) for img in as_images(noisy)]
+        return torch.tensor(sigmas, dtype=torch.float64).median()
 
     def _corrupt(self, x: Tensor, params: Tensor, generator: torch.Generator | None) -> Tensor:
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -37,6 +38,12 @@ class ImpulseNoise(NoiseModel):
 
     def to_params(self, level: Tensor | float) -> Tensor:
         return _f64(level)
+
+    def estimate_params(self, noisy: Sequence[Tensor]) -> Tensor:
+        raise ValueError(
+            "impulse noise has no classical α estimator here; start the learned level at the paper's value "
+            "with noise_params.init=paper"
+        )
 
     def _corrupt(self, x: Tensor, params: Tensor, generator: torch.Generator | None) -> Tensor:
         """Draw order (fixed; evaluation noise depends on it).

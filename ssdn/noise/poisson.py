@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from ssdn.noise.base import MIN_STD, AdditiveGaussianNoise, _f64, _regulariser_weight
+from ssdn.baselines.foi import estimate_poisson_gaussian
+from ssdn.noise.base import MIN_STD, AdditiveGaussianNoise, _f64, _regulariser_weight, as_images
 
 __all__ = ["PoissonNoise"]
 
@@ -29,6 +31,14 @@ class PoissonNoise(AdditiveGaussianNoise):
 
     def to_params(self, level: Tensor | float) -> Tensor:
         return 1.0 / _f64(level)
+
+    def estimate_params(self, noisy: Sequence[Tensor]) -> Tensor:
+        """λ = 1/a from the median over images of the Foi-style fit var = a·x (b = 0, ssdn.baselines.foi)."""
+        slopes = [estimate_poisson_gaussian(img, b_zero=True)[0] for img in as_images(noisy)]
+        a = torch.tensor(slopes, dtype=torch.float64).median()
+        if not a > 0:
+            raise ValueError("the images show no signal-dependent noise (a = 0); use noise_params.init=paper")
+        return 1.0 / a
 
     def _corrupt(self, x: Tensor, params: Tensor, generator: torch.Generator | None) -> Tensor:
         lam = params.to(x.dtype)
