@@ -62,6 +62,11 @@ def test_every_row_trains_and_checkpoints(tmp_path: Path, noise: str, method: st
     after = _weights(cap.module)
     changed = [k for k in cap.initial if k.startswith("net.") and not torch.equal(cap.initial[k], after[k])]
     assert changed, "no network weight changed in two steps"
+    # A learned level (sigma_global's scalar, sigma_per_image's estimator) must be trained, not just present:
+    # a detached level or one left out of the optimiser keeps its start value.
+    level = [k for k in cap.initial if k.startswith("method.level_source.")]
+    assert bool(level) == (params != "sigma_known")
+    assert not level or any(not torch.equal(cap.initial[k], after[k]) for k in level), "level did not train"
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
     loaded = DenoiserModule.load_from_checkpoint(ckpt, map_location="cpu")
