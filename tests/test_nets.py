@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import ssdn.nets.unet as unet_module
 from ssdn.nets import GlobalNoiseLevel, NoiseEstimator, UNet, level_from_raw
+from ssdn.nets.reference import table4_forward
 
 NAN = float("nan")
 
@@ -41,40 +42,7 @@ def _input(n: int, c: int, h: int, seed: int = 1, dtype: torch.dtype = torch.flo
 
 
 # --------------------------------------------------------------------------------------------------
-# Reference: the paper's description taken literally (Section 2, Table 4), with the net's weights.
-
-
-def _reference(net: UNet, x: torch.Tensor) -> torch.Tensor:
-    bs = net.blindspot
-
-    def conv(layer: torch.nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
-        if bs:  # zero row on top, SAME conv, crop the bottom row
-            return F.leaky_relu(
-                F.conv2d(F.pad(h, (0, 0, 1, 0)), layer.weight, layer.bias, padding=1)[:, :, :-1], 0.1
-            )
-        return F.leaky_relu(F.conv2d(h, layer.weight, layer.bias, padding=1), 0.1)
-
-    def shift(h: torch.Tensor) -> torch.Tensor:
-        return F.pad(h, (0, 0, 1, 0))[:, :, :-1]
-
-    def pool(h: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(shift(h) if bs else h, 2)
-
-    if bs:
-        x = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])
-    skips = [x]
-    h = pool(conv(net.enc_conv1, conv(net.enc_conv0, x)))
-    for layer in (net.enc_conv2, net.enc_conv3, net.enc_conv4, net.enc_conv5):
-        skips.append(h)
-        h = pool(conv(layer, h))
-    h = conv(net.enc_conv6, h)
-    for level in (5, 4, 3, 2, 1):
-        h = torch.cat([h.repeat_interleave(2, 2).repeat_interleave(2, 3), skips.pop()], dim=1)
-        h = conv(getattr(net, f"dec_conv{level}b"), conv(getattr(net, f"dec_conv{level}a"), h))
-    if bs:
-        h = torch.cat([torch.rot90(b, -k, dims=(2, 3)) for k, b in enumerate(shift(h).chunk(4))], dim=1)
-    h = F.leaky_relu(net.nin_a(h), 0.1)
-    return net.nin_c(F.leaky_relu(net.nin_b(h), 0.1))
+# Reference: the paper's description taken literally (ssdn.nets.reference), with the net's weights.
 
 
 @pytest.mark.parametrize("blindspot", [True, False])
@@ -84,9 +52,9 @@ def test_matches_paper_literal_network(blindspot: bool, c: int) -> None:
     net = _net(blindspot, c, 5)
     with torch.no_grad():
         x = _input(1, c, 64)
-        torch.testing.assert_close(net(x), _reference(net, x), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(net(x), table4_forward(net, x), rtol=1e-10, atol=1e-10)
     x, proj = _input(1, c, 32), _input(1, 5, 32, seed=2)
-    out, ref = net(x), _reference(net, x)
+    out, ref = net(x), table4_forward(net, x)
     grads = torch.autograd.grad((out * proj).sum(), list(net.parameters()))
     ref_grads = torch.autograd.grad((ref * proj).sum(), list(net.parameters()))
     for (name, _), g, r in zip(net.named_parameters(), grads, ref_grads, strict=True):

@@ -1,5 +1,5 @@
 """Short real-photo training runs (slow; CI runs them): the paper's method clearly denoises, beats the μ-only
-ablation, and learned noise levels move from their initial ~4.9 toward the true σ = 25."""
+ablation, and the per-image noise estimator moves from the authors' initial ~4.9 toward the true σ = 25."""
 
 from __future__ import annotations
 
@@ -82,8 +82,18 @@ def test_ssdn_beats_noisy_by_6db_and_mu_only_by_half_a_db(data_root: Path, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("params", ["sigma_global", "sigma_per_image"])
-def test_unknown_sigma_moves_toward_truth(data_root: Path, tmp_path: Path, params: str) -> None:
+def test_per_image_sigma_moves_toward_truth(data_root: Path, tmp_path: Path) -> None:
+    """The estimator starts every image at the authors' level softplus(0 − 4) + 1e-3 = 4.88 (8-bit σ; its last
+    layer starts at zero) and must rise well toward the true 25 within 400 steps.
+
+    sigma_global is not tested here: Adam moves its raw scalar by at most ~lr per step, and the paper's
+    schedule sums to ≈ 0.09 over 400 steps, so the level cannot pass ≈ 5.3 however right its gradient is
+    (measured at 300 steps: 4.88 → 4.89). Its wiring is covered elsewhere: the gradient of likelihood +
+    regulariser with respect to the level (tests/test_posterior.py::test_gradcheck_loss_wrt_raw_output_and_level),
+    the raw scalar training to 25/255 from the paper's start (tests/test_nets.py::test_global_noise_level_trains)
+    and the level changing in a real training step (tests/test_training.py::test_every_row_trains_and_checkpoints).
+    """
+    params = "sigma_per_image"
     module, metrics = _train(data_root, tmp_path, f"noise_params={params}")
     initial = float(torch.nn.functional.softplus(torch.tensor(-4.0, dtype=torch.float64)) + 1e-3) * 255
     clean = _held_out(data_root, n=8)
@@ -97,9 +107,7 @@ def test_unknown_sigma_moves_toward_truth(data_root: Path, tmp_path: Path, param
         f"\n{params}: initial {initial:.2f}, after {STEPS} steps {estimate:.2f} (train log "
         f"{metrics['train/noise_level']:.2f}), true 25"
     )
-    # Measured at 300 steps: sigma_global 4.88 → 4.89 (Adam moves the raw scalar by ≲ lr per step, and the
-    # likelihood's pull is weak while Σ_x is still large); sigma_per_image 4.88 → 32.6, an early overshoot that
-    # the paper's long runs settle (the bench saw it swing between 22 and 51 in the first 150 steps). Both must
-    # move up, toward the truth, and must not diverge.
-    margin = 5.0 if params == "sigma_per_image" else 0.0
-    assert initial + margin < estimate < 4 * 25.0
+    # Measured at 300 steps: 4.88 → 32.6, an early overshoot that the paper's long runs settle (the bench saw it
+    # swing between 22 and 51 in the first 150 steps). It must rise by more than 5 (a quarter of the way to 25 at
+    # least) and must not diverge.
+    assert initial + 5.0 < estimate < 4 * 25.0

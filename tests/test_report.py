@@ -8,6 +8,8 @@ import csv
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from ssdn import report
-from ssdn.report import Job, load_paper, training_cost
+from ssdn.report.jobs import Job
+from ssdn.report.paper import load_paper
+from ssdn.report.plots import training_cost
 
 CONF = Path(__file__).resolve().parents[1] / "ssdn" / "conf" / "experiment"
 PAPER_SETS = ("kodak", "bsd300", "set14")
@@ -299,3 +303,13 @@ def test_wandb_is_never_asked_without_an_api_key(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("WANDB_MODE", "disabled")
     with pytest.raises(SystemExit, match="no W&B API key"):
         report.main(["--wandb-group", "table1", "--out", str(tmp_path / "out")])
+
+
+def test_importing_the_report_loads_neither_matplotlib_nor_wandb() -> None:
+    """Reporting folders must work without a display or W&B: both load only when plotting / reading a group."""
+    code = (
+        "import sys, ssdn.report, ssdn.report.__main__; "
+        "print(sorted(m for m in ('matplotlib', 'wandb') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

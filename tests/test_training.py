@@ -62,6 +62,11 @@ def test_every_row_trains_and_checkpoints(tmp_path: Path, noise: str, method: st
     after = _weights(cap.module)
     changed = [k for k in cap.initial if k.startswith("net.") and not torch.equal(cap.initial[k], after[k])]
     assert changed, "no network weight changed in two steps"
+    # A learned level (sigma_global's scalar, sigma_per_image's estimator) must be trained, not just present:
+    # a detached level or one left out of the optimiser keeps its start value.
+    level = [k for k in cap.initial if k.startswith("method.level_source.")]
+    assert bool(level) == (params != "sigma_known")
+    assert not level or any(not torch.equal(cap.initial[k], after[k]) for k in level), "level did not train"
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
     loaded = DenoiserModule.load_from_checkpoint(ckpt, map_location="cpu")
@@ -189,5 +194,16 @@ def test_training_then_protocol_evaluation_writes_results(tmp_path: Path, data_r
     metrics = run(cfg)
     assert metrics["test/kodak/count"] == 2 and metrics["test/set14/count"] == 2
     assert metrics["test/kodak/psnr"] == metrics["test/kodak/psnr_pme"]
-    assert (tmp_path / "results.json").is_file() and (tmp_path / "per_image.csv").is_file()
-    assert json.loads((tmp_path / "metrics.json").read_text())["test/set14/psnr_noisy"] > 0
+    results = json.loads((tmp_path / "results.json").read_text())["sets"]
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    per_image = _csv_rows(tmp_path / "per_image.csv")
+    names = {s: [r["name"] for r in per_image if r["set"] == s] for s in ("kodak", "set14")}
+    assert names == {"kodak": ["kodim01.png", "kodim02.png"], "set14": ["baboon.png", "barbara.png"]}
+    for s in ("kodak", "set14"):
+        rows = [float(r["psnr_noisy"]) for r in per_image if r["set"] == s]
+        # The three files agree: the set's number is the mean of its images, in results.json and metrics.json.
+        assert results[s]["psnr"]["noisy"] == written[f"test/{s}/psnr_noisy"] == pytest.approx(sum(rows) / 2)
+        # σ = 25 noise is 10·log10(255²/25²) = 20.17 dB; clipping to [0, 255] only removes error, and a 64²
+        # RGB crop (12 288 samples) moves the MSE by ~1.3% (0.06 dB) per std, so 19.9 dB is 4 stds below.
+        # Measured 20.24, 20.57, 20.93, 20.20; σ = 20 would give 22.1 dB and σ = 30 18.6 dB.
+        assert all(19.9 < v < 22.0 for v in rows), rows

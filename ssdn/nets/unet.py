@@ -60,7 +60,8 @@ class UNet(nn.Module):
     keep their concat([upsampled, skip]) input layout, so converting their weights is a renaming. The
     decoder computes conv(concat(upsample(low), skip)) without building the upsampled map, as a stride-2
     transposed conv of ``low`` plus a conv of ``skip`` (`_up_conv`): same function, 23% fewer multiply-adds
-    in the trunk.
+    in the trunk. To read the network as the paper describes it, see `ssdn.nets.reference.table4_forward`
+    (Table 4 row by row, on this net's weights); tests/test_nets.py pins this fast net against it.
     """
 
     def __init__(

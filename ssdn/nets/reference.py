@@ -1,0 +1,73 @@
+"""The network of the paper's Table 4, written as the table reads: the readable reference for `UNet`.
+
+Why a second implementation: the production `UNet` is fast rather than literal (it folds each UPSAMPLE +
+convolution into a stride-2 transposed convolution and pads the blind-spot convolutions in one step). This
+module is the paper's description taken literally, row by row of Table 4 with Section 2's blind-spot rules,
+and runs on a `UNet`'s own weights; tests/test_nets.py pins the fast net to it (outputs and weight gradients
+equal to 1e-10 in float64). It is slow (it builds every upsampled map) and is not used for training.
+
+Blind-spot rules (Section 2): every 3×3 convolution and 2×2 max pooling may look only upwards (a zero row
+on top, a SAME convolution, the bottom row cropped; SHIFT before pooling), four rotations of the input run
+through the same trunk, and SHIFT moves the trunk's output down one row, so that after UNROTATE the output
+at a pixel has seen all its neighbours but never the pixel itself.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssdn.nets.unet import UNet
+
+#: Leaky ReLU slope of every layer but the last (Appendix A).
+SLOPE = 0.1
+
+
+def table4_forward(net: UNet, x: torch.Tensor) -> torch.Tensor:
+    """Table 4 applied to ``x`` (N, C, H, W) with ``net``'s weights; the blind-spot variant when
+    ``net.blindspot``. Same output as ``net(x)`` (to rounding)."""
+    blindspot = net.blindspot
+
+    def shift(h: torch.Tensor) -> torch.Tensor:
+        """SHIFT: one zero row on top, the last row dropped."""
+        return F.pad(h, (0, 0, 1, 0))[:, :, :-1]
+
+    def conv3x3(layer: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
+        """Convolution 3×3 + leaky ReLU; in the blind-spot net its receptive field extends upwards only."""
+        if blindspot:
+            h = F.conv2d(F.pad(h, (0, 0, 1, 0)), layer.weight, layer.bias, padding=1)[:, :, :-1]
+        else:
+            h = F.conv2d(h, layer.weight, layer.bias, padding=1)
+        return F.leaky_relu(h, SLOPE)
+
+    def conv1x1(layer: nn.Conv2d, h: torch.Tensor, linear: bool = False) -> torch.Tensor:
+        h = F.conv2d(h, layer.weight, layer.bias)
+        return h if linear else F.leaky_relu(h, SLOPE)
+
+    def pool(h: torch.Tensor) -> torch.Tensor:
+        """Maxpool 2×2; shifted first in the blind-spot net so that it too looks only upwards."""
+        return F.max_pool2d(shift(h) if blindspot else h, 2)
+
+    def upsample(h: torch.Tensor) -> torch.Tensor:
+        """Upsample 2×2 (nearest neighbour)."""
+        return h.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+
+    if blindspot:  # ROTATE: 0°, 90°, 180°, 270° stacked on the minibatch axis
+        x = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])
+    inp = x
+    pool1 = pool(conv3x3(net.enc_conv1, conv3x3(net.enc_conv0, inp)))
+    pool2 = pool(conv3x3(net.enc_conv2, pool1))
+    pool3 = pool(conv3x3(net.enc_conv3, pool2))
+    pool4 = pool(conv3x3(net.enc_conv4, pool3))
+    pool5 = pool(conv3x3(net.enc_conv5, pool4))
+    h = conv3x3(net.enc_conv6, pool5)
+    for level, skip in ((5, pool4), (4, pool3), (3, pool2), (2, pool1), (1, inp)):
+        h = torch.cat([upsample(h), skip], dim=1)  # UPSAMPLE, CONCAT
+        h = conv3x3(getattr(net, f"dec_conv{level}a"), h)
+        h = conv3x3(getattr(net, f"dec_conv{level}b"), h)
+    if blindspot:  # SHIFT, then UNROTATE: undo each rotation and stack the four on the channel axis
+        h = torch.cat([torch.rot90(b, -k, dims=(2, 3)) for k, b in enumerate(shift(h).chunk(4))], dim=1)
+    h = conv1x1(net.nin_a, h)
+    h = conv1x1(net.nin_b, h)
+    return conv1x1(net.nin_c, h, linear=True)

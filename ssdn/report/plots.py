@@ -1,0 +1,148 @@
+"""Plots (PNG): validation PSNR against images seen, the Figure 3 analogue and the learned noise levels.
+
+matplotlib is imported inside the functions (Agg backend), so the report package imports without it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ssdn.report.jobs import Job, config_value
+from ssdn.report.paper import Paper
+from ssdn.utils import atomic_write
+
+#: Training cost unit of Figure 3: 0.5M blind-spot minibatches of 4 images.
+FIGURE3_UNIT_IMAGES = 2_000_000
+#: Masking-based minibatches are about 4× cheaper than blind-spot ones (no rotated copies inside the net).
+MASKING_COST = 0.25
+LEVEL_LABELS = {"gaussian": "σ (8-bit units)", "poisson": "λ", "impulse": "α"}
+
+
+def _figure(n: int = 1) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
+def plot_curves(jobs: list[Job], out: Path) -> list[Path]:
+    """Validation PSNR against images seen, one plot per noise setting, one line per row."""
+    by_noise: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.curve:
+            by_noise.setdefault(job.noise, []).append(job)
+    written = []
+    for noise, group in sorted(by_noise.items()):
+        fig, (ax,) = _figure()
+        for job in group:
+            x, y = zip(*job.curve, strict=True)
+            ax.plot(x, y, marker="." if len(x) < 20 else None, label=job.name)
+        ax.set(
+            xlabel="training images seen", ylabel="validation PSNR (dB)", title=f"{noise}: validation PSNR"
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        written.append(_save(fig, out / f"val_psnr-{noise}.png"))
+    return written
+
+
+def training_cost(job: Job, images: float) -> float:
+    """Figure 3's x axis: blind-spot minibatches / 0.5M; a masking minibatch counts 4× cheaper."""
+    cost = images / FIGURE3_UNIT_IMAGES
+    return cost * MASKING_COST if config_value(job.config, "method.masking") else cost
+
+
+def plot_figure3(jobs: list[Job], paper: Paper, out: Path) -> Path | None:
+    """The Figure 3 analogue: Kodak validation PSNR against training cost, masking vs the blind-spot net."""
+    group = [
+        j
+        for j in jobs
+        if (j.experiment or "").startswith("figure3/") or config_value(j.config, "method.masking")
+    ]
+    group = [j for j in group if j.curve or "kodak" in j.psnr]
+    if not group:
+        return None
+    fig, (ax,) = _figure()
+    for job in group:
+        line = None
+        if job.curve:
+            (line,) = ax.plot(
+                [training_cost(job, x) for x, _ in job.curve], [y for _, y in job.curve], label=job.name
+            )
+        if "kodak" in job.psnr and job.images_seen:
+            ax.plot(
+                [training_cost(job, float(job.images_seen))],
+                [job.psnr["kodak"]],
+                marker="o",
+                ls="none",
+                color=line.get_color() if line else None,
+                label=f"{job.name}: KODAK (full protocol)",
+            )
+    ref = paper.cells.get(("figure3", "gauss25-blindspot-sigma_known-ema", "kodak"))
+    if ref is not None:
+        ax.axhline(ref, color="grey", ls="--", lw=1)
+        ax.plot(
+            [1.0],
+            [ref],
+            marker="*",
+            color="black",
+            ls="none",
+            ms=10,
+            label=f"paper: blind-spot, 0.5M minibatches ({ref:.2f} dB)",
+        )
+    ax.set(
+        xlabel="training cost (1 = 0.5M blind-spot or 2M masking minibatches)",
+        ylabel="KODAK PSNR (dB)",
+        title="Figure 3: masking vs blind-spot (σ = 25 known, posterior mean)",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out / "figure3.png")
+
+
+def plot_noise_levels(jobs: list[Job], out: Path) -> Path | None:
+    """Learned noise level (paper units: σ, λ, α) against the truth for the unknown-parameter rows.
+
+    The log holds the batch mean of the estimates: for a fixed level it should approach the true value, for a
+    range it should stay inside it (around the mean of the uniform draw)."""
+    group = [j for j in jobs if j.levels]
+    if not group:
+        return None
+    fig, axes = _figure(len(group))
+    for ax, job in zip(axes, group, strict=False):
+        x, y = zip(*job.levels, strict=True)
+        ax.plot(x, y, label="estimated (batch mean)")
+        value = config_value(job.config, "noise.value")
+        if isinstance(value, list):
+            ax.axhspan(float(value[0]), float(value[1]), color="green", alpha=0.1, label="true range")
+            ax.axhline(
+                (float(value[0]) + float(value[1])) / 2, color="green", ls="--", lw=1, label="range mean"
+            )
+        elif value is not None:
+            ax.axhline(float(value), color="green", ls="--", lw=1, label="true value")
+        ax.set(
+            xlabel="training images seen",
+            ylabel=LEVEL_LABELS.get(config_value(job.config, "noise.name"), "noise level"),
+            title=job.name,
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, out / "noise_level.png")

@@ -1,0 +1,71 @@
+"""Jobs from W&B: the runs of one group, read through the W&B API (``--wandb-group``); needs an API key.
+
+``wandb`` is imported only when a group is read, so reporting folders never needs it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ssdn.report.jobs import Job, ReportError, config_value, experiment_choice, off_protocol
+from ssdn.report.paper import SETS
+
+
+def wandb_credentials() -> bool:
+    """Whether W&B could be asked at all: an API key in the environment or in ~/.netrc, and not disabled."""
+    if os.environ.get("WANDB_MODE", "").lower() in ("disabled", "offline", "dryrun"):
+        return False
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path.home() / ".netrc"
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def read_wandb_group(group: str, project: str, entity: str | None) -> list[Job]:
+    """The runs of one W&B group as jobs: results from the summary (``test/<set>/psnr``), curves from history."""
+    if not wandb_credentials():
+        raise ReportError(
+            f"--wandb-group {group}: no W&B API key (set WANDB_API_KEY or run `wandb login`, and do not set "
+            "WANDB_MODE=disabled/offline); report sweep folders instead"
+        )
+    import wandb
+
+    api = wandb.Api()
+    path = f"{entity}/{project}" if entity else project
+    jobs = []
+    for run in api.runs(path, filters={"group": group}):
+        config = dict(run.config)
+        overrides = config.get("hydra_overrides") or []
+        pairs = (o.split("=", 1) for o in overrides if "=" in o)
+        experiment = next((e for k, v in pairs if (e := experiment_choice(k, v))), None)
+        psnr = {s: float(run.summary[f"test/{s}/psnr"]) for s in SETS if f"test/{s}/psnr" in run.summary}
+        e = config.get("eval") or {}
+        reasons = off_protocol({name: e for name in psnr})
+        batch = int(config_value(config, "data.batch_size", 4))
+        curve = [
+            ((float(r["trainer/global_step"]) + 1) * batch, float(r["val/psnr"]))
+            for r in run.scan_history(keys=["val/psnr", "trainer/global_step"])
+        ]
+        levels = [
+            (float(r["train/images_seen"]), float(r["train/noise_level"]))
+            for r in run.scan_history(keys=["train/noise_level", "train/images_seen"])
+        ]
+        jobs.append(
+            Job(
+                source=run.url,
+                name=run.name,
+                experiment=experiment,
+                status="ok" if psnr else ("failed" if run.state in ("failed", "crashed") else "no results"),
+                config=config,
+                psnr=psnr,
+                off_protocol=reasons,
+                curve=sorted(curve),
+                levels=sorted(levels),
+                images_seen=run.summary.get("images_seen"),
+                mtime=float(run.summary.get("_timestamp", 0.0)),
+            )
+        )
+    if not jobs:
+        raise ReportError(f"--wandb-group {group}: no runs in W&B project {path}")
+    return jobs
