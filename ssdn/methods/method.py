@@ -97,7 +97,10 @@ class Method(nn.Module):
         loss = gather_pixels(loss_map, *coords).mean() if coords is not None else loss_map.mean()
         logs: dict[str, Tensor] = {}
         if self.learned_level and level is not None:
-            logs["noise_level"] = noise.to_params(level.detach()).mean()
+            # one curve per parameter in the paper's units: "noise_level", or "noise_level_a", "noise_level_b"
+            per_name = noise.params_dict(noise.to_params(level.detach()))
+            single = len(per_name) == 1
+            logs |= {("noise_level" if single else f"noise_level_{k}"): v.mean() for k, v in per_name.items()}
         return loss, logs
 
     def denoise(self, net: nn.Module, noise: NoiseModel, noisy: Tensor, params: Tensor) -> dict[str, Tensor]:
