@@ -1,4 +1,4 @@
-"""Train a denoiser: ``python train.py [group=option ...]``; see conf/ and README.md."""
+"""Train a denoiser: ``python train.py [group=option ...]``; see ssdn/conf/ and README.md."""
 
 from ssdn.train import main
 

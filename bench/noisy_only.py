@@ -74,7 +74,7 @@ def build_data(data_root: Path, work: Path, seed: int = 0) -> None:
     if len(train) != 400 or len(kodak) != 24:
         raise SystemExit(f"expected 400 BSDS500 photos and 24 KODAK images under {data_root}")
     clean_test = work / "data" / "kodak256-clean"
-    for i, path in enumerate(kodak):
+    for path in kodak:
         out = clean_test / path.name
         if not out.is_file():
             x = _rgb(path)
@@ -221,7 +221,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = [train(RUNS[n], args.work, args.data, args.images, args.threads) for n in args.runs.split(",")]
     summary = args.work / f"summary-{'_'.join(r['run'] for r in rows)}.json"
     summary.write_text(json.dumps(rows, indent=2))
-    lines = ["| run | noisy only | train min | images | PSNR | noisy input | learned level |", "|---" * 7 + "|"]
+    lines = [
+        "| run | noisy only | train min | images | PSNR | noisy input | learned level |",
+        "|---" * 7 + "|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['noisy_only']} | {r['train_minutes']} | {r['images_seen']} | {r['psnr']} "

@@ -3,13 +3,18 @@ combinations before any training starts, with a message that says what to change
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ssdn.schema import register_configs
+
+#: Overrides the packaged config folder (``ssdn/conf``) as a whole; to add experiments, extend the search path.
+CONF_DIR_ENV = "SSDN_CONF_DIR"
 
 NOISE_TAGS = {"gaussian": "gauss", "poisson": "poisson", "impulse": "impulse", "poisson_gaussian": "pg"}
 
@@ -51,11 +56,35 @@ def row_name(name: str, value: Any, method_tag: str, objective: str, params_tag:
 def register_resolvers() -> None:
     """Register the ``ssdn_*`` OmegaConf resolvers and the config schema (idempotent); call before Hydra
     composes a config."""
+    from ssdn.jobs import num_gpus
+
     register_configs()
     if not OmegaConf.has_resolver("ssdn_noise_tag"):
         OmegaConf.register_new_resolver("ssdn_noise_tag", noise_tag)
     if not OmegaConf.has_resolver("ssdn_row"):
         OmegaConf.register_new_resolver("ssdn_row", row_name)
+    if not OmegaConf.has_resolver("ssdn_num_gpus"):  # launcher configs; resolved before any job runs
+        OmegaConf.register_new_resolver("ssdn_num_gpus", num_gpus)
+
+
+def prepare_hydra() -> None:
+    """Everything Hydra needs before it composes our config, done on demand rather than at import, so that
+    importing any ``ssdn`` module changes no global state. Idempotent; called by ``main()`` and ``compose()``."""
+    register_resolvers()
+
+
+def conf_dir() -> Path:
+    """The primary config folder: ``$SSDN_CONF_DIR`` when set, else the ``conf`` folder inside the installed
+    ``ssdn`` package (found through ``importlib.resources``, so a wheel install works from any directory)."""
+    override = os.environ.get(CONF_DIR_ENV)
+    if override:
+        path = Path(override).expanduser().resolve()
+        if not (path / "config.yaml").is_file():
+            raise ConfigError(
+                f"{CONF_DIR_ENV}={override}: no config.yaml there; point it at a copy of ssdn/conf or unset it"
+            )
+        return path
+    return Path(str(files("ssdn").joinpath("conf")))
 
 
 def _length_in_images(cfg: DictConfig) -> bool:
@@ -151,17 +180,16 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def compose(*overrides: str, output_dir: str | Path | None = None) -> DictConfig:
-    """Compose ``conf/config.yaml`` as ``python train.py OVERRIDES`` would, outside a Hydra app.
+    """Compose ``ssdn/conf/config.yaml`` as ``python train.py OVERRIDES`` would, outside a Hydra app.
 
     For programmatic runs (``ssdn.train.run(compose(...))``), tests and benchmarks; ``output_dir`` replaces
-    the Hydra run directory, which only exists inside a Hydra app.
+    the Hydra run directory, which only exists inside a Hydra app. ``hydra.searchpath=[file:///my/confs]``
+    among the overrides adds config folders, as on the command line.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from ssdn.train import CONF_DIR
-
-    register_resolvers()
+    prepare_hydra()
     extra = [f"output_dir={output_dir}"] if output_dir is not None else []
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=[*overrides, *extra])

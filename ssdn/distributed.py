@@ -1,4 +1,4 @@
-"""Multi-process training: a DDP strategy that survives Hydra multiruns, SLURM requeue, per-job GPU pinning.
+"""Multi-process training: the DDP launcher that survives Hydra multiruns (job placement and requeue: ``ssdn.jobs``).
 
 Why a strategy of our own: Lightning's ``ddp`` starts ranks 1..N-1 by re-running ``sys.argv``. Inside a Hydra
 multirun that command still holds ``-m`` and the sweep, so every extra rank runs the *whole sweep* again (in
@@ -21,18 +21,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
+
+from ssdn.jobs import restore_environ
+from ssdn.lightning_private import (
+    SubprocessScriptLauncher,
+    check_can_spawn_children,
+    set_num_threads_if_needed,
+    set_strategy_launcher,
+    strategy_start_method,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +56,6 @@ FORWARDED_HYDRA_OVERRIDES = (
 RANK_EXIT_TIMEOUT_S = 120.0
 #: When a started rank dies mid-job, the job gets this long to fail by itself before its process is ended.
 WATCHDOG_GRACE_S = 10.0
-
-
-def num_gpus() -> int:
-    """Visible CUDA devices, at least 1, so that a launcher sized by it also runs (one job) on a CPU machine."""
-    return max(1, torch.cuda.device_count())
-
-
-def register_resolvers() -> None:
-    """``${ssdn_num_gpus:}`` for launcher configs; registered on import because Hydra resolves the launcher
-    before any job runs."""
-    if not OmegaConf.has_resolver("ssdn_num_gpus"):
-        OmegaConf.register_new_resolver("ssdn_num_gpus", num_gpus)
-
-
-register_resolvers()
 
 
 class DestroyProcessGroup(Callback):
@@ -114,12 +105,15 @@ class HydraDDPStrategy(DDPStrategy):
     def _configure_launcher(self) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        if self._start_method != "popen" or not HydraConfig.initialized():
+        if strategy_start_method(self) != "popen" or not HydraConfig.initialized():
             super()._configure_launcher()
             return
         assert self.cluster_environment is not None
-        self._launcher = HydraJobLauncher(
-            self.cluster_environment, self.num_processes, self.num_nodes, self.config_digest
+        set_strategy_launcher(
+            self,
+            HydraJobLauncher(
+                self.cluster_environment, self.num_processes, self.num_nodes, self.config_digest
+            ),
         )
 
     def setup_environment(self) -> None:
@@ -134,7 +128,7 @@ class HydraDDPStrategy(DDPStrategy):
         )
 
 
-class HydraJobLauncher(_SubprocessScriptLauncher):
+class HydraJobLauncher(SubprocessScriptLauncher):
     """Starts local ranks 1..N-1 as single Hydra runs of the current job, then runs rank 0 here.
 
     When the fit ends, the started ranks are waited for (or killed after a failure) and the environment and
@@ -158,7 +152,7 @@ class HydraJobLauncher(_SubprocessScriptLauncher):
             self._call_children_scripts()
             watchdog = RankWatchdog(self.procs)
             watchdog.start()
-            _set_num_threads_if_needed(num_processes=self.num_processes)
+            set_num_threads_if_needed(num_processes=self.num_processes)
             result = function(*args, **kwargs)
             finished = True
             return result
@@ -172,7 +166,7 @@ class HydraJobLauncher(_SubprocessScriptLauncher):
             torch.set_num_threads(threads)
 
     def _call_children_scripts(self) -> None:
-        self._check_can_spawn_children()
+        check_can_spawn_children(self)
         env = self.cluster_environment
         os.environ.update(
             MASTER_ADDR=env.main_address,
@@ -284,72 +278,3 @@ class RankWatchdog(threading.Thread):
     def stop(self) -> None:
         self._done.set()
         self.join()
-
-
-def restore_environ(saved: Mapping[str, str]) -> None:
-    """Make ``os.environ`` equal to ``saved`` again, touching only the variables that changed."""
-    for key in set(os.environ) - set(saved):
-        del os.environ[key]
-    for key, value in saved.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
-
-
-@contextmanager
-def job_environment() -> Iterator[None]:
-    """Run one Hydra job with ``os.environ`` restored afterwards: Lightning leaves ``PL_GLOBAL_SEED`` and rank
-    variables behind, and the next job of a multirun in this process must not inherit them."""
-    saved = dict(os.environ)
-    try:
-        yield
-    finally:
-        restore_environ(saved)
-
-
-def resume_after_requeue(cfg: DictConfig) -> None:
-    """A requeued SLURM job (time limit via submitit, or pre-emption) continues from its run directory's
-    ``last.ckpt`` (``resume=auto``), whatever the first attempt was given; the killed attempt's failure marker is
-    dropped. Requeued jobs land in the same directory: the sweep dir is resolved once and pickled with the job."""
-    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    output_dir = Path(cfg.output_dir)
-    if restarts < 1 or not (output_dir / "checkpoints" / "last.ckpt").is_file():
-        return
-    log.info("SLURM restart %d: continuing from %s", restarts, output_dir / "checkpoints" / "last.ckpt")
-    cfg.resume = "auto"
-    (output_dir / "failed.txt").unlink(missing_ok=True)
-
-
-def gpu_for_job(job_num: int, n_gpus: int) -> int:
-    """Job ``k`` of a sweep runs on GPU ``k mod n``: with ``n`` jobs at a time, one job per GPU."""
-    if n_gpus < 1:
-        raise ValueError(f"need at least one GPU to pin a job to, got n_gpus={n_gpus}")
-    if job_num < 0:
-        raise ValueError(f"job_num must be >= 0, got {job_num}")
-    return job_num % n_gpus
-
-
-def pin_job_to_gpu(cfg: DictConfig, job_num: int | None = None, n_gpus: int | None = None) -> int | None:
-    """With ``trainer.pin_job_to_gpu``, train this job on one GPU (``trainer.devices=[k]``) chosen from the Hydra
-    job number; returns it. ``devices=[k]`` rather than ``CUDA_VISIBLE_DEVICES``: joblib reuses its worker
-    processes, and a worker that already initialised CUDA ignores a changed ``CUDA_VISIBLE_DEVICES``."""
-    if not cfg.trainer.get("pin_job_to_gpu", False):
-        return None
-    if job_num is None:
-        job_num = _hydra_job_num()
-    if n_gpus is None:
-        n_gpus = torch.cuda.device_count()
-    if n_gpus < 1:
-        raise ValueError("trainer.pin_job_to_gpu=true needs a CUDA device, and none is visible")
-    gpu = gpu_for_job(job_num, n_gpus)
-    cfg.trainer.devices = [gpu]
-    log.info("job %d pinned to GPU %d of %d", job_num, gpu, n_gpus)
-    return gpu
-
-
-def _hydra_job_num() -> int:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return int(HydraConfig.get().job.num)
-    return 0

@@ -19,25 +19,10 @@ from typing import Any
 
 import torch
 
+from ssdn.baselines import BASELINES, build_baseline
 from ssdn.eval.evaluator import evaluate, write_results
 from ssdn.eval.protocol import protocol_configs
 from ssdn.eval.results import Results
-
-CLASSICAL = ("cbm3d_known", "cbm3d_estimated", "anscombe")
-
-
-def build_classical(name: str, threads: int = 1) -> Any:
-    """The non-learned baselines as denoisers of the evaluator (they need the optional ``bm3d`` package)."""
-    from ssdn.baselines.anscombe import AnscombeBM3D
-    from ssdn.baselines.cbm3d import CBM3D
-
-    if name == "cbm3d_known":
-        return CBM3D(sigma="known", threads=threads)
-    if name == "cbm3d_estimated":
-        return CBM3D(sigma="estimated", threads=threads)
-    if name == "anscombe":
-        return AnscombeBM3D(threads=threads)
-    raise ValueError(f"unknown classical method {name!r}; choose one of {', '.join(CLASSICAL)}")
 
 
 def _parse_value(text: str) -> float | list[float]:
@@ -50,7 +35,7 @@ def log_to_wandb(results: Results, project: str, name: str, config: dict[str, An
     """The per-set means as the run summary and the per-image scores as a table (one eval run)."""
     import wandb
 
-    from ssdn.train import wandb_mode
+    from ssdn.loggers import wandb_mode
 
     run = wandb.init(project=project, name=name, job_type="eval", config=config, mode=wandb_mode("auto"))
     try:
@@ -73,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> Results:
     p = argparse.ArgumentParser(prog="python -m ssdn.evaluate", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a .ckpt written by train.py")
-    src.add_argument("--method", choices=CLASSICAL, help="a classical baseline")
+    src.add_argument("--method", choices=tuple(BASELINES), help="a classical baseline")
     p.add_argument("--noise", help="gaussian | poisson | impulse (default: the checkpoint's)")
     p.add_argument("--value", type=_parse_value, help="25, or a range 5,50 (default: the checkpoint's)")
     p.add_argument("--sets", nargs="+", default=["kodak", "bsd300", "set14"])
@@ -119,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> Results:
     else:
         if args.noise is None or args.value is None:
             p.error("--method needs --noise and --value")
-        denoiser = build_classical(args.method)
+        denoiser = build_baseline(args.method)
         noise, channels = (args.noise, args.value), 3
         identity = {}
     out = Path(args.out)

@@ -30,7 +30,7 @@ class DenoiserModule(L.LightningModule):
     """A denoiser network, its noise model and its training method, built from the resolved run config.
 
     ``config`` needs the keys ``noise``, ``method``, ``noise_params``, ``optim``, ``schedule``, ``channels`` and
-    ``seed`` (see ``conf/``); the whole config is stored in every checkpoint so a checkpoint rebuilds itself.
+    ``seed`` (see ``ssdn/conf/``); the whole config is stored in every checkpoint so a checkpoint rebuilds itself.
     """
 
     #: Input side requirement for the evaluator (the blind-spot net rotates, so it needs squares).

@@ -7,9 +7,7 @@ that jobs of a multirun never share one.
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,34 +17,22 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from ssdn.config import max_steps, register_resolvers, validate_config
+from ssdn.config import conf_dir, max_steps, prepare_hydra, validate_config
 from ssdn.data.datamodule import DenoisingDataModule
-from ssdn.data.embedded import embedded_photos
-from ssdn.data.io import load_image
 from ssdn.data.settings import DataSettings
-from ssdn.distributed import (
-    DestroyProcessGroup,
-    build_strategy,
-    job_environment,
-    pin_job_to_gpu,
-    resume_after_requeue,
-)
-from ssdn.eval.metrics import psnr
+from ssdn.distributed import DestroyProcessGroup, build_strategy
+from ssdn.example import write_example
+from ssdn.jobs import job_environment, pin_job_to_gpu, resume_after_requeue
+from ssdn.loggers import build_loggers
 from ssdn.module import DenoiserModule
-from ssdn.nets import crop, pad_to_square
 from ssdn.noise import NoiseModel
-from ssdn.utils import atomic_path, atomic_write_json, atomic_write_png, keep_freed_memory
+from ssdn.utils import atomic_path, atomic_write_json, keep_freed_memory
 
 log = logging.getLogger(__name__)
-
-CONF_DIR = Path(os.environ.get("SSDN_CONF_DIR", Path(__file__).resolve().parent / "conf"))
-register_resolvers()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -55,90 +41,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
-
-
-def wandb_mode(requested: str) -> str:
-    """``auto`` means online when an API key is configured and offline otherwise (sync later)."""
-    if requested != "auto":
-        return requested
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    netrc = Path.home() / ".netrc"
-    if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
-        return "online"
-    return "offline"
-
-
-class ResumableCSVLogger(CSVLogger):
-    """A CSV logger that keeps the rows a resumed run logged before its checkpoint.
-
-    Lightning's writer deletes an existing ``metrics.csv``, so a resumed run would lose its training curves
-    (and the report its validation-PSNR plot). Rows from ``keep_below_step`` on are dropped: the resumed run
-    logs those steps again.
-    """
-
-    def __init__(self, *args: Any, keep_below_step: int | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._keep_below_step = keep_below_step
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is not None:
-            return self._experiment
-        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
-        kept: list[dict[str, str]] = []
-        if self._keep_below_step is not None and path.is_file():
-            with path.open(newline="") as f:
-                kept = [r for r in csv.DictReader(f) if int(r["step"]) < self._keep_below_step]
-        writer = super().experiment  # removes the old file
-        if kept:
-            writer.metrics_keys = sorted(set().union(*kept))
-            with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-                out = csv.DictWriter(f, fieldnames=writer.metrics_keys)
-                out.writeheader()
-                out.writerows(kept)
-        return writer
-
-
-def build_loggers(
-    cfg: DictConfig, output_dir: Path, config: dict[str, Any], resume_step: int | None = None
-) -> list[Logger]:
-    """A CSV log always (cheap, readable by tests and reports) and W&B when ``logger=wandb``.
-
-    ``resume_step``: the global step of the checkpoint being resumed; the CSV history before it is kept.
-    """
-    loggers: list[Logger] = []
-    if cfg.logger.kind == "none":
-        return loggers
-    loggers.append(
-        ResumableCSVLogger(save_dir=str(output_dir), name="csv", version="", keep_below_step=resume_step)
-    )
-    if cfg.logger.kind == "wandb":
-        overrides: list[str] = []
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            overrides = list(HydraConfig.get().overrides.task)
-        except ValueError:
-            pass
-        tags = [cfg.noise.name, cfg.method.name, cfg.noise_params.source, *cfg.run.tags]
-        loggers.append(
-            WandbLogger(
-                project=cfg.logger.project,
-                entity=cfg.logger.entity,
-                name=cfg.run.name,
-                group=cfg.run.group,
-                tags=tags,
-                job_type="train",
-                save_dir=str(output_dir),
-                mode=wandb_mode(cfg.logger.mode),
-                config=config | {"hydra_overrides": overrides, "output_dir": str(output_dir)},
-            )
-        )
-    return loggers
 
 
 def build_datamodule(cfg: DictConfig, noise: NoiseModel) -> DenoisingDataModule:
@@ -207,35 +109,6 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(cfg.resume)
 
 
-def write_example(cfg: DictConfig, module: DenoiserModule, output_dir: Path) -> dict[str, float]:
-    """Denoise a held-out image and save noisy / denoised / clean PNGs with their PSNRs (``example.json``)."""
-    channels, size = int(cfg.channels), int(cfg.example.size)
-    source = str(cfg.example.image)
-    if source.startswith("skimage"):
-        pixels = embedded_photos(channels=channels, split="val")[0][1]
-    else:
-        pixels = load_image(source, channels=channels)
-    h, w = min(size, pixels.shape[0]), min(size, pixels.shape[1])
-    top, left = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2
-    clean = (
-        torch.from_numpy(pixels[top : top + h, left : left + w].copy()).permute(2, 0, 1)[None].float() / 255
-    )
-    gen = torch.Generator().manual_seed(int(cfg.seed) + 12345)
-    params = module.noise.sample_params(1, gen)
-    padded, (h0, w0) = pad_to_square(clean)
-    noisy = module.noise.corrupt(padded, params, gen)
-    outs = {k: crop(v.cpu(), h0, w0) for k, v in module.denoise(noisy, params).items()}
-    noisy = crop(noisy, h0, w0)
-    scores = {"psnr_noisy": float(psnr(noisy, clean)[0])}
-    scores |= {f"psnr_{k}": float(psnr(v, clean)[0]) for k, v in outs.items()}
-    from ssdn.eval.metrics import quantize
-
-    for name, img in {"noisy": noisy, **outs, "clean": clean}.items():
-        atomic_write_png(output_dir / f"example_{name}.png", quantize(img[0]).permute(1, 2, 0).numpy())
-    atomic_write_json(output_dir / "example.json", scores | {"image": source, "params": float(params[0])})
-    return scores
-
-
 def evaluate_on_testsets(
     cfg: DictConfig, denoiser: Any, output_dir: Path, workers: int = 1
 ) -> dict[str, float]:
@@ -266,10 +139,10 @@ def evaluate_on_testsets(
 
 def run_classical(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Evaluation-only rows (CBM3D, Anscombe): nothing to train, the same protocol and outputs."""
-    from ssdn.evaluate import build_classical
+    from ssdn.baselines import build_baseline
 
     metrics = evaluate_on_testsets(
-        cfg, build_classical(cfg.method.classical), output_dir, workers=int(cfg.method.get("workers", 1))
+        cfg, build_baseline(cfg.method.classical), output_dir, workers=int(cfg.method.get("workers", 1))
     )
     atomic_write_json(output_dir / "metrics.json", metrics)
     return metrics
@@ -332,11 +205,11 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def train_job(cfg: DictConfig) -> float | None:
     """One Hydra job. In a multirun a failing job is logged and recorded (``failed.txt`` in its directory)
     instead of ending the sweep; a single run fails loudly. The job's environment is restored when it ends, so
-    the next job of a multirun starts clean; ``trainer.pin_job_to_gpu`` and a SLURM requeue adjust the config."""
+    the next job of a multirun starts clean; ``trainer.pin_job_to_gpu`` and a SLURM requeue adjust the config.
+    Returns the validation PSNR, for sweepers that optimise it."""
     try:
         with job_environment():
             pin_job_to_gpu(cfg)
@@ -353,6 +226,14 @@ def main(cfg: DictConfig) -> float | None:
         atomic_write_text(Path(cfg.output_dir) / "failed.txt", "".join(traceback.format_exception(exc)))
         return None
     return metrics.get("val/psnr")
+
+
+def main() -> None:
+    """The ``ssdn-train`` command: Hydra's command line over :func:`train_job`. Hydra is set up here, not at
+    import, so the config folder (``$SSDN_CONF_DIR`` or the packaged ``ssdn/conf``) is read when the command
+    starts and importing this module registers nothing."""
+    prepare_hydra()
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(train_job)()
 
 
 if __name__ == "__main__":

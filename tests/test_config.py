@@ -13,15 +13,19 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
 from ssdn import schema
-from ssdn.config import ConfigError, noise_tag, register_resolvers, row_name, validate_config
-from ssdn.evaluate import CLASSICAL
+from ssdn.baselines import BASELINES
+from ssdn.config import ConfigError, noise_tag, prepare_hydra, row_name, validate_config
 from ssdn.methods.levels import LEVEL_SOURCES, build_level_source
 from ssdn.methods.masking import STRATEGIES
 from ssdn.methods.method import OBJECTIVES, TARGETS
 from ssdn.methods.objectives import REGRESSION_LOSSES, PriorObjective
 
 CONF = Path(__file__).resolve().parents[1] / "ssdn" / "conf"
-register_resolvers()
+
+
+@pytest.fixture(autouse=True)
+def _hydra_ready() -> None:
+    prepare_hydra()
 
 
 def _compose(*overrides: str) -> DictConfig:
@@ -149,7 +153,7 @@ def test_enum_values_are_the_values_the_code_accepts() -> None:
     assert set(schema.Masking) == set(STRATEGIES)
     assert set(schema.LevelSourceName) == set(LEVEL_SOURCES)
     assert {build_level_source(s, 3).name for s in schema.LevelSourceName} == set(LEVEL_SOURCES)
-    assert set(schema.Classical) == set(CLASSICAL)
+    assert set(schema.Classical) == set(BASELINES)
     # OmegaConf converts a string to an Enum by member name: names must be the values.
     for enum in (
         schema.Target,
@@ -179,6 +183,6 @@ def test_classical_rows_carry_no_training_keys(method: str, noise: str, name: st
 
 
 def test_register_configs_is_idempotent() -> None:
-    register_resolvers()
-    register_resolvers()
+    prepare_hydra()
+    prepare_hydra()
     assert _compose("trainer=gpu").trainer.val_check_interval == 2500

@@ -17,16 +17,8 @@ import pytest
 import torch
 
 from ssdn.config import world_size
-from ssdn.distributed import (
-    CONFIG_DIGEST_ENV,
-    HydraDDPStrategy,
-    build_strategy,
-    config_digest,
-    gpu_for_job,
-    job_environment,
-    pin_job_to_gpu,
-    resume_after_requeue,
-)
+from ssdn.distributed import CONFIG_DIGEST_ENV, HydraDDPStrategy, build_strategy, config_digest
+from ssdn.jobs import gpu_for_job, job_environment, pin_job_to_gpu, resume_after_requeue
 from ssdn.train import run
 from tests.cli_subprocess import TINY_CLI, clean_env, logged_losses, train_cli
 from tests.conftest import compose_config, shared_data_root

@@ -12,14 +12,15 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from ssdn.distributed import num_gpus
-from ssdn.train import CONF_DIR
+from ssdn.config import conf_dir, prepare_hydra
+from ssdn.jobs import num_gpus
 from tests.cli_subprocess import TINY_CLI, clean_env, train_cli
 
 
 def _with_hydra(*overrides: str, sweep_dir: Path) -> DictConfig:
     """The composed config including its ``hydra`` node, as a multirun would see it."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="train"):
+    prepare_hydra()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="train"):
         return compose(
             "config", overrides=[*overrides, f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True
         )

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssdn.config import noise_tag, register_resolvers
+from ssdn.config import noise_tag, prepare_hydra
 from ssdn.report.paper import SETS
 from ssdn.report.train_files import read_train_files, train_files_from_checkpoint
 
@@ -80,7 +80,7 @@ def _load_config(job_dir: Path) -> dict[str, Any]:
     path = job_dir / ".hydra" / "config.yaml"
     if not path.is_file():
         return {}
-    register_resolvers()
+    prepare_hydra()
     cfg = OmegaConf.load(path)
     out: dict[str, Any] = {}
     for key in CONFIG_KEYS:

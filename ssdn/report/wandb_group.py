@@ -6,20 +6,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from ssdn.report.jobs import Job, ReportError, config_value, experiment_choice, off_protocol
 from ssdn.report.paper import SETS
 
 
 def wandb_credentials() -> bool:
-    """Whether W&B could be asked at all: an API key in the environment or in ~/.netrc, and not disabled."""
+    """Whether W&B could be asked at all: credentials configured (``ssdn.loggers``) and W&B not switched off."""
     if os.environ.get("WANDB_MODE", "").lower() in ("disabled", "offline", "dryrun"):
         return False
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path.home() / ".netrc"
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    from ssdn.loggers import wandb_credentials_configured  # Lightning-heavy: only when a group is read
+
+    return wandb_credentials_configured()
 
 
 def read_wandb_group(group: str, project: str, entity: str | None) -> list[Job]:

@@ -1,0 +1,42 @@
+"""The denoised example of a run: one held-out photo, noisy / denoised / clean, with their PSNRs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from ssdn.data.embedded import embedded_photos
+from ssdn.data.io import load_image
+from ssdn.eval.metrics import psnr, quantize
+from ssdn.module import DenoiserModule
+from ssdn.nets import crop, pad_to_square
+from ssdn.utils import atomic_write_json, atomic_write_png
+
+
+def write_example(cfg: DictConfig, module: DenoiserModule, output_dir: Path) -> dict[str, float]:
+    """Denoise a held-out image and save noisy / denoised / clean PNGs with their PSNRs (``example.json``)."""
+    channels, size = int(cfg.channels), int(cfg.example.size)
+    source = str(cfg.example.image)
+    if source.startswith("skimage"):
+        pixels = embedded_photos(channels=channels, split="val")[0][1]
+    else:
+        pixels = load_image(source, channels=channels)
+    h, w = min(size, pixels.shape[0]), min(size, pixels.shape[1])
+    top, left = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2
+    clean = (
+        torch.from_numpy(pixels[top : top + h, left : left + w].copy()).permute(2, 0, 1)[None].float() / 255
+    )
+    gen = torch.Generator().manual_seed(int(cfg.seed) + 12345)
+    params = module.noise.sample_params(1, gen)
+    padded, (h0, w0) = pad_to_square(clean)
+    noisy = module.noise.corrupt(padded, params, gen)
+    outs = {k: crop(v.cpu(), h0, w0) for k, v in module.denoise(noisy, params).items()}
+    noisy = crop(noisy, h0, w0)
+    scores = {"psnr_noisy": float(psnr(noisy, clean)[0])}
+    scores |= {f"psnr_{k}": float(psnr(v, clean)[0]) for k, v in outs.items()}
+    for name, img in {"noisy": noisy, **outs, "clean": clean}.items():
+        atomic_write_png(output_dir / f"example_{name}.png", quantize(img[0]).permute(1, 2, 0).numpy())
+    atomic_write_json(output_dir / "example.json", scores | {"image": source, "params": float(params[0])})
+    return scores

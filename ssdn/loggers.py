@@ -1,0 +1,105 @@
+"""Where a run's metrics go: a CSV log that survives resuming, and W&B (online only with credentials)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from omegaconf import DictConfig
+
+from ssdn.lightning_private import csv_experiment
+from ssdn.utils import atomic_path
+
+
+def wandb_mode(requested: str) -> str:
+    """``auto`` means online when an API key is configured and offline otherwise (sync later)."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if wandb_credentials_configured() else "offline"
+
+
+def wandb_credentials_configured() -> bool:
+    """Whether W&B has credentials here: ``WANDB_API_KEY`` or an ``api.wandb.ai`` entry in ``~/.netrc``
+    (what ``wandb login`` writes). Says nothing about ``WANDB_MODE``; callers that honour it check it first."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path.home() / ".netrc"
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+class ResumableCSVLogger(CSVLogger):
+    """A CSV logger that keeps the rows a resumed run logged before its checkpoint.
+
+    Lightning's writer deletes an existing ``metrics.csv``, so a resumed run would lose its training curves
+    (and the report its validation-PSNR plot). Rows from ``keep_below_step`` on are dropped: the resumed run
+    logs those steps again.
+    """
+
+    def __init__(self, *args: Any, keep_below_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keep_below_step = keep_below_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        existing = csv_experiment(self)
+        if existing is not None:
+            return existing
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        kept: list[dict[str, str]] = []
+        if self._keep_below_step is not None and path.is_file():
+            with path.open(newline="") as f:
+                kept = [r for r in csv.DictReader(f) if int(r["step"]) < self._keep_below_step]
+        writer = super().experiment  # removes the old file
+        if kept:
+            writer.metrics_keys = sorted(set().union(*kept))
+            with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+                out = csv.DictWriter(f, fieldnames=writer.metrics_keys)
+                out.writeheader()
+                out.writerows(kept)
+        return writer
+
+
+def build_loggers(
+    cfg: DictConfig, output_dir: Path, config: dict[str, Any], resume_step: int | None = None
+) -> list[Logger]:
+    """A CSV log always (cheap, readable by tests and reports) and W&B when ``logger=wandb``.
+
+    ``resume_step``: the global step of the checkpoint being resumed; the CSV history before it is kept.
+    """
+    loggers: list[Logger] = []
+    if cfg.logger.kind == "none":
+        return loggers
+    loggers.append(
+        ResumableCSVLogger(save_dir=str(output_dir), name="csv", version="", keep_below_step=resume_step)
+    )
+    if cfg.logger.kind == "wandb":
+        overrides: list[str] = []
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            overrides = list(HydraConfig.get().overrides.task)
+        except ValueError:
+            pass
+        tags = [cfg.noise.name, cfg.method.name, cfg.noise_params.source, *cfg.run.tags]
+        loggers.append(
+            WandbLogger(
+                project=cfg.logger.project,
+                entity=cfg.logger.entity,
+                name=cfg.run.name,
+                group=cfg.run.group,
+                tags=tags,
+                job_type="train",
+                save_dir=str(output_dir),
+                mode=wandb_mode(cfg.logger.mode),
+                config=config | {"hydra_overrides": overrides, "output_dir": str(output_dir)},
+            )
+        )
+    return loggers
