@@ -3,7 +3,8 @@
 Why: the authors start every learned level at 4.9/255 and train for 2M images; a short run from that start
 spends much of its budget walking the level to the truth. A classical estimator (``NoiseModel.estimate_params``)
 on a few training images lands near the truth before the first step. ``init=paper`` keeps the authors' start,
-which the paper's rows use. Every DDP rank computes the same value from the same files and seed.
+which the paper's rows use; a noise model without a classical estimator (impulse) also keeps it, with a warning.
+Every DDP rank computes the same value from the same files and seed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ def initialise_level(
     returned and logged); otherwise leave the module unchanged and return ``{}``."""
     if cfg.noise_params.get("init", LevelInit.data) != LevelInit.data or not module.method.learned_level:
         return {}
-    estimate = module.initialise_level(datamodule.estimation_images(ESTIMATION_IMAGES))
+    try:
+        estimate = module.initialise_level(datamodule.estimation_images(ESTIMATION_IMAGES))
+    except ValueError as exc:  # a noise model without a classical estimator (impulse) says so
+        log.warning("%s; the learned level starts at the authors' value", exc)
+        return {}
     log.info(
         "initial level from the data: %s",
         ", ".join(f"{name} = {value:.6g}" for name, value in estimate.items()),
