@@ -74,7 +74,7 @@ def build_data(data_root: Path, work: Path, seed: int = 0) -> None:
     if len(train) != 400 or len(kodak) != 24:
         raise SystemExit(f"expected 400 BSDS500 photos and 24 KODAK images under {data_root}")
     clean_test = work / "data" / "kodak256-clean"
-    for i, path in enumerate(kodak):
+    for path in kodak:
         out = clean_test / path.name
         if not out.is_file():
             x = _rgb(path)
