@@ -139,6 +139,48 @@ def _method_errors(cfg: DictConfig) -> list[str]:
     return errors
 
 
+def noisy_target_methods(conf_dir: Path | None = None) -> list[str]:
+    """The trainable methods whose target is the noisy input itself, i.e. that can train on noisy data alone."""
+    from ssdn.schema import MethodConfig
+
+    if conf_dir is None:
+        from ssdn.train import CONF_DIR as conf_dir
+    names = []
+    for path in sorted((Path(conf_dir) / "method").glob("*.yaml")):
+        entry = OmegaConf.load(path)
+        if entry.get("classical") is None and entry.get("target", MethodConfig.target) == "noisy":
+            names.append(path.stem)
+    return names
+
+
+def _noisy_data_errors(cfg: DictConfig) -> list[str]:
+    """``data.add_noise=false``: the images are the observations, so nothing may need a clean or 2nd copy."""
+    d, m, errors = cfg.data, cfg.method, []
+    if d.get("add_noise", True):
+        return errors
+    if m.target != "noisy":
+        errors.append(
+            f"method={m.name} trains against {m.target} targets, which data.add_noise=false (noisy images only) "
+            f"cannot supply; methods that train on noisy data alone: {', '.join(noisy_target_methods())}"
+        )
+    if d.fixed_noise:
+        errors.append(
+            "data.fixed_noise=true has no meaning with data.add_noise=false (no noise is added); set "
+            "data.fixed_noise=false"
+        )
+    value = cfg.noise.value
+    ranged = OmegaConf.is_list(value) or (
+        OmegaConf.is_dict(value) and any(OmegaConf.is_list(v) for v in value.values())
+    )
+    if ranged and cfg.noise_params.source == "known" and m.objective == "prior":
+        errors.append(
+            f"noise.value={OmegaConf.to_object(value)} is a range with noise_params=sigma_known and "
+            "data.add_noise=false: the true level of each noisy file is unknown. Give the one known value "
+            "(noise.value=25) or learn it (noise_params=sigma_global or sigma_per_image)"
+        )
+    return errors
+
+
 def _training_errors(cfg: DictConfig) -> list[str]:
     d, errors = cfg.data, []
     crop, val_size = int(d.crop_size), int(d.val_size)
@@ -174,7 +216,7 @@ def validate_config(cfg: DictConfig) -> None:
                 f"method={cfg.method.name} is evaluation-only: set eval.sets, e.g. eval.sets=[kodak]"
             )
     else:
-        errors += _method_errors(cfg) + _training_errors(cfg)
+        errors += _method_errors(cfg) + _noisy_data_errors(cfg) + _training_errors(cfg)
     if errors:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
 

@@ -1,15 +1,18 @@
 """The one LightningModule behind every training method of the paper.
 
 It never looks at the noise type: noise synthesis, likelihood and posterior come from the ``NoiseModel``, and
-everything method-specific from the ``Method``. Optimisation is manual so that a step with non-finite gradients
-can be skipped outright (the authors' optimiser does the same) rather than fed to Adam's moment estimates.
+everything method-specific from the ``Method``. It does branch on what a batch holds: without ``"clean"`` the
+noisy crops are the observations themselves (``data.add_noise=false``), and validation without clean images
+scores the self-supervised loss (``val/nll``) instead of PSNR. Optimisation is manual so that a step with
+non-finite gradients can be skipped outright (the authors' optimiser does the same) rather than fed to Adam's
+moment estimates.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ from torch import Tensor
 
 from ssdn.eval.metrics import psnr, quantize
 from ssdn.methods import Method, StepBatch, build_method
+from ssdn.methods.levels import GlobalLevel
+from ssdn.methods.masking import gather_pixels, mask_pixels, stratified_coords
 from ssdn.nets import UNet
 from ssdn.noise import NoiseModel, build_noise
 from ssdn.schedule import learning_rate
@@ -69,6 +74,9 @@ class DenoiserModule(L.LightningModule):
         self._last_step_time: float | None = None
         self._val_psnr: dict[str, list[Tensor]] = {}
         self._val_panel: dict[str, Tensor] = {}
+        self._val_nll: list[Tensor] = []
+        self._val_level: list[Tensor] = []
+        self.val_noise_level: dict[str, float] = {}
 
     # ------------------------------------------------------------------ inference
     def forward(self, noisy: Tensor) -> Tensor:
@@ -119,17 +127,26 @@ class DenoiserModule(L.LightningModule):
             self._generator = gen
         return self._generator
 
+    def _config_params(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Params from the configured value, for noisy data whose true level is not known per file: the one
+        known value (a range with a known level is refused by validate_config), or unused by a learned level."""
+        return self.noise.sample_params(n, generator, device=self.device)
+
     def _training_inputs(self, batch: Mapping[str, Tensor]) -> StepBatch:
+        gen = self.generator()
+        progress = min(self.images_seen / self.total_images if self.total_images else 0.0, 1.0)
+        if "clean" not in batch:  # the crops are the noisy observations (data.add_noise=false)
+            noisy = batch["noisy"].float()
+            params = self._config_params(noisy.shape[0], gen)
+            return StepBatch(clean=None, noisy=noisy, params=params, generator=gen, progress=progress)
         clean = batch["clean"]
         clean = clean.float() / 255.0 if clean.dtype == torch.uint8 else clean.float()
-        gen = self.generator()
         if "noisy" in batch:
             noisy, params = batch["noisy"].float(), batch["params"].to(torch.float64)
         else:
             params = self.noise.sample_params(clean.shape[0], gen, device=clean.device)
             noisy = self.noise.corrupt(clean, params, gen)
-        progress = self.images_seen / self.total_images if self.total_images else 0.0
-        return StepBatch(clean=clean, noisy=noisy, params=params, generator=gen, progress=min(progress, 1.0))
+        return StepBatch(clean=clean, noisy=noisy, params=params, generator=gen, progress=progress)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         opt = self.optimizers()
@@ -157,7 +174,7 @@ class DenoiserModule(L.LightningModule):
         self.images_seen += self.global_batch_size
         self.batches_seen += 1
 
-        n = inputs.clean.shape[0]
+        n = inputs.noisy.shape[0]
         # Each DDP rank holds part of the global batch: log the mean over ranks (the single-process value).
         self.log("train/loss", loss.detach().float(), prog_bar=True, batch_size=n, sync_dist=True)
         self.log("train/lr", lr, batch_size=n)
@@ -179,8 +196,13 @@ class DenoiserModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_psnr = {}
         self._val_panel = {}
+        self._val_nll = []
+        self._val_level = []
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        if "clean" not in batch:
+            self._noisy_validation_step(batch["noisy"].float(), batch_idx)
+            return
         clean, noisy, params = batch["clean"].float(), batch["noisy"].float(), batch["params"]
         outs = self.denoise(noisy, params, bf16=False)
         scores = {"noisy": psnr(noisy, clean)} | {k: psnr(v, clean) for k, v in outs.items()}
@@ -189,7 +211,37 @@ class DenoiserModule(L.LightningModule):
         if batch_idx == 0:
             self._val_panel = {"noisy": noisy[0]} | {k: v[0] for k, v in outs.items()} | {"clean": clean[0]}
 
+    @torch.no_grad()
+    def _noisy_validation_step(self, noisy: Tensor, batch_idx: int) -> None:
+        """Score held-out noisy crops by the training loss without the level regulariser: the mean NLL of the
+        noisy pixels under the prior and level (prior objectives), or the regression loss against the noisy
+        crops (mean objectives; masked pixels only for masking methods, with a fixed mask per batch)."""
+        method, n = self.method, noisy.shape[0]
+        params = self._config_params(n, torch.Generator(self.device).manual_seed(self.seed))
+        level = method.level(noisy, params, self.noise)
+        net_in, coords = noisy, None
+        if method.masking is not None:
+            gen = torch.Generator(self.device).manual_seed(self.seed + batch_idx)
+            coords = stratified_coords(n, *noisy.shape[2:], method.mask_cell, gen, noisy.device)
+            net_in = mask_pixels(noisy, *coords, method.masking, gen)
+        loss_map = method.objective.loss_map(self(net_in), noisy, self.noise, level, False, 1.0)
+        per_image = (gather_pixels(loss_map, *coords) if coords is not None else loss_map).flatten(1).mean(1)
+        self._val_nll.append(per_image.to(torch.float64))
+        if level is not None and method.learned_level:
+            self._val_level.append(self.noise.to_params(level.detach()).reshape(n, -1))
+
+    def _log_noisy_validation(self) -> None:
+        self.log("val/nll", torch.cat(self._val_nll).mean(), prog_bar=True, sync_dist=True)
+        if self._val_level:
+            means = torch.cat(self._val_level).mean(0)
+            self.val_noise_level = dict(zip(self.noise.param_names, means.tolist(), strict=True))
+            for name, value in self.val_noise_level.items():
+                key = "val/noise_level" if len(means) == 1 else f"val/noise_level_{name}"
+                self.log(key, value, prog_bar=True, sync_dist=True)
+
     def on_validation_epoch_end(self) -> None:
+        if self._val_nll:
+            self._log_noisy_validation()
         if not self._val_psnr:
             return
         means = {k: torch.cat(v).mean() for k, v in self._val_psnr.items()}
@@ -213,6 +265,28 @@ class DenoiserModule(L.LightningModule):
             if hasattr(logger, "log_image"):
                 logger.log_image(key="val/panel", images=[panel], caption=[caption], step=self.global_step)
 
+    # ------------------------------------------------------------------ learned level
+    def initialise_level(self, noisy: Sequence[Tensor]) -> dict[str, float]:
+        """Start the learned level at the noise model's classical estimate from noisy training images (C,H,W),
+        rather than at the authors' 4.9/255; returns the estimate in paper units ``{param name: value}``."""
+        assert self.method.level_source is not None and self.method.learned_level
+        params = self.noise.estimate_params(noisy).to(torch.float64)
+        self.method.level_source.initialise(self.noise.to_level(params).to(self.device))
+        return dict(zip(self.noise.param_names, params.reshape(-1).tolist(), strict=True))
+
+    def learned_level(self) -> dict[str, float]:
+        """The learned level in paper units, ``{param name: value}``: the global value, or for a per-image
+        estimator the mean over the last validation's images; empty when the level is known or not learned."""
+        source = self.method.level_source
+        if source is None or not self.method.learned_level:
+            return {}
+        if isinstance(source, GlobalLevel):
+            level = source(torch.empty(1, device=self.device), torch.empty(0), self.noise)
+            return dict(
+                zip(self.noise.param_names, self.noise.to_params(level[0]).reshape(-1).tolist(), strict=True)
+            )
+        return dict(self.val_noise_level)
+
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ssdn_progress"] = {
@@ -222,6 +296,10 @@ class DenoiserModule(L.LightningModule):
             "generator": self._generator.get_state() if self._generator is not None else None,
         }
         checkpoint["ssdn_config"] = copy.deepcopy(self.hparams["config"])
+        checkpoint["ssdn_level"] = self.learned_level()
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "pixel_scale"):
+            checkpoint["ssdn_pixel_scale"] = datamodule.pixel_scale()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         progress = checkpoint.get("ssdn_progress", {})

@@ -57,6 +57,13 @@ class Masking(StrEnum):
 LevelSourceName = StrEnum("LevelSourceName", [(v, v) for v in ("known", "global", "per_image")])
 
 
+class LevelInit(StrEnum):
+    """Where a learned level starts: a classical estimate from the training data, or the authors' 4.9/255."""
+
+    data = "data"
+    paper = "paper"
+
+
 class Classical(StrEnum):
     """The non-learned baselines (evaluation only)."""
 
@@ -90,6 +97,7 @@ class NoiseConfig:
 class NoiseParamsConfig:
     source: LevelSourceName = MISSING  # type: ignore[valid-type]
     tag: str = MISSING
+    init: LevelInit = LevelInit.data  # learned levels only; the paper's rows set paper
 
 
 @dataclass
@@ -131,6 +139,7 @@ class DataConfig:
     recursive: bool = True
     in_memory: bool = False
     fixed_noise: bool = False
+    add_noise: bool = True  # false: the training images are the noisy observations, used as read
     val_count: int = 4
     val_size: int = 256
 

@@ -26,6 +26,7 @@ from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.settings import DataSettings
 from ssdn.distributed import DestroyProcessGroup, build_strategy
 from ssdn.example import write_example
+from ssdn.initial_level import initialise_level
 from ssdn.jobs import job_environment, pin_job_to_gpu, resume_after_requeue
 from ssdn.loggers import build_loggers
 from ssdn.module import DenoiserModule
@@ -65,12 +66,14 @@ def build_trainer(
     warnings.filterwarnings(
         "ignore", message="Using ModelCheckpoint with manual optimization", category=UserWarning
     )
+    # Without clean validation images (noisy data, no data.val_dir) the best model has the lowest held-out NLL.
+    noisy_val = not cfg.data.add_noise and cfg.data.val_dir is None
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=output_dir / "checkpoints",
             filename="best",
-            monitor="val/psnr",
-            mode="max",
+            monitor="val/nll" if noisy_val else "val/psnr",
+            mode="min" if noisy_val else "max",
             save_top_k=1,
             save_last=True,
             every_n_train_steps=every,
@@ -176,9 +179,13 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, 
     loggers = build_loggers(cfg, output_dir, config, resume_step)
     try:
         trainer = build_trainer(cfg, output_dir, loggers, extra_callbacks)
+        if ckpt_path is None:  # a resumed run's checkpoint holds the learned level
+            initialise_level(cfg, module, datamodule)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics |= {"images_seen": module.images_seen, "skipped_steps": module.skipped_steps}
+        if level := module.learned_level():
+            metrics["noise_level"] = next(iter(level.values())) if len(level) == 1 else level
         if trainer.is_global_zero:
             module.to(trainer.strategy.root_device)  # Lightning hands the model back on the CPU after fit
             if cfg.example.enabled:

@@ -21,6 +21,12 @@ A source may also be a packed set (a folder written by ``python -m ssdn.prepare`
 shard, so only the crop window is read and copied (no decode per sample). Everything above is unchanged:
 the same ids, epochs and crop corners over ``files``, so a packed set and an image folder listing the same
 images in the same order yield identical batches.
+
+With ``add_noise=False`` the files are the noisy observations themselves: they are decoded at their own bit
+depth (``ssdn.data.io.load_native``; one depth for the whole collection) and batches carry ``"noisy"`` crops
+scaled to [0, 1] by that depth, and no ``"clean"``. With ``val_dir`` unset, the first ``val_count`` files
+(sorted listing) that are at least ``val_size`` on both sides are held out for validation (``held_out``) and
+never cropped for training.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ssdn.data.io import ImageDecodeError, load_image, rgb_to_mono
+from ssdn.data.io import ImageDecodeError, check_one_bit_depth, load_image, load_native, rgb_to_mono, to_unit
 from ssdn.data.settings import DataSettings
 from ssdn.data.sources import header_size, open_packed, resolve_sources
 
@@ -65,6 +71,9 @@ def derived_seed(*key: int) -> int:
 
 class RandomCropStream(IterableDataset):
     """Endless batches ``{"clean": uint8 (B, C, c, c), "index": int64 (B,)}`` of random crops (module doc).
+
+    With ``add_noise=False`` batches are ``{"noisy": float32 (B, C, c, c) in [0, 1], "index"}`` instead: the
+    crops as stored, divided by ``2**bit_depth - 1``.
 
     With ``fixed_noise`` (the strict one-noisy-copy-per-image protocol), batches also hold ``"noisy"``
     float32 (B, C, c, c) and ``"params"`` float64 (B,): image ``i`` is corrupted once, as a whole, with a CPU
@@ -110,6 +119,8 @@ class RandomCropStream(IterableDataset):
         self.batch_size = settings.batch_size // world_size
         self.rank, self.world_size, self.start_batch = rank, world_size, start_batch
         self.noise = copy.deepcopy(noise).cpu() if noise is not None else None
+        self.noisy_only = not settings.add_noise
+        self._load = load_native if self.noisy_only else load_image
 
         source = settings.train_dir
         self.source = [str(s) for s in ([source] if isinstance(source, str | Path) else source)]
@@ -127,6 +138,14 @@ class RandomCropStream(IterableDataset):
         self.too_small_files: list[str] = []
         self.size_filtered_count = 0
         usable, sizes = self._scan(listed, settings.size_filter, size_of)
+        self.held_out: list[Path] = []
+        if self.noisy_only and settings.val_dir is None and settings.val_count > 0:
+            usable, sizes = self._hold_out(usable, sizes)
+        self.bit_depth = (
+            check_one_bit_depth([*self.held_out, *usable], self.setting)
+            if self.noisy_only and self._pack is None
+            else 8
+        )
         self.files, self._images = self._choose(
             usable, sizes, settings.subset, settings.subset_seed, in_memory, settings.size_filter
         )
@@ -175,6 +194,28 @@ class RandomCropStream(IterableDataset):
             )
         return usable, sizes
 
+    def _hold_out(
+        self, usable: list[Path], sizes: list[tuple[int, int]]
+    ) -> tuple[list[Path], list[tuple[int, int]]]:
+        """Move the first ``val_count`` files of at least ``val_size``² into ``held_out`` (noisy validation)."""
+        s, count = self.settings.val_size, self.settings.val_count
+        held = [i for i, (w, h) in enumerate(sizes) if min(w, h) >= s][:count]
+        if not held:
+            raise ValueError(
+                f"{self.setting}: no training image of at least val_size={s}² to hold out for validation "
+                "(data.add_noise=false with data.val_dir=null); lower val_size, set val_count=0, or give "
+                "val_dir a folder of clean images"
+            )
+        self.held_out = [usable[i] for i in held]
+        keep = [i for i in range(len(usable)) if i not in set(held)]
+        return [usable[i] for i in keep], [sizes[i] for i in keep]
+
+    def load(self, path: Path) -> np.ndarray:
+        """One image of this source as the stream reads it (its depth kept when ``add_noise=False``)."""
+        if self._pack is not None:
+            return self._as_channels(self._pack.image(self._pack.paths.index(path)))
+        return self._load(path, self.channels)
+
     def _nothing_left(self, size_filter: bool, what: str) -> ValueError:
         lo, hi = SIZE_FILTER
         return ValueError(
@@ -221,7 +262,7 @@ class RandomCropStream(IterableDataset):
             if subset is not None and len(chosen) == subset:
                 break
             try:
-                chosen[i] = load_image(usable[i], self.channels) if in_memory else None
+                chosen[i] = self._load(usable[i], self.channels) if in_memory else None
             except (ImageDecodeError, OSError) as exc:
                 self._skip_undecodable(usable[i], exc)
         if not chosen:
@@ -256,6 +297,9 @@ class RandomCropStream(IterableDataset):
             "crop_size": self.crop_size,
             "rotate_aug": self.rotate_aug,
             "fixed_noise": self.fixed_noise,
+            "add_noise": not self.noisy_only,
+            "bit_depth": self.bit_depth,
+            "held_out": [str(p) for p in self.held_out],
             "channels": self.channels,
             "packed": self._pack.describe() if self._pack is not None else None,
         }
@@ -295,7 +339,7 @@ class RandomCropStream(IterableDataset):
             if j in self._bad:
                 continue
             try:
-                image = load_image(self.files[j], self.channels)
+                image = self._load(self.files[j], self.channels)
             except (ImageDecodeError, OSError) as exc:
                 err: Exception = exc
             else:
@@ -330,6 +374,10 @@ class RandomCropStream(IterableDataset):
             self._noisy_bytes -= self._noisy.popitem(last=False)[1][0].nbytes
         return entry
 
+    def pixels(self, i: int) -> np.ndarray:
+        """The whole training image ``i`` (H, W, C) as the crops see it (uint8, or the file's depth)."""
+        return self._as_channels(self._image(i)[0])
+
     def _as_channels(self, pixels: np.ndarray) -> np.ndarray:
         """Packed sets store RGB: mono training converts each window as ``load_image(path, 1)`` would."""
         return pixels if pixels.shape[2] == self.channels else rgb_to_mono(pixels)
@@ -341,7 +389,8 @@ class RandomCropStream(IterableDataset):
         than ``permute(...).contiguous()`` of a stacked uint8 batch, which otherwise dominates the time.
         """
         c, ids = self.crop_size, self.sample_ids(b).tolist()
-        clean = np.empty((len(ids), self.channels, c, c), np.uint8)
+        dtype = np.uint16 if self.bit_depth == 16 else np.uint8
+        clean = np.empty((len(ids), self.channels, c, c), dtype)
         noisy = np.empty((len(ids), self.channels, c, c), np.float32) if self.fixed_noise else None
         index, params = [], []
         for j, g in enumerate(ids):
@@ -357,7 +406,10 @@ class RandomCropStream(IterableDataset):
                 full, p = self._fixed_noisy(i, image)
                 noisy[j] = np.rot90(full[top : top + c, left : left + c], k).transpose(2, 0, 1)
                 params.append(p)
-        out = {"clean": torch.from_numpy(clean), "index": torch.tensor(index, dtype=torch.int64)}
+        index_t = torch.tensor(index, dtype=torch.int64)
+        if self.noisy_only:  # the crops are the observations: scaled by their depth, never clipped
+            return {"noisy": torch.from_numpy(to_unit(clean)), "index": index_t}
+        out = {"clean": torch.from_numpy(clean), "index": index_t}
         if noisy is not None:
             out["noisy"] = torch.from_numpy(noisy)
             out["params"] = torch.tensor(params, dtype=torch.float64)

@@ -7,6 +7,10 @@ validation PSNR compares like with like across steps, runs and devices. Images s
 skipped (not padded) so PSNR is measured on real pixels only; ``val_size`` is a multiple of 32 because the
 blind-spot network needs square inputs of that kind. The final protocol evaluation lives in ``ssdn.eval``.
 
+Without clean images (``add_noise=False`` and no ``val_dir``) the validation set is the centre crops of the
+training files the stream holds out, as stored: batches then hold ``"noisy"`` and no ``"clean"``, and the
+module scores them by the self-supervised loss instead of PSNR.
+
 Training resumes exactly: ``train_dataloader`` starts the stream at the LightningModule's ``batches_seen``
 counter (restored from the checkpoint before Lightning asks for the loader) and splits the global
 ``batch_size`` over the DDP ranks (see ``ssdn.data.crops``).
@@ -26,11 +30,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ssdn.data.crops import DataWarning, RandomCropStream
-from ssdn.data.io import ImageDecodeError, load_image
+from ssdn.data.io import ImageDecodeError, load_image, to_unit
 from ssdn.data.settings import DataSettings
 from ssdn.data.sources import resolve_sources
 
 VAL_SEED_OFFSET = 1
+ESTIMATE_SEED_OFFSET = 2
+"""Seed offset of the synthetic noise drawn to estimate the initial level from clean training images."""
 DEFAULT_VAL_SOURCE = "skimage:val"
 
 
@@ -117,7 +123,14 @@ class DenoisingDataModule(L.LightningDataModule):
                         stacklevel=2,
                     )
 
+    @property
+    def has_clean_val(self) -> bool:
+        """False when validation can only score held-out noisy crops (``add_noise=False``, no ``val_dir``)."""
+        return self.settings.add_noise or self.settings.val_dir is not None
+
     def _build_val(self) -> dict[str, Tensor]:
+        if not self.has_clean_val:
+            return self._build_noisy_val()
         source = self.settings.val_dir if self.settings.val_dir is not None else DEFAULT_VAL_SOURCE
         files = resolve_sources(
             source, recursive=self.settings.recursive, default_split="val", setting="val_dir"
@@ -169,6 +182,53 @@ class DenoisingDataModule(L.LightningDataModule):
             "index": torch.arange(len(chosen)),
         }
 
+    def _build_noisy_val(self) -> dict[str, Tensor]:
+        """Centre ``val_size``² crops of the held-out noisy training files, scaled as the training crops."""
+        if self.train_stream is None:
+            rank, world, _ = self._layout()
+            self.train_stream = RandomCropStream(self.settings, noise=self.noise, rank=rank, world_size=world)
+        stream, s = self.train_stream, self.settings.val_size
+        crops = []
+        for path in stream.held_out:
+            image = stream.load(path)
+            top, left = (image.shape[0] - s) // 2, (image.shape[1] - s) // 2
+            crops.append(to_unit(image[top : top + s, left : left + s]))
+        self.val_files = list(stream.held_out)
+        return {
+            "noisy": torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous(),
+            "index": torch.arange(len(crops)),
+        }
+
+    def estimation_images(self, count: int = 32) -> list[Tensor]:
+        """Up to ``count`` noisy training images (C, H, W) float32 to estimate the initial noise level from.
+
+        The first ``count`` training files: as read when ``add_noise=False``; otherwise corrupted once by the
+        noise model with a CPU generator seeded ``seed + ESTIMATE_SEED_OFFSET``. Every DDP rank gets the same.
+        """
+        if self.train_stream is None:
+            self.setup("fit")
+        assert self.train_stream is not None
+        stream = self.train_stream
+        images = [
+            torch.from_numpy(to_unit(stream.pixels(i))).permute(2, 0, 1)
+            for i in range(min(count, len(stream.files)))
+        ]
+        if not self.settings.add_noise:
+            return images
+        if self.noise is None:
+            raise ValueError(
+                "estimating the level from clean images needs the noise model: call set_noise first"
+            )
+        gen = torch.Generator().manual_seed(self.settings.seed + ESTIMATE_SEED_OFFSET)
+        params = self.noise.sample_params(len(images), gen)
+        with torch.no_grad():
+            return [self.noise.corrupt(x[None], p[None], gen)[0] for x, p in zip(images, params, strict=True)]
+
+    def pixel_scale(self) -> dict[str, Any]:
+        """How pixels were scaled to [0, 1] for training (stored in checkpoints; denoising reads the same)."""
+        depth = self.train_stream.bit_depth if self.train_stream is not None else 8
+        return {"add_noise": self.settings.add_noise, "bit_depth": depth, "max_value": 2**depth - 1}
+
     # ------------------------------------------------------------------ loaders
 
     def train_dataloader(self) -> DataLoader:
@@ -214,6 +274,7 @@ class DenoisingDataModule(L.LightningDataModule):
             "train": self.train_stream.describe() if self.train_stream is not None else None,
             "val_files": [str(p) for p in self.val_files],
             "val_size": self.settings.val_size,
+            "pixel_scale": self.pixel_scale(),
             "seed": self.settings.seed,
         }
 

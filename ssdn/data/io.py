@@ -12,14 +12,22 @@ Why PIL and these rules:
   of the usual 8→16-bit expansion ``k * 257``. (PIL's own ``convert("L")`` clips 16-bit values at 255,
   which is wrong.) PIL itself decodes 16-bit-per-channel *colour* PNGs to 8-bit RGB by keeping the high
   byte; that is outside our control.
+
+Noisy observations (``data.add_noise=false`` and ``python -m ssdn.denoise``) use ``load_native`` instead: the
+file's own bit depth is kept (8-bit or 16-bit, PNG via pypng for 16-bit colour which PIL truncates, TIFF via
+tifffile which PIL cannot read in 16-bit RGB), and ``to_unit`` scales it to [0, 1] by that depth (v / 255 or
+v / 65535), so a noisy pixel is never rounded or clipped by us.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import png
+import tifffile
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -88,9 +96,128 @@ def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
 
 
 def rgb_to_mono(pixels: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> (H, W, 1): the rounded mean of R, G, B, as the authors make mono images."""
+    """uint8 or uint16 (H, W, 3) -> (H, W, 1) of the same dtype: the rounded mean of R, G, B, as the authors."""
     # Mean of three integers is never exactly .5 above an integer, so (sum + 1) // 3 is round-to-nearest.
-    return ((pixels.astype(np.uint16).sum(axis=2, keepdims=True) + 1) // 3).astype(np.uint8)
+    wide = np.uint16 if pixels.dtype == np.uint8 else np.uint32
+    return ((pixels.astype(wide).sum(axis=2, keepdims=True) + 1) // 3).astype(pixels.dtype)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """The IHDR bit depth of a PNG file, or None when ``path`` is not a PNG."""
+    with path.open("rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or not head.startswith(_PNG_SIGNATURE):
+        return None
+    return int(head[24])
+
+
+def _drop_alpha(pixels: np.ndarray, path: Path) -> np.ndarray:
+    if pixels.ndim == 2:
+        return pixels[:, :, None]
+    if pixels.ndim == 3 and pixels.shape[2] in (1, 3):
+        return pixels
+    if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        return pixels[:, :, : pixels.shape[2] - 1]
+    raise ImageDecodeError(
+        f"{path}: pixel array of shape {pixels.shape} is not a grayscale or RGB image; save it as one 2-D "
+        "image with 1 or 3 channels"
+    )
+
+
+def _decode_native(path: Path) -> np.ndarray:
+    """(H, W, 1|3) uint8 or uint16 exactly as stored (alpha dropped)."""
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        pixels = tifffile.imread(path)
+    elif _png_bit_depth(path) == 16:
+        width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+        planes = int(info["planes"])
+        pixels = np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(height, width, planes)
+    else:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            if img.mode in _16BIT_MODES:
+                pixels = np.asarray(img).astype(np.int64)
+                if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+                    raise ImageDecodeError(f"{path}: mode {img.mode!r} holds values outside 0..65535")
+                pixels = pixels.astype(np.uint16)
+            else:
+                pixels = _decode(img, path)
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ImageDecodeError(
+            f"{path}: {pixels.dtype} pixels; only 8-bit and 16-bit integer images have a defined [0, 1] scale"
+        )
+    return _drop_alpha(pixels, path)
+
+
+def load_native(path: str | Path, channels: int = 3) -> np.ndarray:
+    """Decode ``path`` keeping its bit depth: contiguous ``uint8`` or ``uint16`` ``(H, W, channels)``.
+
+    For noisy observations, whose values must reach the model as stored; channel rules as ``load_image``.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        pixels = _decode_native(path)
+    except ImageDecodeError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError, zlib.error, png.Error) as exc:
+        raise ImageDecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+    if channels == 3 and pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    elif channels == 1 and pixels.shape[2] == 3:
+        pixels = rgb_to_mono(pixels)
+    return np.ascontiguousarray(pixels)
+
+
+def bit_depth(pixels: np.ndarray) -> int:
+    """8 or 16: the depth of an array from ``load_native`` (or of a packed set's uint8 images)."""
+    if pixels.dtype == np.uint8:
+        return 8
+    if pixels.dtype == np.uint16:
+        return 16
+    raise ValueError(f"pixels must be uint8 or uint16, got {pixels.dtype}")
+
+
+def to_unit(pixels: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 -> float32 in [0, 1], divided by the depth's maximum (255 or 65535)."""
+    return pixels.astype(np.float32) / np.float32(2 ** bit_depth(pixels) - 1)
+
+
+def file_bit_depth(path: str | Path) -> int:
+    """A file's bit depth (8 or 16) from its header where the format allows, without decoding PNG pixels."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                dtype = tif.pages[0].dtype
+            return 16 if dtype == np.uint16 else 8
+        depth = _png_bit_depth(path)
+        if depth is not None:
+            return 16 if depth == 16 else 8
+        with Image.open(path) as img:
+            return 16 if img.mode in _16BIT_MODES else 8
+    except (OSError, ValueError, SyntaxError, EOFError, tifffile.TiffFileError) as exc:
+        raise ImageDecodeError(f"{path}: cannot read image header ({type(exc).__name__}: {exc})") from exc
+
+
+def check_one_bit_depth(paths: Sequence[Path], setting: str) -> int:
+    """The common bit depth of ``paths``; raises naming two files of different depth (their scales differ)."""
+    depths = {file_bit_depth(p): p for p in reversed(paths)}  # the first file of each depth
+    if len(depths) > 1:
+        (d1, p1), (d2, p2) = sorted(depths.items())
+        raise ValueError(
+            f"{setting}: the noisy images mix bit depths ({p1} is {d1}-bit, {p2} is {d2}-bit), so they would "
+            "be scaled to [0, 1] differently; convert them to one bit depth or train on them separately"
+        )
+    return next(iter(depths)) if depths else 8
 
 
 def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:

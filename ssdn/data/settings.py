@@ -28,7 +28,9 @@ class DataSettings:
     """Where the training and validation images come from and how they are cut (``conf/data/*.yaml``).
 
     ``train_dir`` / ``val_dir``: a folder, a list of folders, a packed set (train only), or ``"skimage"`` /
-    ``"skimage:<split>"`` (``ssdn.data.embedded``); ``val_dir=None`` means ``"skimage:val"``. ``batch_size`` is
+    ``"skimage:<split>"`` (``ssdn.data.embedded``); ``val_dir=None`` means ``"skimage:val"``, or, with
+    ``add_noise=False`` (the training images *are* the noisy observations), the first ``val_count`` training
+    files held out as noisy validation crops. ``batch_size`` is
     the **global** batch, split evenly over DDP ranks. ``seed`` drives crops, subsets aside (``subset_seed``),
     and the validation noise.
     """
@@ -46,6 +48,7 @@ class DataSettings:
     recursive: bool = False
     in_memory: bool = True
     fixed_noise: bool = False
+    add_noise: bool = True
     seed: int = 0
     val_count: int = 4
     val_size: int = 256
@@ -60,6 +63,11 @@ class DataSettings:
         if self.num_workers < 0 or self.val_count < 0:
             raise ValueError(
                 f"data.num_workers and data.val_count must be >= 0, got {self.num_workers} and {self.val_count}"
+            )
+        if self.fixed_noise and not self.add_noise:
+            raise ValueError(
+                "data.fixed_noise=true has no meaning with data.add_noise=false (no noise is added: the images "
+                "are already noisy); set fixed_noise=false"
             )
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")

@@ -27,7 +27,7 @@ OBJECTIVES = tuple(o.value for o in ObjectiveName)
 class StepBatch:
     """What a method sees in one training step (all on the training device)."""
 
-    clean: Tensor  #: (N,C,h,w) float32 in [0, 1]
+    clean: Tensor | None  #: (N,C,h,w) float32 in [0, 1]; None for noisy-only data (data.add_noise=false)
     noisy: Tensor  #: (N,C,h,w) float32, never clipped
     params: Tensor  #: (N,) float64, true noise parameters in the paper's units
     generator: torch.Generator  #: for the step's extra draws (N2N target, masks)
