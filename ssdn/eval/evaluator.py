@@ -39,8 +39,12 @@ from ssdn.utils import atomic_write_json, atomic_write_png, atomic_write_text
 
 @runtime_checkable
 class Denoiser(Protocol):
-    name: str
-    requires_square_multiple: int | None
+    # read-only members, so a class attribute narrower than the protocol's (``int``) still satisfies it
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def requires_square_multiple(self) -> int | None: ...
 
     def denoise(self, noisy: Tensor, params: Tensor) -> dict[str, Tensor]: ...
 

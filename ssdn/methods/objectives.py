@@ -62,9 +62,16 @@ class PriorObjective(Objective):
     def __init__(self, kind: str = "full") -> None:
         super().__init__()
         self.kind = PriorKind(kind)
+        if self.kind is PriorKind.MEAN:
+            raise ValueError("the prior objective needs a covariance (prior 'full' or 'diagonal'), got 'mean'")
 
     def out_channels(self, channels: int) -> int:
         return prior_channels(self.kind, channels)
+
+    def _split(self, out: Tensor, channels: int) -> tuple[Tensor, Tensor]:
+        mu, cov = split_prior(out, self.kind, channels)
+        assert cov is not None, "__init__ rejects the covariance-free 'mean' prior"
+        return mu, cov
 
     def loss_map(
         self,
@@ -78,7 +85,7 @@ class PriorObjective(Objective):
         assert level is not None, "the prior objective needs a noise level"
         channels = target.shape[1]
         with torch.autocast(device_type=out.device.type, enabled=False):
-            mu, cov = split_prior(out, self.kind, channels)
+            mu, cov = self._split(out, channels)
             lvl = noise.pixel_level(level)
             loss = noise.nll(_channels_last(target), mu, cov, lvl)
             if learned:
@@ -91,7 +98,7 @@ class PriorObjective(Objective):
         assert level is not None, "the prior objective needs a noise level"
         channels = noisy.shape[1]
         with torch.autocast(device_type=out.device.type, enabled=False):
-            mu, cov = split_prior(out, self.kind, channels)
+            mu, cov = self._split(out, channels)
             pme = noise.posterior_mean(_channels_last(noisy), mu, cov, noise.pixel_level(level))
         return {"pme": _channels_first(pme), "mu": _channels_first(mu)}
 
