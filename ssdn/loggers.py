@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 from ssdn.lightning_private import csv_experiment
 from ssdn.utils import atomic_path
 
-
 WandbRunMode = Literal["online", "offline", "disabled", "shared"]
 """The modes ``wandb.init`` accepts."""
 

@@ -44,5 +44,5 @@ def test_mode_names_wandb_accepts_or_a_clear_error(home: Path, monkeypatch: pyte
     with pytest.raises(ValueError, match=r"W&B mode 'onlin' \(logger.mode"):
         wandb_mode("onlin")
     monkeypatch.setenv("WANDB_MODE", "bogus")
-    with pytest.raises(ValueError, match="'bogus'.*WANDB_MODE"):
+    with pytest.raises(ValueError, match=r"'bogus'.*WANDB_MODE"):
         wandb_mode("auto")

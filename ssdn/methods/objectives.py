@@ -63,7 +63,9 @@ class PriorObjective(Objective):
         super().__init__()
         self.kind = PriorKind(kind)
         if self.kind is PriorKind.MEAN:
-            raise ValueError("the prior objective needs a covariance (prior 'full' or 'diagonal'), got 'mean'")
+            raise ValueError(
+                "the prior objective needs a covariance (prior 'full' or 'diagonal'), got 'mean'"
+            )
 
     def out_channels(self, channels: int) -> int:
         return prior_channels(self.kind, channels)
