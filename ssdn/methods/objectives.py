@@ -82,7 +82,7 @@ class PriorObjective(Objective):
         noise: NoiseModel,
         level: Tensor | None,
         learned: bool,
-        progress: float,
+        progress: float,  # noqa: ARG002 -- the Objective interface
     ) -> Tensor:
         assert level is not None, "the prior objective needs a noise level"
         channels = target.shape[1]
@@ -125,9 +125,9 @@ class MeanObjective(Objective):
         self,
         out: Tensor,
         target: Tensor,
-        noise: NoiseModel,
-        level: Tensor | None,
-        learned: bool,
+        noise: NoiseModel,  # noqa: ARG002 -- the Objective interface
+        level: Tensor | None,  # noqa: ARG002 -- the Objective interface
+        learned: bool,  # noqa: ARG002 -- the Objective interface
         progress: float,
     ) -> Tensor:
         with torch.autocast(device_type=out.device.type, enabled=False):
@@ -138,6 +138,10 @@ class MeanObjective(Objective):
             return diff.square().mean(dim=1)
 
     def outputs(
-        self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None
+        self,
+        out: Tensor,
+        noisy: Tensor,  # noqa: ARG002 -- the Objective interface
+        noise: NoiseModel,  # noqa: ARG002 -- the Objective interface
+        level: Tensor | None,  # noqa: ARG002 -- the Objective interface
     ) -> dict[str, Tensor]:
         return {"out": out.float()}
