@@ -25,7 +25,12 @@ class _Track(L.Callback):
         self.every, self.trace = every, []
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, idx
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,  # noqa: ARG002 -- Lightning calls the hook with these names
+        outputs,  # noqa: ARG002 -- Lightning calls the hook with these names
+        batch,  # noqa: ARG002 -- Lightning calls the hook with these names
+        idx,  # noqa: ARG002 -- Lightning calls the hook with these names
     ) -> None:
         if trainer.global_step % self.every == 0 and "train/noise_level" in trainer.callback_metrics:
             self.trace.append((trainer.global_step, float(trainer.callback_metrics["train/noise_level"])))

@@ -65,7 +65,7 @@ class DestroyProcessGroup(Callback):
     after ``fit`` (rank 0's example and evaluation) can meet a rank waiting in a collective.
     """
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:  # noqa: ARG002 -- Lightning calls the hook with these names
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():

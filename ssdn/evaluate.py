@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ssdn.baselines import BASELINES, build_baseline
-from ssdn.eval.evaluator import evaluate, write_results
+from ssdn.eval.evaluator import Denoiser, evaluate, write_results
 from ssdn.eval.protocol import protocol_configs
 from ssdn.eval.results import Results
 
@@ -85,16 +85,17 @@ def main(argv: Sequence[str] | None = None) -> Results:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
+    denoiser: Denoiser
     if args.checkpoint:
         from ssdn.denoise import load_denoiser
 
-        denoiser = load_denoiser(args.checkpoint, args.device)
-        cfg = denoiser.hparams["config"]
+        module = load_denoiser(args.checkpoint, args.device)
+        cfg = module.hparams["config"]
         noise = (
             args.noise or cfg["noise"]["name"],
             args.value if args.value is not None else cfg["noise"]["value"],
         )
-        channels = denoiser.channels
+        denoiser, channels = module, module.channels
         ckpt = Path(args.checkpoint).resolve()
         identity = {
             "checkpoint": str(ckpt),

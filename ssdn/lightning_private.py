@@ -9,7 +9,7 @@ also override the private hooks listed in ``OVERRIDDEN_HOOKS`` (Lightning calls 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.loggers import CSVLogger
@@ -49,4 +49,6 @@ def check_can_spawn_children(launcher: _SubprocessScriptLauncher) -> None:
 
 def csv_experiment(logger: CSVLogger) -> ExperimentWriter | None:
     """The CSV logger's writer if it has been created already, else None (without creating it)."""
-    return logger._experiment
+    # Fabric declares the attribute as its own _ExperimentWriter; the pytorch CSVLogger only ever stores its
+    # ExperimentWriter subclass there.
+    return cast("ExperimentWriter | None", logger._experiment)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeGuard, get_args
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -15,14 +15,26 @@ from omegaconf import DictConfig
 from ssdn.lightning_private import csv_experiment
 from ssdn.utils import atomic_path
 
+WandbRunMode = Literal["online", "offline", "disabled", "shared"]
+"""The modes ``wandb.init`` accepts."""
 
-def wandb_mode(requested: str) -> str:
+
+def _is_wandb_mode(mode: str) -> TypeGuard[WandbRunMode]:
+    return mode in get_args(WandbRunMode)
+
+
+def wandb_mode(requested: str) -> WandbRunMode:
     """``auto`` means online when an API key is configured and offline otherwise (sync later)."""
-    if requested != "auto":
-        return requested
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    return "online" if wandb_credentials_configured() else "offline"
+    if requested == "auto":
+        mode = os.environ.get("WANDB_MODE") or ("online" if wandb_credentials_configured() else "offline")
+    else:
+        mode = requested
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)  # W&B's older names, still valid there
+    if not _is_wandb_mode(mode):
+        raise ValueError(
+            f"W&B mode {mode!r} (logger.mode, or WANDB_MODE for auto): use auto, {', '.join(get_args(WandbRunMode))}"
+        )
+    return mode
 
 
 def wandb_credentials_configured() -> bool:

@@ -35,3 +35,14 @@ def test_auto_mode(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert wandb_mode("auto") == "online"
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert wandb_mode("auto") == "offline"
+
+
+def test_mode_names_wandb_accepts_or_a_clear_error(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "dryrun")  # W&B's older name for offline
+    assert wandb_mode("auto") == "offline"
+    assert wandb_mode("shared") == "shared"
+    with pytest.raises(ValueError, match=r"W&B mode 'onlin' \(logger.mode"):
+        wandb_mode("onlin")
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    with pytest.raises(ValueError, match=r"'bogus'.*WANDB_MODE"):
+        wandb_mode("auto")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ssdn.methods.objectives import PriorObjective
 from ssdn.prior import PriorKind, prior_channels, split_prior
 
 F64 = torch.float64
@@ -106,3 +107,8 @@ def test_gradients_reach_every_output_channel() -> None:
     mu, cov = split_prior(out, "full", 3)
     (mu.sum() + cov.sum()).backward()
     assert out.grad is not None and (out.grad.abs().sum(dim=(0, 2, 3)) > 0).all()
+
+
+def test_prior_objective_refuses_the_covariance_free_mean_prior() -> None:
+    with pytest.raises(ValueError, match="needs a covariance"):
+        PriorObjective("mean")

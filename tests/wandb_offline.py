@@ -21,11 +21,12 @@ HEADER = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
-def _payloads(data: bytes) -> Iterator[bytes]:
+def _records(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(kind, chunk) of each complete, CRC-checked record of the LevelDB-style log (blocks of BLOCK bytes)."""
     ident, magic, version = struct.unpack("<4sHB", data[:HEADER])
     if (ident, magic, version) != (b":W&B", 0xBEE1, 0):
         raise ValueError("not a W&B transaction log")
-    pos, pending = HEADER, b""
+    pos = HEADER
     while pos + HEADER <= len(data):
         room = BLOCK - pos % BLOCK
         if room < HEADER:
@@ -41,6 +42,13 @@ def _payloads(data: bytes) -> Iterator[bytes]:
         if zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
             raise ValueError(f"corrupt record at byte {pos}")
         pos += HEADER + length
+        yield kind, chunk
+
+
+def _payloads(data: bytes) -> Iterator[bytes]:
+    """The payloads of the log, a record split over blocks (FIRST, MIDDLE..., LAST) joined again."""
+    pending = b""
+    for kind, chunk in _records(data):
         if kind == FULL:
             yield chunk
         elif kind == FIRST:

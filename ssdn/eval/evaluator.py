@@ -39,8 +39,12 @@ from ssdn.utils import atomic_write_json, atomic_write_png, atomic_write_text
 
 @runtime_checkable
 class Denoiser(Protocol):
-    name: str
-    requires_square_multiple: int | None
+    # read-only members, so a class attribute narrower than the protocol's (``int``) still satisfies it
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def requires_square_multiple(self) -> int | None: ...
 
     def denoise(self, noisy: Tensor, params: Tensor) -> dict[str, Tensor]: ...
 
@@ -104,6 +108,26 @@ def _score(item: NoisyItem, outputs: dict[str, Tensor], set_name: str) -> ImageR
     )
 
 
+def _run_here(
+    denoiser: Any, work: Iterable[tuple[list[NoisyItem], Tensor, Tensor]], device: torch.device | None
+) -> Iterator[tuple[list[NoisyItem], dict[str, Tensor]]]:
+    """Denoise the batches in this process (networks; ``workers`` = 1), on ``device`` if given."""
+    for batch, noisy, params in work:
+        if device is not None:
+            noisy, params = noisy.to(device), params.to(device)
+        with torch.no_grad():
+            outputs = denoiser.denoise(noisy, params)
+        yield batch, outputs
+
+
+def _save_first_pass(item: NoisyItem, outputs: dict[str, Tensor], folder: Path) -> None:
+    """PNGs of the noisy input and every output of one image, cropped to the image (``save_images``)."""
+    stem = Path(item.name).stem
+    _save_png(item.noisy_unpadded(), folder / f"{item.image:03d}-{stem}-{NOISY_KEY}.png")
+    for k, v in outputs.items():
+        _save_png(v[:, : item.height, : item.width], folder / f"{item.image:03d}-{stem}-{k}.png")
+
+
 def _evaluate_set(
     denoiser: Any,
     prepared: PreparedSet,
@@ -128,19 +152,7 @@ def _evaluate_set(
     done = journal.done if journal is not None else {}
     todo = (it for it in generate(prepared) if it.index not in done)
     work = ((batch, *_inputs(batch, classical)) for batch in _batches(todo, batch_size, key))
-    if workers > 1:
-        results = run_in_pool(denoiser, work, workers)
-    else:
-
-        def run_here() -> Iterator[tuple[list[NoisyItem], dict[str, Tensor]]]:
-            for batch, noisy, params in work:
-                if device is not None:
-                    noisy, params = noisy.to(device), params.to(device)
-                with torch.no_grad():
-                    outputs = denoiser.denoise(noisy, params)
-                yield batch, outputs
-
-        results = run_here()
+    results = run_in_pool(denoiser, work, workers) if workers > 1 else _run_here(denoiser, work, device)
 
     rows: list[ImageResult] = list(done.values())
     start = time.perf_counter()
@@ -160,13 +172,7 @@ def _evaluate_set(
                 if journal is not None:
                     journal.append(rows[-1])
                 if save_images is not None and item.rep == 0:
-                    stem = Path(item.name).stem
-                    folder = save_images / cfg.set_name
-                    _save_png(item.noisy_unpadded(), folder / f"{item.image:03d}-{stem}-{NOISY_KEY}.png")
-                    for k, v in out_j.items():
-                        _save_png(
-                            v[:, : item.height, : item.width], folder / f"{item.image:03d}-{stem}-{k}.png"
-                        )
+                    _save_first_pass(item, out_j, save_images / cfg.set_name)
             bar.update(len(batch))
     seconds = time.perf_counter() - start
     rows.sort(key=lambda r: r.index)

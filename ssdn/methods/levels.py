@@ -29,7 +29,7 @@ class LevelSource(nn.Module, ABC):
     def forward(self, noisy: Tensor, params: Tensor, noise: NoiseModel) -> Tensor:
         """Return the level ``(N,)`` / ``(N, P)`` float64 for the noisy batch (``params`` are the true ones)."""
 
-    def initialise(self, level: Tensor) -> None:
+    def initialise(self, level: Tensor) -> None:  # noqa: ARG002 -- the LevelSource interface
         """Start a learned level at ``level`` (internal units, () or (P,)) instead of the paper's 4.9/255."""
         raise ValueError(f"the {self.name} level source is not learned; there is nothing to initialise")
 
@@ -53,7 +53,7 @@ class GlobalLevel(LevelSource):
         super().__init__()
         self.level = GlobalNoiseLevel(num_params)
 
-    def forward(self, noisy: Tensor, params: Tensor, noise: NoiseModel) -> Tensor:
+    def forward(self, noisy: Tensor, params: Tensor, noise: NoiseModel) -> Tensor:  # noqa: ARG002 -- the LevelSource interface
         return self.level(noisy)
 
     def initialise(self, level: Tensor) -> None:
@@ -70,7 +70,7 @@ class PerImageLevel(LevelSource):
         super().__init__()
         self.estimator = NoiseEstimator(in_channels=channels, num_params=num_params)
 
-    def forward(self, noisy: Tensor, params: Tensor, noise: NoiseModel) -> Tensor:
+    def forward(self, noisy: Tensor, params: Tensor, noise: NoiseModel) -> Tensor:  # noqa: ARG002 -- the LevelSource interface
         return self.estimator(noisy)
 
     def initialise(self, level: Tensor) -> None:

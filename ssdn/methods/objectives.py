@@ -62,9 +62,18 @@ class PriorObjective(Objective):
     def __init__(self, kind: str = "full") -> None:
         super().__init__()
         self.kind = PriorKind(kind)
+        if self.kind is PriorKind.MEAN:
+            raise ValueError(
+                "the prior objective needs a covariance (prior 'full' or 'diagonal'), got 'mean'"
+            )
 
     def out_channels(self, channels: int) -> int:
         return prior_channels(self.kind, channels)
+
+    def _split(self, out: Tensor, channels: int) -> tuple[Tensor, Tensor]:
+        mu, cov = split_prior(out, self.kind, channels)
+        assert cov is not None, "__init__ rejects the covariance-free 'mean' prior"
+        return mu, cov
 
     def loss_map(
         self,
@@ -73,12 +82,12 @@ class PriorObjective(Objective):
         noise: NoiseModel,
         level: Tensor | None,
         learned: bool,
-        progress: float,
+        progress: float,  # noqa: ARG002 -- the Objective interface
     ) -> Tensor:
         assert level is not None, "the prior objective needs a noise level"
         channels = target.shape[1]
         with torch.autocast(device_type=out.device.type, enabled=False):
-            mu, cov = split_prior(out, self.kind, channels)
+            mu, cov = self._split(out, channels)
             lvl = noise.pixel_level(level)
             loss = noise.nll(_channels_last(target), mu, cov, lvl)
             if learned:
@@ -91,7 +100,7 @@ class PriorObjective(Objective):
         assert level is not None, "the prior objective needs a noise level"
         channels = noisy.shape[1]
         with torch.autocast(device_type=out.device.type, enabled=False):
-            mu, cov = split_prior(out, self.kind, channels)
+            mu, cov = self._split(out, channels)
             pme = noise.posterior_mean(_channels_last(noisy), mu, cov, noise.pixel_level(level))
         return {"pme": _channels_first(pme), "mu": _channels_first(mu)}
 
@@ -116,9 +125,9 @@ class MeanObjective(Objective):
         self,
         out: Tensor,
         target: Tensor,
-        noise: NoiseModel,
-        level: Tensor | None,
-        learned: bool,
+        noise: NoiseModel,  # noqa: ARG002 -- the Objective interface
+        level: Tensor | None,  # noqa: ARG002 -- the Objective interface
+        learned: bool,  # noqa: ARG002 -- the Objective interface
         progress: float,
     ) -> Tensor:
         with torch.autocast(device_type=out.device.type, enabled=False):
@@ -129,6 +138,10 @@ class MeanObjective(Objective):
             return diff.square().mean(dim=1)
 
     def outputs(
-        self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None
+        self,
+        out: Tensor,
+        noisy: Tensor,  # noqa: ARG002 -- the Objective interface
+        noise: NoiseModel,  # noqa: ARG002 -- the Objective interface
+        level: Tensor | None,  # noqa: ARG002 -- the Objective interface
     ) -> dict[str, Tensor]:
         return {"out": out.float()}

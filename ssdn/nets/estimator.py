@@ -52,7 +52,9 @@ class NoiseEstimator(nn.Module):
             raise ValueError(
                 "initialise the noise estimator before training (its last layer is no longer zero)"
             )
-        self.net.nin_c.bias.copy_(raw_from_level(level).reshape(self.num_params))
+        bias = self.net.nin_c.bias
+        assert bias is not None, "the U-Net's convolutions are built with biases"
+        bias.copy_(raw_from_level(level).reshape(self.num_params))
 
 
 class GlobalNoiseLevel(nn.Module):

@@ -260,22 +260,23 @@ class NoiseModel(nn.Module, ABC):
             )
         return lv
 
-    def _prepare(
-        self, mu: Tensor, cov: Tensor, level: Tensor | float, y: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    def _prepare(self, mu: Tensor, cov: Tensor, level: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
         if mu.ndim < 1 or cov.shape != (*mu.shape, mu.shape[-1]):
             raise ValueError(
                 f"need mu (..., C) and cov (..., C, C), got {tuple(mu.shape)} and {tuple(cov.shape)}"
             )
-        if y is not None and y.shape != mu.shape:
-            raise ValueError(f"y and mu must have the same shape, got {tuple(y.shape)} and {tuple(mu.shape)}")
         mu64 = mu.to(torch.float64)
-        y64 = None if y is None else _f64(y, mu.device)
-        return mu64, _f64(cov, mu.device), self._level(level, mu64), y64
+        return mu64, _f64(cov, mu.device), self._level(level, mu64)
+
+    @staticmethod
+    def _prepare_y(y: Tensor, mu: Tensor) -> Tensor:
+        if y.shape != mu.shape:
+            raise ValueError(f"y and mu must have the same shape, got {tuple(y.shape)} and {tuple(mu.shape)}")
+        return _f64(y, mu.device)
 
     def marginal(self, mu: Tensor, cov: Tensor, level: Tensor | float) -> tuple[Tensor, Tensor]:
         """Gaussian (approximation of the) marginal p(y | Ω) = ∫ p(y|x) N(x; μ_x, Σ_x) dx: (μ_y, Σ_y)."""
-        mu, cov, lv, _ = self._prepare(mu, cov, level)
+        mu, cov, lv = self._prepare(mu, cov, level)
         return self._marginal(mu, cov, lv)
 
     def nll(self, y: Tensor, mu: Tensor, cov: Tensor, level: Tensor | float) -> Tensor:
@@ -284,7 +285,8 @@ class NoiseModel(nn.Module, ABC):
         The ½ convention is used for every model and channel count (the authors' mono and impulse code uses
         2×NLL; see the module docstring). Returns the leading dims (...).
         """
-        mu, cov, lv, y = self._prepare(mu, cov, level, y)
+        mu, cov, lv = self._prepare(mu, cov, level)
+        y = self._prepare_y(y, mu)
         mu_y, cov_y = self._marginal(mu, cov, lv)
         d = y - mu_y
         logdet = torch.log(torch.clamp_min(det(cov_y), self.det_floor))
@@ -298,7 +300,8 @@ class NoiseModel(nn.Module, ABC):
 
     def posterior_mean(self, y: Tensor, mu: Tensor, cov: Tensor, level: Tensor | float) -> Tensor:
         """E[x | y, Ω] under the prior N(μ_x, Σ_x) and this noise model; shape (..., C)."""
-        mu, cov, lv, y = self._prepare(mu, cov, level, y)
+        mu, cov, lv = self._prepare(mu, cov, level)
+        y = self._prepare_y(y, mu)
         return self._posterior_mean(y, mu, cov, lv)
 
     @abstractmethod

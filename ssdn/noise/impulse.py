@@ -39,7 +39,7 @@ class ImpulseNoise(NoiseModel):
     def to_params(self, level: Tensor | float) -> Tensor:
         return _f64(level)
 
-    def estimate_params(self, noisy: Sequence[Tensor]) -> Tensor:
+    def estimate_params(self, noisy: Sequence[Tensor]) -> Tensor:  # noqa: ARG002 -- the NoiseModel interface
         raise ValueError(
             "impulse noise has no classical α estimator here; start the learned level at the paper's value "
             "with noise_params.init=paper"
@@ -70,7 +70,7 @@ class ImpulseNoise(NoiseModel):
         second = a_mat * uniform_second + (1 - a_mat) * (cov + mu[..., :, None] * mu[..., None, :])
         return mu_y, second - mu_y[..., :, None] * mu_y[..., None, :]
 
-    def _regulariser(self, mu: Tensor, lv: Tensor) -> Tensor:
+    def _regulariser(self, mu: Tensor, lv: Tensor) -> Tensor:  # noqa: ARG002 -- the NoiseModel interface
         return mu.new_zeros(())
 
     def _posterior_mean(self, y: Tensor, mu: Tensor, cov: Tensor, lv: Tensor) -> Tensor:

@@ -43,7 +43,7 @@ class RecordTrainFiles(Callback):
 
     Enable it for a sweep with ``++hydra.callbacks.train_files._target_=ssdn.report.RecordTrainFiles``."""
 
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:  # noqa: ARG002 -- Hydra's Callback interface
         write_train_files(Path(config.hydra.runtime.output_dir))
 
 

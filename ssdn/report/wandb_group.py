@@ -38,8 +38,8 @@ def read_wandb_group(group: str, project: str, entity: str | None) -> list[Job]:
         pairs = (o.split("=", 1) for o in overrides if "=" in o)
         experiment = next((e for k, v in pairs if (e := experiment_choice(k, v))), None)
         psnr = {s: float(run.summary[f"test/{s}/psnr"]) for s in SETS if f"test/{s}/psnr" in run.summary}
-        e = config.get("eval") or {}
-        reasons = off_protocol({name: e for name in psnr})
+        eval_cfg = config.get("eval") or {}
+        reasons = off_protocol({name: eval_cfg for name in psnr})
         batch = int(config_value(config, "data.batch_size", 4))
         curve = [
             ((float(r["trainer/global_step"]) + 1) * batch, float(r["val/psnr"]))
