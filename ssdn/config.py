@@ -87,6 +87,15 @@ def conf_dir() -> Path:
     return Path(str(files("ssdn").joinpath("conf")))
 
 
+def container(cfg: DictConfig, *, enum_to_str: bool = False) -> dict[str, Any]:
+    """``cfg`` resolved into plain dicts and lists, typed as the string-keyed mapping a config section is
+    (OmegaConf types the result as any container with any key type)."""
+    out = OmegaConf.to_container(cfg, resolve=True, enum_to_str=enum_to_str)
+    if not isinstance(out, dict):
+        raise ConfigError(f"expected a mapping of settings, got a {type(out).__name__}: {out}")
+    return {str(key): value for key, value in out.items()}
+
+
 def _length_in_images(cfg: DictConfig) -> bool:
     """True when the run length comes from ``train.images`` (``trainer.max_steps`` null or ≤ 0)."""
     steps = cfg.trainer.get("max_steps")
@@ -116,8 +125,10 @@ def _noise_errors(cfg: DictConfig) -> list[str]:
     from ssdn.noise import build_noise
 
     value = cfg.noise.value
+    # loosely typed by OmegaConf; build_noise checks the value's shape itself and says what is wrong
+    plain: Any = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
     try:
-        build_noise(cfg.noise.name, OmegaConf.to_object(value) if OmegaConf.is_config(value) else value)
+        build_noise(cfg.noise.name, plain)
     except (ValueError, KeyError) as exc:
         return [f"noise: {exc}"]
     return []
@@ -125,7 +136,7 @@ def _noise_errors(cfg: DictConfig) -> list[str]:
 
 def _method_errors(cfg: DictConfig) -> list[str]:
     m, crop = cfg.method, int(cfg.data.crop_size)
-    errors = []
+    errors: list[str] = []
     if m.objective == "prior" and m.prior == "diagonal" and int(cfg.channels) == 1:
         errors.append(
             f"method={m.name} with channels=1: a diagonal Σ is the full Σ for mono images; use method=ssdn"
@@ -139,15 +150,16 @@ def _method_errors(cfg: DictConfig) -> list[str]:
     return errors
 
 
-def noisy_target_methods(conf_dir: Path | None = None) -> list[str]:
-    """The trainable methods whose target is the noisy input itself, i.e. that can train on noisy data alone."""
+def noisy_target_methods(folder: Path | None = None) -> list[str]:
+    """The trainable methods whose target is the noisy input itself, i.e. that can train on noisy data alone
+    (``folder``: the config folder, default ``conf_dir()``)."""
     from ssdn.schema import MethodConfig
 
-    if conf_dir is None:
-        from ssdn.train import CONF_DIR as conf_dir
     names = []
-    for path in sorted((Path(conf_dir) / "method").glob("*.yaml")):
+    for path in sorted(((folder or conf_dir()) / "method").glob("*.yaml")):
         entry = OmegaConf.load(path)
+        if not isinstance(entry, DictConfig):
+            raise ConfigError(f"{path}: a method config must be a mapping of settings, not a list")
         if entry.get("classical") is None and entry.get("target", MethodConfig.target) == "noisy":
             names.append(path.stem)
     return names
@@ -155,7 +167,8 @@ def noisy_target_methods(conf_dir: Path | None = None) -> list[str]:
 
 def _noisy_data_errors(cfg: DictConfig) -> list[str]:
     """``data.add_noise=false``: the images are the observations, so nothing may need a clean or 2nd copy."""
-    d, m, errors = cfg.data, cfg.method, []
+    d, m = cfg.data, cfg.method
+    errors: list[str] = []
     if d.get("add_noise", True):
         return errors
     if m.target != "noisy":

@@ -77,6 +77,7 @@ def denoise_with_level(
     if source is not None:
         with torch.no_grad():
             level = module.method.level(padded.to(module.device), params.to(module.device), module.noise)
+        assert level is not None, "a method with a level source always gives a level"
         values = module.noise.to_params(level[0]).reshape(-1).tolist()
         used = dict(zip(module.noise.param_names, values, strict=True))
     return crop(next(iter(outs.values())).float().cpu(), h, w)[0], used

@@ -60,7 +60,8 @@ class DenoiserModule(L.LightningModule):
         self.seed = int(cfg["seed"])
         self.channels_last = bool(cfg.get("channels_last", True))
         if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+            # torch's stubs lack Module.to(memory_format=...), which exists at runtime
+            self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.name = f"{self.method.name}/{self.noise.name}"
         self.automatic_optimization = False
         # Progress counters live outside the state dict: weight averaging swaps and averages tensors, and these
@@ -114,7 +115,11 @@ class DenoiserModule(L.LightningModule):
     @property
     def global_batch_size(self) -> int:
         """The global batch (all ranks): the data module's ``batch_size``."""
-        return int(self.trainer.datamodule.batch_size)
+        # Lightning sets Trainer.datamodule at fit time but does not declare it on the class
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            raise RuntimeError("DenoiserModule trains from a data module: pass datamodule=... to Trainer.fit")
+        return int(datamodule.batch_size)
 
     def generator(self) -> torch.Generator:
         """The step's random stream: seeded per rank, saved in checkpoints so a resumed run draws the same noise."""
@@ -150,6 +155,7 @@ class DenoiserModule(L.LightningModule):
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         opt = self.optimizers()
+        assert not isinstance(opt, list), "configure_optimizers returns a single optimizer"
         lr = learning_rate(
             self.images_seen,
             self.total_images,
@@ -216,13 +222,13 @@ class DenoiserModule(L.LightningModule):
         """Score held-out noisy crops by the training loss without the level regulariser: the mean NLL of the
         noisy pixels under the prior and level (prior objectives), or the regression loss against the noisy
         crops (mean objectives; masked pixels only for masking methods, with a fixed mask per batch)."""
-        method, n = self.method, noisy.shape[0]
+        method, (n, _, h, w) = self.method, noisy.shape
         params = self._config_params(n, torch.Generator(self.device).manual_seed(self.seed))
         level = method.level(noisy, params, self.noise)
         net_in, coords = noisy, None
         if method.masking is not None:
             gen = torch.Generator(self.device).manual_seed(self.seed + batch_idx)
-            coords = stratified_coords(n, *noisy.shape[2:], method.mask_cell, gen, noisy.device)
+            coords = stratified_coords(n, h, w, method.mask_cell, gen, noisy.device)
             net_in = mask_pixels(noisy, *coords, method.masking, gen)
         loss_map = method.objective.loss_map(self(net_in), noisy, self.noise, level, False, 1.0)
         per_image = (gather_pixels(loss_map, *coords) if coords is not None else loss_map).flatten(1).mean(1)

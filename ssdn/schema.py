@@ -54,7 +54,9 @@ class Masking(StrEnum):
 
 
 #: Where the noise level comes from (``global`` is a Python keyword, hence the functional form).
-LevelSourceName = StrEnum("LevelSourceName", [(v, v) for v in ("known", "global", "per_image")])
+LevelSourceName = StrEnum(
+    "LevelSourceName", [("known", "known"), ("global", "global"), ("per_image", "per_image")]
+)
 
 
 class LevelInit(StrEnum):
@@ -95,7 +97,7 @@ class NoiseConfig:
 
 @dataclass
 class NoiseParamsConfig:
-    source: LevelSourceName = MISSING  # type: ignore[valid-type]
+    source: LevelSourceName = MISSING
     tag: str = MISSING
     init: LevelInit = LevelInit.data  # learned levels only; the paper's rows set paper
 

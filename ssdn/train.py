@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ssdn.config import conf_dir, max_steps, prepare_hydra, validate_config
+from ssdn.config import conf_dir, container, max_steps, prepare_hydra, validate_config
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.settings import DataSettings
 from ssdn.distributed import DestroyProcessGroup, build_strategy
@@ -52,8 +52,7 @@ def build_datamodule(cfg: DictConfig, noise: NoiseModel) -> DenoisingDataModule:
 def build_trainer(
     cfg: DictConfig, output_dir: Path, loggers: list[Logger], extra_callbacks: Sequence[Callback] = ()
 ) -> L.Trainer:
-    t = OmegaConf.to_container(cfg.trainer, resolve=True)
-    assert isinstance(t, dict)
+    t = container(cfg.trainer)
     every = int(t.pop("checkpoint_every_n_steps"))
     t["strategy"] = build_strategy(t["strategy"], cfg)
     t.pop("max_steps", None)
@@ -151,8 +150,30 @@ def run_classical(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     return metrics
 
 
-def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, float]:
-    """Train one configuration; returns the final metrics (also written to ``metrics.json``).
+def _finish_on_rank_zero(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: DenoiserModule,
+    output_dir: Path,
+    loggers: list[Logger],
+    metrics: dict[str, float | dict[str, float]],
+) -> None:
+    """Once per run, after fit: the example and test-set scores (added to ``metrics``), ``metrics.json``, and
+    the W&B summary."""
+    module.to(trainer.strategy.root_device)  # Lightning hands the model back on the CPU after fit
+    if cfg.example.enabled:
+        metrics |= {f"example/{k}": v for k, v in write_example(cfg, module, output_dir).items()}
+    if cfg.eval.sets:
+        metrics |= evaluate_on_testsets(cfg, module, output_dir)
+    atomic_write_json(output_dir / "metrics.json", metrics)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(metrics)
+
+
+def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> Mapping[str, float | dict[str, float]]:
+    """Train one configuration; returns the final metrics (also written to ``metrics.json``); ``noise_level``
+    is a ``{param name: value}`` dict for noise with several parameters.
 
     ``extra_callbacks`` are added to the trainer (programmatic use and tests). Classical methods
     (``method.classical``) are evaluated without training.
@@ -166,8 +187,7 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, 
         keep_freed_memory()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     # Enums as plain strings: the config is saved in checkpoints, which load weights-only.
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    assert isinstance(config, dict)
+    config = container(cfg, enum_to_str=True)
     module = DenoiserModule(config)
     datamodule = build_datamodule(cfg, module.noise)
     ckpt_path = resume_path(cfg, output_dir)
@@ -182,20 +202,14 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, 
         if ckpt_path is None:  # a resumed run's checkpoint holds the learned level
             initialise_level(cfg, module, datamodule)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics: dict[str, float | dict[str, float]] = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1
+        }
         metrics |= {"images_seen": module.images_seen, "skipped_steps": module.skipped_steps}
         if level := module.learned_level():
             metrics["noise_level"] = next(iter(level.values())) if len(level) == 1 else level
         if trainer.is_global_zero:
-            module.to(trainer.strategy.root_device)  # Lightning hands the model back on the CPU after fit
-            if cfg.example.enabled:
-                metrics |= {f"example/{k}": v for k, v in write_example(cfg, module, output_dir).items()}
-            if cfg.eval.sets:
-                metrics |= evaluate_on_testsets(cfg, module, output_dir)
-            atomic_write_json(output_dir / "metrics.json", metrics)
-            for logger in loggers:
-                if isinstance(logger, WandbLogger):
-                    logger.experiment.summary.update(metrics)
+            _finish_on_rank_zero(cfg, trainer, module, output_dir, loggers, metrics)
         return metrics
     finally:
         for logger in loggers:
@@ -232,7 +246,8 @@ def train_job(cfg: DictConfig) -> float | None:
 
         atomic_write_text(Path(cfg.output_dir) / "failed.txt", "".join(traceback.format_exception(exc)))
         return None
-    return metrics.get("val/psnr")
+    psnr = metrics.get("val/psnr")
+    return psnr if isinstance(psnr, float) else None
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ssdn.data.io import ImageDecodeError, check_one_bit_depth, load_image, load_native, rgb_to_mono, to_unit
 from ssdn.data.settings import DataSettings
 from ssdn.data.sources import header_size, open_packed, resolve_sources
+from ssdn.noise.base import NoiseModel
 
 SIZE_FILTER = (256, 512)
 """The paper's training-set filter: keep images with 256 <= width, height <= 512 (inclusive)."""
@@ -98,7 +99,7 @@ class RandomCropStream(IterableDataset):
         self,
         settings: DataSettings,
         *,
-        noise: torch.nn.Module | None = None,
+        noise: NoiseModel | None = None,
         rank: int = 0,
         world_size: int = 1,
         start_batch: int = 0,
@@ -126,6 +127,7 @@ class RandomCropStream(IterableDataset):
         self.source = [str(s) for s in ([source] if isinstance(source, str | Path) else source)]
         self._pack = open_packed(source, self.setting)
         in_memory = settings.in_memory
+        size_of: Callable[[Path], tuple[int, int]]
         if self._pack is None:
             listed = resolve_sources(source, recursive=settings.recursive, setting=self.setting)
             size_of = header_size
@@ -226,6 +228,17 @@ class RandomCropStream(IterableDataset):
             "crop_size, disable size_filter or lower subset."
         )
 
+    def _warn_if_large(self, sizes: list[tuple[int, int]], count: int) -> None:
+        """Warn when ``count`` of the images (mean size from ``sizes``) would take a lot of memory decoded."""
+        est = sum(w * h for w, h in sizes) * self.channels * count / len(sizes)
+        if est > _IN_MEMORY_WARN_BYTES:
+            warnings.warn(
+                f"{self.setting}: in_memory=true will hold about {est / 2**30:.1f} GiB of decoded images;"
+                " set in_memory=false to decode on demand",
+                DataWarning,
+                stacklevel=4,
+            )
+
     def _choose(
         self,
         usable: list[Path],
@@ -248,23 +261,19 @@ class RandomCropStream(IterableDataset):
             else np.random.default_rng(subset_seed).permutation(len(usable))
         )
         if in_memory:
-            count = len(usable) if subset is None else min(subset, len(usable))
-            est = sum(w * h for w, h in sizes) * self.channels * count / len(usable)
-            if est > _IN_MEMORY_WARN_BYTES:
-                warnings.warn(
-                    f"{self.setting}: in_memory=true will hold about {est / 2**30:.1f} GiB of decoded images;"
-                    " set in_memory=false to decode on demand",
-                    DataWarning,
-                    stacklevel=3,
-                )
-        chosen: dict[int, np.ndarray | None] = {}
+            self._warn_if_large(sizes, len(usable) if subset is None else min(subset, len(usable)))
+        chosen: set[int] = set()
+        decoded: dict[int, np.ndarray] = {}  # in_memory only
         for i in order.tolist():
             if subset is not None and len(chosen) == subset:
                 break
             try:
-                chosen[i] = self._load(usable[i], self.channels) if in_memory else None
+                if in_memory:
+                    decoded[i] = self._load(usable[i], self.channels)
             except (ImageDecodeError, OSError) as exc:
                 self._skip_undecodable(usable[i], exc)
+            else:
+                chosen.add(i)
         if not chosen:
             raise self._nothing_left(size_filter, "no usable training image")
         if subset is not None and len(chosen) < subset:
@@ -272,10 +281,9 @@ class RandomCropStream(IterableDataset):
                 size_filter, f"subset={subset} asks for more images than the {len(chosen)} usable"
             )
         keep = sorted(chosen)
-        images = [chosen[i] for i in keep]
-        return [usable[i] for i in keep], (images if in_memory else None)
+        return [usable[i] for i in keep], ([decoded[i] for i in keep] if in_memory else None)
 
-    def set_noise(self, noise: torch.nn.Module) -> None:
+    def set_noise(self, noise: NoiseModel) -> None:
         """Replace the noise model (a CPU copy is kept); drops fixed-noise images made with the old one."""
         self.noise = copy.deepcopy(noise).cpu()
         self._noisy.clear()

@@ -33,6 +33,7 @@ from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.io import ImageDecodeError, load_image, to_unit
 from ssdn.data.settings import DataSettings
 from ssdn.data.sources import resolve_sources
+from ssdn.noise.base import NoiseModel
 
 VAL_SEED_OFFSET = 1
 ESTIMATE_SEED_OFFSET = 2
@@ -60,10 +61,10 @@ class DenoisingDataModule(L.LightningDataModule):
     settings is the **global** batch, split evenly over DDP ranks.
     """
 
-    def __init__(self, settings: DataSettings, *, noise: torch.nn.Module | None = None) -> None:
+    def __init__(self, settings: DataSettings, *, noise: NoiseModel | None = None) -> None:
         super().__init__()
         self.settings = settings
-        self.noise: torch.nn.Module | None = None
+        self.noise: NoiseModel | None = None
         self.train_stream: RandomCropStream | None = None
         self.val_files: list[Path] = []
         self._val: dict[str, Tensor] | None = None
@@ -72,7 +73,7 @@ class DenoisingDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ configuration
 
-    def set_noise(self, noise: torch.nn.Module) -> None:
+    def set_noise(self, noise: NoiseModel) -> None:
         """Use ``noise`` (a CPU copy, so moving the model to a GPU later does not affect the data)."""
         self.noise = copy.deepcopy(noise).cpu()
         self._val = None  # re-drawn with the new model at the next setup

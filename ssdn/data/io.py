@@ -77,10 +77,9 @@ def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            pixels = _decode(img, path)
+        with Image.open(path) as file:
+            file.load()
+            pixels = _decode(ImageOps.exif_transpose(file), path)
     except ImageDecodeError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError, zlib.error) as exc:
@@ -137,9 +136,9 @@ def _decode_native(path: Path) -> np.ndarray:
         planes = int(info["planes"])
         pixels = np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(height, width, planes)
     else:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
+        with Image.open(path) as file:
+            file.load()
+            img = ImageOps.exif_transpose(file)
             if img.mode in _16BIT_MODES:
                 pixels = np.asarray(img).astype(np.int64)
                 if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):

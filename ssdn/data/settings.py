@@ -16,7 +16,7 @@ from ssdn.data.sources import Source
 from ssdn.nets.unet import SIDE_MULTIPLE
 
 
-def _source(value: Any) -> Source:
+def _source(value: Any) -> Source | None:
     """A folder or spec as given; a list of them (also a config's list) as a tuple, so settings stay immutable."""
     if value is None or isinstance(value, str | Path):
         return value

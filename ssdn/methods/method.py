@@ -80,12 +80,17 @@ class Method(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Scalar loss for one step, plus values worth logging."""
         level = self.level(batch.noisy, batch.params, noise)
-        if self.target == "clean":
-            target = batch.clean
-        elif self.target == "second_noisy":
-            target = noise.corrupt(batch.clean, batch.params, batch.generator)
-        else:
+        if self.target == "noisy":
             target = batch.noisy
+        elif batch.clean is None:  # refused by validate_config before training; kept for direct callers
+            raise ValueError(
+                f"method {self.name!r} (target={self.target}) needs clean images, but the batch has none "
+                "(data.add_noise=false); use a self-supervised method or set data.add_noise=true"
+            )
+        elif self.target == "clean":
+            target = batch.clean
+        else:
+            target = noise.corrupt(batch.clean, batch.params, batch.generator)
         net_in = batch.noisy
         coords = None
         if self.masking is not None:
