@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.schema import register_configs
 
 #: Overrides the packaged config folder (``ssdn/conf``) as a whole; to add experiments, extend the search path.
@@ -197,10 +198,12 @@ def _noisy_data_errors(cfg: DictConfig) -> list[str]:
 def _training_errors(cfg: DictConfig) -> list[str]:
     d, errors = cfg.data, []
     crop, val_size = int(d.crop_size), int(d.val_size)
-    if crop < 32 or crop % 32:
-        errors.append(f"data.crop_size={crop}: the U-Net needs a multiple of 32 (e.g. 64 or 256)")
-    if val_size < 32 or val_size % 32:
-        errors.append(f"data.val_size={val_size}: use a multiple of 32")
+    if crop < SIDE_MULTIPLE or crop % SIDE_MULTIPLE:
+        errors.append(
+            f"data.crop_size={crop}: the U-Net needs a multiple of {SIDE_MULTIPLE} (e.g. 64 or 256)"
+        )
+    if val_size < SIDE_MULTIPLE or val_size % SIDE_MULTIPLE:
+        errors.append(f"data.val_size={val_size}: use a multiple of {SIDE_MULTIPLE}")
     batch, world = int(d.batch_size), world_size(cfg)
     if batch < 1 or batch % world:
         errors.append(

@@ -26,6 +26,7 @@ from ssdn.methods import Method, StepBatch, build_method
 from ssdn.methods.levels import GlobalLevel
 from ssdn.methods.masking import gather_pixels, mask_pixels, stratified_coords
 from ssdn.nets import UNet
+from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel, build_noise
 from ssdn.schedule import learning_rate
 from ssdn.utils import atomic_write_png
@@ -39,7 +40,7 @@ class DenoiserModule(L.LightningModule):
     """
 
     #: Input side requirement for the evaluator (the blind-spot net rotates, so it needs squares).
-    requires_square_multiple = 32
+    requires_square_multiple = SIDE_MULTIPLE
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
