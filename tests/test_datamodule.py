@@ -10,10 +10,9 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
-import ssdn
+from ssdn.config import compose
 from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.datamodule import VAL_SEED_OFFSET, DenoisingDataModule
 from ssdn.data.embedded import embedded_paths
@@ -248,7 +247,7 @@ def test_lightning_resume_continues_the_exact_batch_sequence(folder: Path, tmp_p
 @pytest.mark.parametrize("name", ["embedded", "folder", "imagenet"])
 def test_data_settings_from_every_data_config(name: str) -> None:
     """Every ``conf/data`` option holds exactly the data settings; channels and seed come from the run."""
-    data = OmegaConf.load(Path(ssdn.__file__).parent / "conf" / "data" / f"{name}.yaml")
+    data = compose(f"data={name}").data  # composed, so the option's schema defaults apply
     data.train_dir = ["a", "b"]  # a config list becomes a tuple: the settings are immutable
     settings = DataSettings.from_config(data, channels=1, seed=5)
     assert settings.train_dir == ("a", "b") and settings.channels == 1 and settings.seed == 5
