@@ -69,13 +69,19 @@ def _decode(img: Image.Image, path: Path) -> np.ndarray:
     return np.array(img, dtype=np.uint8)  # a writable copy
 
 
-def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
-    """Decode ``path`` into a contiguous ``uint8`` array ``(H, W, channels)``, channels 3 (RGB) or 1."""
+def _image_path(path: str | Path, channels: int) -> Path:
+    """The checks every loader makes before decoding: a supported channel count and an existing file."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
+    return path
+
+
+def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
+    """Decode ``path`` into a contiguous ``uint8`` array ``(H, W, channels)``, channels 3 (RGB) or 1."""
+    path = _image_path(path, channels)
     try:
         with Image.open(path) as file:
             file.load()
@@ -158,11 +164,7 @@ def load_native(path: str | Path, channels: int = 3) -> np.ndarray:
 
     For noisy observations, whose values must reach the model as stored; channel rules as ``load_image``.
     """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+    path = _image_path(path, channels)
     try:
         pixels = _decode_native(path)
     except ImageDecodeError:
