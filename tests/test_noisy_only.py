@@ -7,6 +7,7 @@ import csv
 import math
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import png
 import pytest
@@ -192,3 +193,36 @@ def test_paper_rows_keep_the_authors_start() -> None:
     cfg = compose_config("experiment=table1/gauss25-blindspot-sigma_global")
     assert cfg.noise_params.init == "paper"
     assert compose_config().noise_params.init == "data"
+
+
+class _Keep(L.Callback):
+    """Keeps the fitted module; optionally stops after ``stop`` steps (a run interrupted there)."""
+
+    def __init__(self, stop: int | None = None) -> None:
+        self.stop = stop
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.module = pl_module
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if self.stop is not None and trainer.global_step >= self.stop:
+            trainer.should_stop = True
+
+
+def test_noisy_only_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    """The held-out files, the crop stream and the learned level continue exactly: the level is initialised
+    from the data once, on the fresh run, never again on resume."""
+    folder = write_set(tmp_path / "noisy", "rgb8", count=5)
+    common = noisy_overrides(
+        folder, "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.checkpoint_every_n_steps=3"
+    )
+    full = _Keep()
+    run(compose_config(*common, output_dir=tmp_path / "full"), extra_callbacks=[full])
+    split = tmp_path / "split"
+    run(compose_config(*common, output_dir=split), extra_callbacks=[_Keep(stop=3)])
+    resumed = _Keep()
+    run(compose_config(*common, "resume=auto", output_dir=split), extra_callbacks=[resumed])
+    a, b = full.module.state_dict(), resumed.module.state_dict()
+    assert resumed.module.trainer.global_step == 6 and a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
