@@ -24,6 +24,7 @@ from ssdn.denoise import main as denoise_main
 from ssdn.module import DenoiserModule
 from ssdn.noise import build_noise
 from ssdn.train import run
+from tests.cli_subprocess import logged_losses, train_cli
 from tests.conftest import TINY, compose_config
 
 SIDE = 64
@@ -226,3 +227,32 @@ def test_noisy_only_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert resumed.module.trainer.global_step == 6 and a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_noisy_only_ddp_matches_single_process(tmp_path: Path) -> None:
+    """Two gloo ranks split the global batch of noisy crops and hold out the same files: their weights follow
+    one process (fp32, so the comparison is tight)."""
+    folder = write_set(tmp_path / "noisy", "rgb8", count=5)
+    common = (
+        *noisy_overrides(folder, "data.batch_size=4", "trainer.max_steps=3", "trainer.val_check_interval=3"),
+        "trainer.checkpoint_every_n_steps=3",
+        "trainer.precision=32-true",
+        "trainer.log_every_n_steps=1",
+    )
+    ddp = tmp_path / "ddp"
+    train_cli(*common, "trainer=ddp_cpu", f"hydra.run.dir={ddp}", cwd=tmp_path)
+    single = tmp_path / "single"
+    run(compose_config(*common, "trainer=cpu", output_dir=single))
+    a, b = (
+        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        for d in (ddp, single)
+    )
+    assert a["ssdn_progress"]["images_seen"] == b["ssdn_progress"]["images_seen"] == 12
+    assert a["ssdn_level"]["sigma"] == pytest.approx(b["ssdn_level"]["sigma"], rel=1e-3)
+    # the loss of each step (mean over ranks) depends on which crops were drawn: the ranks drew the same ones
+    ddp_loss, single_loss = logged_losses(ddp), logged_losses(single)
+    assert sorted(ddp_loss) == sorted(single_loss) == [0, 1, 2]
+    for step, loss in single_loss.items():
+        assert ddp_loss[step] == pytest.approx(loss, rel=1e-4), step
+    assert max(float((a["state_dict"][k] - v).abs().max()) for k, v in b["state_dict"].items()) < 1e-3
