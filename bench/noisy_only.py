@@ -170,17 +170,25 @@ RUNS = {
 }
 
 
-def train(run: Run, work: Path, data_root: Path, images: int, threads: int) -> dict[str, object]:
+def train(
+    run: Run, work: Path, data_root: Path, images: int, threads: int, extra: list[str]
+) -> dict[str, object]:
     run_dir = work / "runs" / run.name
     metrics_file = run_dir / "metrics.json"
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "WANDB_MODE": "disabled"}
     start = time.perf_counter()
+    cpu_start = os.times()
     if not metrics_file.is_file():
-        cmd = [sys.executable, str(ROOT / "train.py"), *run.overrides(work, data_root, images)]
+        cmd = [sys.executable, str(ROOT / "train.py"), *run.overrides(work, data_root, images), *extra]
         run_dir.mkdir(parents=True, exist_ok=True)
         with (work / "runs" / f"{run.name}.log").open("w") as log:
             subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     minutes = (time.perf_counter() - start) / 60
+    cpu_end = os.times()
+    used = (
+        cpu_end.children_user + cpu_end.children_system - cpu_start.children_user - cpu_start.children_system
+    )
+    cpu_minutes = used / 60
     metrics = json.loads(metrics_file.read_text())
     out = work / "denoised" / run.name
     cmd = [
@@ -199,6 +207,7 @@ def train(run: Run, work: Path, data_root: Path, images: int, threads: int) -> d
         "noise": run.noise,
         "noisy_only": run.noisy_only,
         "train_minutes": round(minutes, 1),
+        "train_cpu_minutes": round(cpu_minutes, 1),
         "images_seen": metrics.get("images_seen"),
         "psnr": round(score(out, work / "data" / "kodak256-clean"), 2),
         "psnr_noisy_input": round(
@@ -216,9 +225,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=3200, help="training length of every run")
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per training run")
+    parser.add_argument(
+        "overrides", nargs="*", help="extra training overrides for every run, e.g. channels_last=false"
+    )
     args = parser.parse_args(argv)
     build_data(args.data, args.work)
-    rows = [train(RUNS[n], args.work, args.data, args.images, args.threads) for n in args.runs.split(",")]
+    rows = [
+        train(RUNS[n], args.work, args.data, args.images, args.threads, args.overrides)
+        for n in args.runs.split(",")
+    ]
     summary = args.work / f"summary-{'_'.join(r['run'] for r in rows)}.json"
     summary.write_text(json.dumps(rows, indent=2))
     lines = [

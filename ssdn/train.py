@@ -31,6 +31,7 @@ from ssdn.jobs import job_environment, pin_job_to_gpu, resume_after_requeue
 from ssdn.loggers import build_loggers
 from ssdn.module import DenoiserModule
 from ssdn.noise import NoiseModel
+from ssdn.precision import resolve_precision
 from ssdn.utils import atomic_path, atomic_write_json, keep_freed_memory
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def build_trainer(
     t = container(cfg.trainer)
     every = int(t.pop("checkpoint_every_n_steps"))
     t["strategy"] = build_strategy(t["strategy"], cfg)
+    t["precision"] = resolve_precision(str(t["precision"]), str(t["accelerator"]))
     t.pop("max_steps", None)
     t.pop("pin_job_to_gpu", None)  # applied to trainer.devices when the job starts (main)
     if t.get("limit_val_batches") is None:
