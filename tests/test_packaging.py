@@ -66,7 +66,7 @@ def test_wheel_holds_every_config_and_data_file(installed: tuple[Path, dict[str,
         for pattern in ("*.yaml", "*.json")
         for p in (CHECKOUT / "ssdn").rglob(pattern)
     }
-    assert {"ssdn/conf/config.yaml", "ssdn/paper_results.json", "ssdn/data/testsets.json"} <= expected
+    assert {"ssdn/conf/config.yaml", "ssdn/report/paper_results.json", "ssdn/data/testsets.json"} <= expected
     assert sorted(expected - packaged) == []
 
 
