@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ssdn.errors import UserError
 from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.schema import register_configs
 
@@ -20,7 +21,7 @@ CONF_DIR_ENV = "SSDN_CONF_DIR"
 NOISE_TAGS = {"gaussian": "gauss", "poisson": "poisson", "impulse": "impulse", "poisson_gaussian": "pg"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """An invalid run configuration; the message lists every problem and the setting to change."""
 
 

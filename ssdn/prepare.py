@@ -52,6 +52,7 @@ from ssdn.data.packed import (
     shard_name,
 )
 from ssdn.data.sources import header_size
+from ssdn.errors import UserError
 from ssdn.utils import atomic_path, atomic_write, atomic_write_json
 
 log = logging.getLogger("ssdn.prepare")
@@ -60,7 +61,7 @@ AUTHORS_SEED = 0xBADF00D
 LOCK = ".prepare.lock"
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError, ValueError):
     """The command cannot run as asked (bad arguments, a foreign or mismatched OUT folder)."""
 
 

@@ -29,12 +29,13 @@ from pathlib import Path
 
 from ssdn.data.checksum import sha256_file
 from ssdn.data.testsets import FileEntry, TestSetSpec, get_testset, resolve_root, testset_names
+from ssdn.errors import UserError
 from ssdn.utils import atomic_path
 
 _CHUNK = 1 << 16
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file could not be fetched from any source, or what arrived failed verification."""
 
 

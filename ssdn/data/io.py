@@ -30,6 +30,8 @@ import png
 import tifffile
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ssdn.errors import UserError
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
 # Modes PIL converts to RGB losslessly enough for our purpose (palette, CMYK, YCbCr, ...); alpha is dropped.
@@ -38,7 +40,7 @@ _TO_L_MODES = frozenset({"1", "LA", "La"})
 _16BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(UserError, ValueError):
     """A file exists but cannot be decoded into an 8-bit image (corrupt, truncated or an unsupported mode)."""
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ssdn.data.checksum import sha256_file
+from ssdn.errors import UserError
 
 FORMAT = "ssdn-packed"
 VERSION = 1
@@ -34,7 +35,7 @@ INDEX = "index.npy"
 SHARD_DIR = "shards"
 
 
-class PackedSetError(ValueError):
+class PackedSetError(UserError, ValueError):
     """A packed set is unfinished, damaged or of an unknown version; the message says what to run."""
 
 

@@ -26,17 +26,18 @@ import numpy as np
 
 from ssdn.data.checksum import sha256_file
 from ssdn.data.io import load_image
+from ssdn.errors import UserError
 
 DATA_ROOT_ENV = "SSDN_DATA_ROOT"
 
 
-class TestSetNotFoundError(FileNotFoundError):
+class TestSetNotFoundError(UserError, FileNotFoundError):
     """A registered set (or some of its files) is not where it was looked for."""
 
     __test__ = False
 
 
-class TestSetIntegrityError(ValueError):
+class TestSetIntegrityError(UserError, ValueError):
     """A set file is present but differs from the registry (checksum or pixel size)."""
 
     __test__ = False

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssdn.config import noise_tag, prepare_hydra
+from ssdn.errors import UserError
 from ssdn.report.paper import SETS
 from ssdn.report.train_files import read_train_files, train_files_from_checkpoint
 
@@ -31,7 +32,7 @@ CONFIG_KEYS = (
 )
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """A sweep folder or W&B group that cannot be reported; the message names it."""
 
 
