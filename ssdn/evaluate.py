@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ssdn.baselines import BASELINES, build_baseline
+from ssdn.eval.calibration import write_calibration
 from ssdn.eval.evaluator import Denoiser, evaluate, write_results
 from ssdn.eval.protocol import protocol_configs
 from ssdn.eval.results import Results
@@ -81,10 +82,18 @@ def main(argv: Sequence[str] | None = None) -> Results:
         help="folder for results.json and per_image.csv; an interrupted run into the same folder resumes",
     )
     p.add_argument("--save-images", action="store_true", help="also write the first pass's images")
+    p.add_argument(
+        "--calibration",
+        action="store_true",
+        help="also measure the posterior std's calibration (±1σ/±2σ coverage) and write calibration.json and "
+        "reliability.png into --out; needs a checkpoint with a posterior, and such a run does not resume",
+    )
     p.add_argument("--wandb", action="store_true", help="log the results to W&B (offline without an API key)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
+    if args.calibration and not args.checkpoint:
+        p.error("--calibration needs --checkpoint (a classical method has no posterior std)")
     denoiser: Denoiser
     if args.checkpoint:
         from ssdn.denoise import load_denoiser
@@ -119,11 +128,18 @@ def main(argv: Sequence[str] | None = None) -> Results:
         workers=args.workers,
         progress=not args.no_progress,
         save_images=out / "images" if args.save_images else None,
-        journal_dir=out,
+        journal_dir=None if args.calibration else out,
         identity=identity,
+        calibrate=args.calibration,
     )
     write_results(results, out)
     print(results.summary())
+    if args.calibration:
+        per_set = {name: s.calibration for name, s in results.sets.items() if s.calibration is not None}
+        write_calibration(per_set, out, {"method": denoiser.name, **identity, "noise": results.noise})
+        for name, cal in per_set.items():
+            cover = "  ".join(f"±{k}: {v['observed']:.2%}" for k, v in cal["coverage"].items())
+            print(f"  {name:<10} calibration {cover}  (Gaussian ideal 68.27% / 95.45%)")
     if args.wandb:
         log_to_wandb(results, "ssdn", f"eval-{denoiser.name}", {"args": vars(args), "results": str(out)})
     print(json.dumps({"results": str(out / "results.json")}))

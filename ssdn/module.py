@@ -87,16 +87,19 @@ class DenoiserModule(L.LightningModule):
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         return self.net(noisy)
 
-    def denoise(self, noisy: Tensor, params: Tensor, bf16: bool | None = None) -> dict[str, Tensor]:
+    def denoise(
+        self, noisy: Tensor, params: Tensor, bf16: bool | None = None, uncertainty: bool = False
+    ) -> dict[str, Tensor]:
         """Denoised outputs of a noisy batch (N,C,S,S); the network may run in bf16, the posterior in float64.
 
-        ``bf16=None`` uses bf16 autocast on CUDA only.
+        ``bf16=None`` uses bf16 autocast on CUDA only. ``uncertainty`` adds ``"posterior_std"`` (N,C,S,S),
+        the per-pixel posterior std in pixel units (a UserError for a method without a posterior).
         """
         noisy = noisy.to(self.device, torch.float32)
         params = params.to(self.device, torch.float64)
         use_bf16 = self.device.type == "cuda" if bf16 is None else bf16
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            return self.method.denoise(self, self.noise, noisy, params)
+            return self.method.denoise(self, self.noise, noisy, params, uncertainty)
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> torch.optim.Optimizer:

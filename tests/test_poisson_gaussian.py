@@ -26,7 +26,7 @@ from ssdn.noise import (
     build_noise,
 )
 from ssdn.prior import split_prior
-from tests.test_posterior import make_raw, reference_eq6, ridge_tolerance
+from tests.test_posterior import make_raw, reference_eq6, reference_posterior_cov, ridge_tolerance
 
 F64 = torch.float64
 B5 = (5 / 255) ** 2
@@ -167,14 +167,14 @@ def test_limits_a0_gaussian_and_b0_poisson_maths() -> None:
     gauss, pg = GaussianNoise(25), PoissonGaussianNoise({"a": 0.01, "b": B5})
     lv_g = gauss.to_level(sigma)
     lv_pg = torch.stack([torch.zeros_like(lv_g), lv_g], dim=-1)
-    for fn in ("nll", "posterior_mean"):
+    for fn in ("nll", "posterior_mean", "posterior_std"):
         assert torch.equal(getattr(pg, fn)(y, mu, cov, lv_pg), getattr(gauss, fn)(y, mu, cov, lv_g))
     assert torch.equal(pg.marginal(mu, cov, lv_pg)[1], gauss.marginal(mu, cov, lv_g)[1])
     torch.testing.assert_close(pg.regulariser(mu, lv_pg), gauss.regulariser(mu, lv_g), rtol=1e-15, atol=0)
     poisson = PoissonNoise(30)
     lv_p = poisson.to_level(torch.tensor([5.0, 30.0, 500.0], dtype=F64)).view(n, 1, 1)
     lv_pg = torch.stack([lv_p.sqrt(), torch.zeros_like(lv_p)], dim=-1)
-    for fn in ("nll", "posterior_mean"):
+    for fn in ("nll", "posterior_mean", "posterior_std"):
         torch.testing.assert_close(getattr(pg, fn)(y, mu, cov, lv_pg), getattr(poisson, fn)(y, mu, cov, lv_p))
     torch.testing.assert_close(
         pg.marginal(mu, cov, lv_pg)[1], poisson.marginal(mu, cov, lv_p)[1], rtol=1e-15, atol=0
@@ -199,6 +199,9 @@ def test_posterior_mean_against_independent_solve(c: int) -> None:
     torch.testing.assert_close(pme, reference_eq6(y, mu, cov, cov_n, 1e-6), rtol=1e-9, atol=1e-12)
     err = (pme - reference_eq6(y, mu, cov, cov_n, 0.0)).norm(dim=-1)
     assert (err <= ridge_tolerance(y, mu, cov, cov_n)).all()
+    post = reference_posterior_cov(cov, cov_n, 1e-6)
+    std = model.posterior_std(y, mu, cov, level)
+    torch.testing.assert_close(std, torch.diagonal(post, dim1=-2, dim2=-1).sqrt(), rtol=3e-8, atol=0)
 
 
 def test_gradcheck_nll_and_regulariser_wrt_mu_cov_level() -> None:

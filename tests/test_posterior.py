@@ -321,3 +321,139 @@ def test_impulse_posterior_mean_limits(c: int) -> None:
     pme = model.posterior_mean(y, mu, cov, 0.5)
     lo, hi = torch.minimum(y, mu), torch.maximum(y, mu)
     assert ((pme >= lo - 1e-15) & (pme <= hi + 1e-15)).all()  # a convex combination of μ_x and y
+
+
+# ---------------------------------------------------------------- posterior std: Gaussian / Poisson
+
+
+def reference_posterior_cov(cov: torch.Tensor, cov_n: torch.Tensor, eps: float) -> torch.Tensor:
+    """Conditioning the joint Gaussian of (x, y = x + n) on y: Σ_x − Σ_x (Σ_x + Σ_n)⁻¹ Σ_x (the Schur
+    complement, a different formula from the model's precision sum), with Σ ← Σ + εI on both covariances."""
+    eye = torch.eye(cov.shape[-1], dtype=F64)
+    sx, sn = cov + eps * eye, (cov_n + eps * eye).expand_as(cov)
+    return sx - sx @ torch.linalg.solve(sx + sn, sx)
+
+
+def additive_noise_cov(name: str, mu: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    c = mu.shape[-1]
+    if name == "gaussian":
+        return (level**2)[..., None, None] * torch.eye(c, dtype=F64)
+    return torch.diag_embed(mu * level[..., None])  # Poisson; μ ≥ 0.1 here, so the 1e-3 clamp is inactive
+
+
+@pytest.mark.parametrize("c", CHANNELS)
+@pytest.mark.parametrize("name", ["gaussian", "poisson"])
+def test_additive_posterior_std_is_schur_complement_diagonal(name: str, c: int) -> None:
+    """The third ridge (εI on the precision sum) moves Σ_post by ≈ −ε·Σ_post², i.e. its diagonal by at most
+    ε·λ_max(Σ_post) ≤ ε·(50/255)² ≈ 4e-8 relative (observed 2e-8): the std agrees within 3e-8."""
+    model, y, mu, cov, level = make_case(name, c, seed=80)
+    std = model.posterior_std(y, mu, cov, level)
+    assert std.shape == mu.shape and std.dtype == F64
+    post = reference_posterior_cov(cov, additive_noise_cov(name, mu, level), EPS)
+    torch.testing.assert_close(std, torch.diagonal(post, dim1=-2, dim2=-1).sqrt(), rtol=3e-8, atol=0)
+    # A Gaussian posterior's covariance does not depend on the observation.
+    torch.testing.assert_close(model.posterior_std(2 * y, mu, cov, level), std, rtol=0, atol=0)
+
+
+def test_gaussian_posterior_std_mono_exact() -> None:
+    """Mono: 1/σ_post² = 1/(σ_x²+ε) + 1/(σ²+ε) + ε exactly; equal prior and noise variance halve it."""
+    s2 = torch.tensor([1e-2, 4e-4, (25 / 255) ** 2], dtype=F64)
+    sigma = torch.tensor([25 / 255, 0.02, 25 / 255], dtype=F64)
+    mu = torch.full((3, 1), 0.5, dtype=F64)
+    std = GaussianNoise(25).posterior_std(mu, mu, s2[:, None, None], sigma)[:, 0]
+    expected = 1 / (1 / (s2 + EPS) + 1 / (sigma**2 + EPS) + EPS)
+    torch.testing.assert_close(std**2, expected, rtol=1e-15, atol=0)
+    assert std[2].item() == pytest.approx(25 / 255 / math.sqrt(2), rel=1e-4)  # the ridges move it by ~1e-4
+
+
+def test_gaussian_posterior_std_importance_sampling() -> None:
+    """Prior samples x ~ N(μ, Σ_x + εI) weighted by the likelihood N(y; x, σ²I): the posterior variance per
+    channel. Tolerance: 5 standard errors of a weighted variance, ≈ 5·std·/√(2·ESS) relative on the std."""
+    n_pix, m = 6, 200_000
+    _, _, mu, cov, _ = make_case("gaussian", 3, seed=81, n=1, size=n_pix)
+    mu, cov = mu.reshape(-1, 3)[:n_pix], cov.reshape(-1, 3, 3)[:n_pix] + EPS * torch.eye(3, dtype=F64)
+    sigma = torch.full((n_pix,), 25 / 255, dtype=F64)
+    y = mu + sigma[:, None] * torch.randn(n_pix, 3, generator=gen(82), dtype=F64)
+    z = torch.randn(n_pix, m, 3, generator=gen(83), dtype=F64)
+    x = mu[:, None] + (torch.linalg.cholesky(cov)[:, None] @ z[..., None]).squeeze(-1)
+    logw = -0.5 * ((y[:, None] - x) ** 2).sum(-1) / sigma[:, None] ** 2
+    w = torch.softmax(logw, dim=1)[..., None]
+    mean = (w * x).sum(1)
+    var = (w * (x - mean[:, None]) ** 2).sum(1)
+    ess = 1 / (w[..., 0] ** 2).sum(1)
+    assert ess.min() > 5000
+    std = GaussianNoise(25).posterior_std(y, mu, cov - EPS * torch.eye(3, dtype=F64), sigma)
+    rel = (std / var.sqrt() - 1).abs()
+    assert (rel <= 5 / (2 * ess[:, None]).sqrt()).all()
+    assert rel.max() > 0
+
+
+def test_poisson_posterior_std_signal_dependent() -> None:
+    """Σ_n = diag(max(μ_x, 1e-3)/λ) from the predicted mean: a brighter μ_x gives a wider posterior."""
+    mu = torch.tensor([[0.1], [0.9], [-0.5]], dtype=F64)
+    s2 = torch.full((3, 1, 1), 1e-2, dtype=F64)
+    lam = 30.0
+    std = PoissonNoise(lam).posterior_std(mu, mu, s2, torch.tensor(1 / lam, dtype=F64))[:, 0]
+    var_n = torch.tensor([0.1, 0.9, 1e-3], dtype=F64) / lam
+    torch.testing.assert_close(std**2, 1 / (1 / (1e-2 + EPS) + 1 / (var_n + EPS) + EPS), rtol=1e-15, atol=0)
+    assert std[1] > std[0] > std[2]
+
+
+# ---------------------------------------------------------------- posterior std: impulse (mixture)
+
+
+def test_impulse_posterior_std_mono_numerical_integration() -> None:
+    """Var = E[x²] − E[x]² of Eq. 9's posterior, both moments by the trapezoid rule on the continuous part
+    (±14 s) plus the Dirac part at y; the model uses the law of total variance instead."""
+    mu = torch.tensor([0.5, 0.5, 0.2, 0.8, 0.3, 0.6], dtype=F64)
+    sx2 = torch.tensor([1e-2, 1e-3, 4e-3, 2e-2, 1e-4, 5e-3], dtype=F64)
+    y = torch.tensor([0.5, 0.55, 0.4, 0.1, 0.302, 0.75], dtype=F64)
+    alpha = torch.tensor([0.5, 0.3, 0.9, 0.2, 0.5, 0.7], dtype=F64)
+    s2 = sx2 + EPS
+    t = torch.linspace(-14, 14, 200001, dtype=F64)
+    x = mu[:, None] + s2.sqrt()[:, None] * t[None, :]
+    f = torch.exp(-0.5 * (x - mu[:, None]) ** 2 / s2[:, None]) / torch.sqrt(2 * math.pi * s2[:, None])
+    f_y = torch.exp(-0.5 * (y - mu) ** 2 / s2) / torch.sqrt(2 * math.pi * s2)
+    den = alpha * torch.trapezoid(f, x, dim=-1) + (1 - alpha) * f_y
+    m1 = (alpha * torch.trapezoid(x * f, x, dim=-1) + (1 - alpha) * f_y * y) / den
+    m2 = (alpha * torch.trapezoid(x**2 * f, x, dim=-1) + (1 - alpha) * f_y * y**2) / den
+    std = ImpulseNoise([0, 1]).posterior_std(y[:, None], mu[:, None], sx2[:, None, None], alpha)[:, 0]
+    torch.testing.assert_close(std**2, m2 - m1**2, rtol=1e-8, atol=1e-14)
+    # Both mixture components matter somewhere: the variance exceeds the prior's where the weights are even.
+    assert (std**2 > s2).any() and (std**2 < 0.05 * s2).any()
+
+
+def test_impulse_posterior_std_rgb_importance_sampling() -> None:
+    """Prior samples for the continuous part (constant weight α), the Dirac at y analytic. Tolerance: 5
+    standard errors of the variance estimate, w·std(s² − 2·m₁·s)/√M by the delta method."""
+    n_pix, m = 8, 40000
+    _, _, mu, cov, _ = make_case("impulse", 3, seed=90, n=1, size=n_pix)
+    mu, cov = mu.reshape(-1, 3)[:n_pix], cov.reshape(-1, 3, 3)[:n_pix] + EPS * torch.eye(3, dtype=F64)
+    chol = torch.linalg.cholesky(cov)
+    direction = torch.nn.functional.normalize(torch.randn(n_pix, 3, generator=gen(91), dtype=F64), dim=-1)
+    y = mu + (chol @ direction[..., None]).squeeze(-1) * torch.linspace(0, 7, n_pix, dtype=F64)[:, None]
+    alpha = torch.linspace(0.1, 0.9, n_pix, dtype=F64)
+    s = mu[:, None] + (
+        chol[:, None] @ torch.randn(n_pix, m, 3, generator=gen(92), dtype=F64)[..., None]
+    ).squeeze(-1)
+    f_y = MultivariateNormal(mu, covariance_matrix=cov).log_prob(y).exp()
+    w = (alpha / (alpha + (1 - alpha) * f_y))[:, None]  # posterior weight of the prior component
+    m1 = w * s.mean(1) + (1 - w) * y
+    m2 = w * (s**2).mean(1) + (1 - w) * y**2
+    std = ImpulseNoise([0, 1]).posterior_std(y, mu, cov - EPS * torch.eye(3, dtype=F64), alpha)
+    se = w * (s**2 - 2 * m1[:, None] * s).std(1) / math.sqrt(m)
+    assert ((std**2 - (m2 - m1**2)).abs() <= 5 * se + 1e-15).all()
+    assert w.min() < 0.05 and w.max() > 0.95
+
+
+@pytest.mark.parametrize("c", CHANNELS)
+def test_impulse_posterior_std_limits(c: int) -> None:
+    """α = 0: every pixel is kept, the posterior is the point y (std 0); α = 1: it is the prior."""
+    model, y, mu, cov, _ = make_case("impulse", c, seed=93)
+    std0 = model.posterior_std(y, mu, cov, 0.0)
+    assert std0.shape == mu.shape and std0.dtype == F64 and (std0 == 0).all()
+    prior = torch.diagonal(cov, dim1=-2, dim2=-1) + EPS
+    torch.testing.assert_close(model.posterior_std(y, mu, cov, 1.0), prior.sqrt(), rtol=1e-15, atol=0)
+    # At y = μ_x the two components share their mean: the variance is the prior's, shrunk by its weight.
+    std = model.posterior_std(mu, mu, cov, 0.5)
+    assert (std <= prior.sqrt()).all()

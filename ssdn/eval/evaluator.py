@@ -29,11 +29,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ssdn.data.testsets import TestImage
+from ssdn.eval.calibration import Calibration
 from ssdn.eval.journal import Journal, journal_path
 from ssdn.eval.metrics import mean_psnr, psnr, quantize, ssim
 from ssdn.eval.pool import run_in_pool
 from ssdn.eval.protocol import NoisyItem, PreparedSet, ProtocolConfig, generate, prepare_set
-from ssdn.eval.results import NOISY_KEY, ImageResult, Results, SetResult
+from ssdn.eval.results import NOISY_KEY, UNCERTAINTY_KEY, ImageResult, Results, SetResult
 from ssdn.utils import atomic_write_json, atomic_write_png, atomic_write_text
 
 
@@ -109,14 +110,19 @@ def _score(item: NoisyItem, outputs: dict[str, Tensor], set_name: str) -> ImageR
 
 
 def _run_here(
-    denoiser: Any, work: Iterable[tuple[list[NoisyItem], Tensor, Tensor]], device: torch.device | None
+    denoiser: Any,
+    work: Iterable[tuple[list[NoisyItem], Tensor, Tensor]],
+    device: torch.device | None,
+    uncertainty: bool = False,
 ) -> Iterator[tuple[list[NoisyItem], dict[str, Tensor]]]:
-    """Denoise the batches in this process (networks; ``workers`` = 1), on ``device`` if given."""
+    """Denoise the batches in this process (networks; ``workers`` = 1), on ``device`` if given; ``uncertainty``
+    asks the denoiser for its posterior std too (only then, so other denoisers need not know the keyword)."""
+    extra = {"uncertainty": True} if uncertainty else {}
     for batch, noisy, params in work:
         if device is not None:
             noisy, params = noisy.to(device), params.to(device)
         with torch.no_grad():
-            outputs = denoiser.denoise(noisy, params)
+            outputs = denoiser.denoise(noisy, params, **extra)
         yield batch, outputs
 
 
@@ -138,6 +144,7 @@ def _evaluate_set(
     progress: bool,
     save_images: Path | None,
     journal: Journal | None,
+    calibration: Calibration | None,
 ) -> SetResult:
     cfg = prepared.config
     multiple = denoiser.requires_square_multiple
@@ -152,7 +159,10 @@ def _evaluate_set(
     done = journal.done if journal is not None else {}
     todo = (it for it in generate(prepared) if it.index not in done)
     work = ((batch, *_inputs(batch, classical)) for batch in _batches(todo, batch_size, key))
-    results = run_in_pool(denoiser, work, workers) if workers > 1 else _run_here(denoiser, work, device)
+    if workers > 1:
+        results = run_in_pool(denoiser, work, workers)
+    else:
+        results = _run_here(denoiser, work, device, uncertainty=calibration is not None)
 
     rows: list[ImageResult] = list(done.values())
     start = time.perf_counter()
@@ -166,8 +176,16 @@ def _evaluate_set(
         for batch, outputs in results:
             _check_outputs(outputs, len(batch), batch[0].clean.shape[0], denoiser.name)
             outputs = {k: v.detach().cpu() for k, v in outputs.items()}
+            std = outputs.pop(UNCERTAINTY_KEY, None)  # an uncertainty map, not an image to score
+            if calibration is not None and std is None:
+                raise ValueError(
+                    f"{denoiser.name}.denoise(..., uncertainty=True) returned no {UNCERTAINTY_KEY!r}"
+                )
             for j, item in enumerate(batch):
                 out_j = {k: v[j] for k, v in outputs.items()}
+                if calibration is not None and std is not None:
+                    h, w = item.height, item.width
+                    calibration.update(item.clean, next(iter(out_j.values()))[:, :h, :w], std[j][:, :h, :w])
                 rows.append(_score(item, out_j, cfg.set_name))
                 if journal is not None:
                     journal.append(rows[-1])
@@ -193,7 +211,24 @@ def _evaluate_set(
         },
         seconds=seconds,
         rows=rows,
+        calibration=calibration.result() if calibration is not None else None,
     )
+
+
+def _check_run(
+    denoiser: Denoiser, batch_size: int, workers: int, calibrate: bool, journal_dir: str | Path | None
+) -> None:
+    """Refuse run settings that cannot work, before any image is denoised."""
+    if batch_size < 1 or workers < 1:
+        raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
+    if calibrate and (workers > 1 or journal_dir is not None):
+        raise ValueError(
+            "calibrate needs every image denoised in this process: use workers=1 and no journal_dir"
+        )
+    if workers > 1 and denoiser.requires_square_multiple is not None:
+        raise ValueError(
+            "workers > 1 is for classical (CPU) methods; run networks with batch_size and a device"
+        )
 
 
 def evaluate(
@@ -209,6 +244,7 @@ def evaluate(
     save_images: str | Path | None = None,
     journal_dir: str | Path | None = None,
     identity: Mapping[str, Any] | None = None,
+    calibrate: bool = False,
 ) -> Results:
     """Run ``denoiser`` on each set, under its protocol (``protocol_configs`` builds them from a config).
 
@@ -218,7 +254,9 @@ def evaluate(
     ``.to`` is moved to ``device`` (inputs follow; noise is always drawn on the CPU); an ``nn.Module`` is put
     in eval mode. ``journal_dir``: keep a per-set journal there and resume from it; ``identity`` says what else
     distinguishes this denoiser from another of the same name (e.g. the checkpoint file), so a journal is
-    reused only for the same one.
+    reused only for the same one. ``calibrate``: also ask the denoiser for its posterior std
+    (``denoise(..., uncertainty=True)``) and measure its calibration against the clean images
+    (``ssdn.eval.calibration``) into each set's ``calibration``; it needs every image, so no journal is resumed.
     """
     if not isinstance(denoiser, Denoiser):
         raise TypeError("denoiser needs .name, .requires_square_multiple and .denoise(noisy, params) -> dict")
@@ -230,12 +268,7 @@ def evaluate(
         raise ValueError(
             f"all protocols must use one noise model, got {sorted({c.noise.label() for c in configs})}"
         )
-    if batch_size < 1 or workers < 1:
-        raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
-    if workers > 1 and denoiser.requires_square_multiple is not None:
-        raise ValueError(
-            "workers > 1 is for classical (CPU) methods; run networks with batch_size and a device"
-        )
+    _check_run(denoiser, batch_size, workers, calibrate, journal_dir)
     dev = torch.device(device) if device is not None else None
     if dev is not None and hasattr(denoiser, "to"):
         denoiser.to(dev)
@@ -259,6 +292,7 @@ def evaluate(
             progress=progress,
             save_images=out_dir,
             journal=journal,
+            calibration=Calibration() if calibrate else None,
         )
     meta = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

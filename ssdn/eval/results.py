@@ -8,6 +8,9 @@ from typing import Any
 NOISY_KEY = "noisy"
 """Score key of the noisy input itself, beside the denoiser's output keys."""
 
+UNCERTAINTY_KEY = "posterior_std"
+"""Output key of the per-pixel posterior std (``denoise(..., uncertainty=True)``): not an image, never scored."""
+
 
 @dataclass
 class ImageResult:
@@ -35,6 +38,8 @@ class SetResult:
     protocol: dict[str, Any]
     seconds: float
     rows: list[ImageResult] = field(repr=False)
+    #: ``Calibration.result()`` of the posterior std when the evaluation was asked for it (``calibrate``).
+    calibration: dict[str, Any] | None = None
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ssdn.errors import UserError
 from ssdn.methods.levels import LevelSource, build_level_source
 from ssdn.methods.masking import STRATEGIES, gather_pixels, mask_pixels, stratified_coords
 from ssdn.methods.objectives import MeanObjective, Objective, PriorObjective
@@ -108,10 +109,18 @@ class Method(nn.Module):
             logs |= {("noise_level" if single else f"noise_level_{k}"): v.mean() for k, v in per_name.items()}
         return loss, logs
 
-    def denoise(self, net: nn.Module, noise: NoiseModel, noisy: Tensor, params: Tensor) -> dict[str, Tensor]:
-        """Denoised outputs for a noisy batch; the first key is the reported one."""
+    def denoise(
+        self, net: nn.Module, noise: NoiseModel, noisy: Tensor, params: Tensor, uncertainty: bool = False
+    ) -> dict[str, Tensor]:
+        """Denoised outputs for a noisy batch; the first key is the reported one. ``uncertainty`` adds
+        ``"posterior_std"``; refused before the network runs for a method without a posterior."""
+        if uncertainty and not self.objective.has_posterior:
+            raise UserError(
+                f"method {self.name!r} predicts a point estimate and has no posterior, so no uncertainty; "
+                "use a model trained with the prior objective (e.g. method=ssdn) or drop the uncertainty"
+            )
         level = self.level(noisy, params, noise)
-        return self.objective.outputs(net(noisy), noisy, noise, level)
+        return self.objective.outputs(net(noisy), noisy, noise, level, uncertainty)
 
 
 def build_method(cfg: Mapping[str, Any], noise: NoiseModel, channels: int, level_source: str) -> Method:

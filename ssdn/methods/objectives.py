@@ -9,6 +9,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from ssdn.errors import UserError
+from ssdn.eval.results import UNCERTAINTY_KEY
 from ssdn.noise import NoiseModel
 from ssdn.prior import PriorKind, prior_channels, split_prior
 from ssdn.schedule import lp_exponent
@@ -29,6 +31,8 @@ class Objective(nn.Module, ABC):
 
     #: Whether the objective consumes a noise level (and so a level source).
     uses_level: bool = False
+    #: Whether it has a posterior, and so a per-pixel uncertainty (``outputs(..., uncertainty=True)``).
+    has_posterior: bool = False
 
     @abstractmethod
     def out_channels(self, channels: int) -> int:
@@ -48,9 +52,10 @@ class Objective(nn.Module, ABC):
 
     @abstractmethod
     def outputs(
-        self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None
+        self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None, uncertainty: bool = False
     ) -> dict[str, Tensor]:
-        """Denoised images (N,C,H,W) float32; the first key is the one reported."""
+        """Denoised images (N,C,H,W) float32; the first key is the one reported. ``uncertainty`` adds
+        ``"posterior_std"`` (N,C,H,W), the posterior std in pixel units, which is not an image to score."""
 
 
 class PriorObjective(Objective):
@@ -58,6 +63,7 @@ class PriorObjective(Objective):
     testing returns the posterior mean (Eq. 6, 10) and μ_x."""
 
     uses_level = True
+    has_posterior = True
 
     def __init__(self, kind: str = "full") -> None:
         super().__init__()
@@ -95,14 +101,20 @@ class PriorObjective(Objective):
         return loss
 
     def outputs(
-        self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None
+        self, out: Tensor, noisy: Tensor, noise: NoiseModel, level: Tensor | None, uncertainty: bool = False
     ) -> dict[str, Tensor]:
         assert level is not None, "the prior objective needs a noise level"
         channels = noisy.shape[1]
         with torch.autocast(device_type=out.device.type, enabled=False):
             mu, cov = self._split(out, channels)
-            pme = noise.posterior_mean(_channels_last(noisy), mu, cov, noise.pixel_level(level))
-        return {"pme": _channels_first(pme), "mu": _channels_first(mu)}
+            y, lvl = _channels_last(noisy), noise.pixel_level(level)
+            result = {
+                "pme": _channels_first(noise.posterior_mean(y, mu, cov, lvl)),
+                "mu": _channels_first(mu),
+            }
+            if uncertainty:
+                result[UNCERTAINTY_KEY] = _channels_first(noise.posterior_std(y, mu, cov, lvl))
+        return result
 
 
 class MeanObjective(Objective):
@@ -143,5 +155,11 @@ class MeanObjective(Objective):
         noisy: Tensor,  # noqa: ARG002 -- the Objective interface
         noise: NoiseModel,  # noqa: ARG002 -- the Objective interface
         level: Tensor | None,  # noqa: ARG002 -- the Objective interface
+        uncertainty: bool = False,
     ) -> dict[str, Tensor]:
+        if uncertainty:
+            raise UserError(
+                "a point-estimate (objective 'mean') model has no posterior, so no uncertainty; "
+                "use a model trained with the prior objective (e.g. method=ssdn) or drop the uncertainty"
+            )
         return {"out": out.float()}

@@ -332,6 +332,13 @@ class NoiseModel(nn.Module, ABC):
         y = self._prepare_y(y, mu)
         return self._posterior_mean(y, mu, cov, lv)
 
+    def posterior_std(self, y: Tensor, mu: Tensor, cov: Tensor, level: Tensor | float) -> Tensor:
+        """Per-channel posterior std √Var[x_c | y, Ω] (√ of the posterior covariance's diagonal), float64 in
+        the units of y; shape (..., C). The uncertainty that comes with ``posterior_mean``, in its contract."""
+        mu, cov, lv = self._prepare(mu, cov, level)
+        y = self._prepare_y(y, mu)
+        return self._posterior_std(y, mu, cov, lv)
+
     @abstractmethod
     def _marginal(self, mu: Tensor, cov: Tensor, lv: Tensor) -> tuple[Tensor, Tensor]: ...
 
@@ -340,6 +347,9 @@ class NoiseModel(nn.Module, ABC):
 
     @abstractmethod
     def _posterior_mean(self, y: Tensor, mu: Tensor, cov: Tensor, lv: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def _posterior_std(self, y: Tensor, mu: Tensor, cov: Tensor, lv: Tensor) -> Tensor: ...
 
 
 class AdditiveGaussianNoise(NoiseModel):
@@ -355,10 +365,21 @@ class AdditiveGaussianNoise(NoiseModel):
     def _marginal(self, mu: Tensor, cov: Tensor, lv: Tensor) -> tuple[Tensor, Tensor]:
         return mu, cov + self._noise_cov(mu, lv)
 
-    def _posterior_mean(self, y: Tensor, mu: Tensor, cov: Tensor, lv: Tensor) -> Tensor:
-        """Eq. 6 with the authors' ε = 1e-6 ridge on all three inverses, which keeps a singular Σ_x = A·Aᵀ
-        finite: (inv(Σ_x+εI) + inv(Σ_n+εI) + εI)⁻¹ · (inv(Σ_x+εI)·μ_x + inv(Σ_n+εI)·y)."""
+    def _posterior(self, mu: Tensor, cov: Tensor, lv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(Σ_post, P_x, P_n) with the authors' ε = 1e-6 ridge on all three inverses, which keeps a singular
+        Σ_x = A·Aᵀ finite: P = inv(Σ + εI), Σ_post = inv(P_x + P_n + εI)."""
         ridge = PME_EPS * _eye(mu.shape[-1], mu)
         prec_x = inv(cov + ridge)
         prec_n = inv(self._noise_cov(mu, lv) + ridge)
-        return matvec(inv(prec_x + prec_n + ridge), matvec(prec_x, mu) + matvec(prec_n, y))
+        return inv(prec_x + prec_n + ridge), prec_x, prec_n
+
+    def _posterior_mean(self, y: Tensor, mu: Tensor, cov: Tensor, lv: Tensor) -> Tensor:
+        """Eq. 6, the product of two Gaussians: Σ_post · (P_x·μ_x + P_n·y)."""
+        post, prec_x, prec_n = self._posterior(mu, cov, lv)
+        return matvec(post, matvec(prec_x, mu) + matvec(prec_n, y))
+
+    def _posterior_std(self, y: Tensor, mu: Tensor, cov: Tensor, lv: Tensor) -> Tensor:  # noqa: ARG002 -- the NoiseModel interface
+        """√diag Σ_post: a Gaussian posterior's covariance does not depend on y (for Poisson it depends on the
+        *predicted* mean through Σ_n, as the likelihood approximation does)."""
+        post, _, _ = self._posterior(mu, cov, lv)
+        return torch.diagonal(post, dim1=-2, dim2=-1).sqrt()

@@ -73,12 +73,25 @@ class ImpulseNoise(NoiseModel):
     def _regulariser(self, mu: Tensor, lv: Tensor) -> Tensor:  # noqa: ARG002 -- the NoiseModel interface
         return mu.new_zeros(())
 
-    def _posterior_mean(self, y: Tensor, mu: Tensor, cov: Tensor, lv: Tensor) -> Tensor:
-        """Eq. 10: (α·μ_x + (1−α)·g·y) / (α + (1−α)·g) with g = N(y; μ_x, Σ_x + εI) the prior *density* at y
-        (det clamped at 1e-9 as the authors); float64 because g can exceed 1e6."""
-        cov = cov + PME_EPS * _eye(mu.shape[-1], mu)
-        d = y - mu
+    def _prior_density(self, y: Tensor, mu: Tensor, cov: Tensor) -> Tensor:
+        """g = N(y; μ_x, Σ) (..., 1), the prior *density* at y (det clamped at 1e-9 as the authors); float64
+        because g can exceed 1e6. ``cov`` already carries the ε ridge."""
         norm = torch.sqrt((2 * math.pi) ** mu.shape[-1] * torch.clamp_min(det(cov), self.det_floor))
-        g = (torch.exp(-0.5 * quad_form(d, inv(cov))) / norm)[..., None]
+        return (torch.exp(-0.5 * quad_form(y - mu, inv(cov))) / norm)[..., None]
+
+    def _posterior_mean(self, y: Tensor, mu: Tensor, cov: Tensor, lv: Tensor) -> Tensor:
+        """Eq. 10: (α·μ_x + (1−α)·g·y) / (α + (1−α)·g), g the prior density at y (Σ_x + εI)."""
+        g = self._prior_density(y, mu, cov + PME_EPS * _eye(mu.shape[-1], mu))
         a = lv[..., None]
         return (a * mu + (1 - a) * g * y) / (a + (1 - a) * g)
+
+    def _posterior_std(self, y: Tensor, mu: Tensor, cov: Tensor, lv: Tensor) -> Tensor:
+        """The posterior (Eq. 9) is a mixture: the prior N(μ_x, Σ_x + εI) (the pixel was replaced, weight
+        w = α/(α + (1−α)·g)) and a point mass at y (it was kept). Its second moment minus its squared mean,
+        written as the law of total variance, w·Σ_cc + w·(1−w)·(μ_c − y_c)², which avoids the cancellation."""
+        cov = cov + PME_EPS * _eye(mu.shape[-1], mu)
+        g = self._prior_density(y, mu, cov)
+        a = lv[..., None]
+        w = a / (a + (1 - a) * g)
+        var = w * torch.diagonal(cov, dim1=-2, dim2=-1) + w * (1 - w) * (mu - y).square()
+        return var.sqrt()
