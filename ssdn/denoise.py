@@ -132,11 +132,10 @@ def _tile_fn(
 ) -> Callable[[Tensor], dict[str, Tensor]]:
     """What ``denoise_tiled`` runs on each tile: the reported output, the posterior std if asked, and the level
     used as a map (so a per-image estimator's level is averaged over the tiles like the outputs)."""
-    extra = {"uncertainty": True} if uncertainty else {}
 
     def fn(tile: Tensor) -> dict[str, Tensor]:
         noisy = tile.float() / scale if scale != 1.0 else tile.float()
-        outs = module.denoise(noisy, params, bf16=bf16, **extra)
+        outs = module.denoise(noisy, params, bf16=bf16, uncertainty=uncertainty)
         result = {"out": next(iter(outs.values()))}
         if uncertainty:
             result["std"] = outs["posterior_std"]
