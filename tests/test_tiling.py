@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from ssdn.eval.evaluator import evaluate
+from ssdn.eval.protocol import protocol_configs
 from ssdn.nets import UNet, crop, pad_to_square
 from ssdn.tiling import axis_weights, check_tiling, denoise_tiled, tile_count, tile_starts
 
@@ -137,3 +140,29 @@ def test_memory_is_bounded_by_the_tile_not_the_image() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "whole image refused" in result.stdout
+
+
+class _SmallNetDenoiser:
+    """A network-like denoiser (square inputs) whose reach is inside the tiles' margin; records input sides."""
+
+    name = "small-net"
+    requires_square_multiple = 32
+
+    def __init__(self) -> None:
+        self.net = _small_net()
+        self.sides: list[int] = []
+
+    def denoise(self, noisy: torch.Tensor, params: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.sides.append(noisy.shape[-1])
+        with torch.no_grad():
+            return {"out": noisy + 0.01 * self.net(noisy)}
+
+
+def test_evaluator_tiles_inputs_larger_than_its_tile_with_the_same_scores(data_root: Path) -> None:
+    protocol = protocol_configs({"sets": "kodak", "repeats": 1, "limit": 2, "crop": 100}, ("gaussian", 25), 3)
+    whole, tiled = _SmallNetDenoiser(), _SmallNetDenoiser()
+    expected = evaluate(whole, protocol, root=data_root, progress=False, batch_size=2)
+    result = evaluate(tiled, protocol, root=data_root, progress=False, batch_size=2, tile=64)
+    assert set(whole.sides) == {128} and set(tiled.sides) == {64}
+    for a, b in zip(expected.sets["kodak"].rows, result.sets["kodak"].rows, strict=True):
+        assert a.psnr == pytest.approx(b.psnr, abs=1e-3)
