@@ -128,10 +128,15 @@ def check_level_given(module: DenoiserModule, param: Sequence[float] | str | Non
 
 
 def _tile_fn(
-    module: DenoiserModule, params: Tensor, scale: float, bf16: bool | None, uncertainty: bool
+    module: DenoiserModule,
+    params: Tensor,
+    scale: float,
+    bf16: bool | None,
+    uncertainty: bool,
+    levels: list[Tensor],
 ) -> Callable[[Tensor], dict[str, Tensor]]:
-    """What ``denoise_tiled`` runs on each tile: the reported output, the posterior std if asked, and the level
-    used as a map (so a per-image estimator's level is averaged over the tiles like the outputs)."""
+    """What ``denoise_tiled`` runs on each tile: the reported output and the posterior std if asked; the level
+    each tile used (paper units) is appended to ``levels``, so a per-image estimator's is averaged over tiles."""
 
     def fn(tile: Tensor) -> dict[str, Tensor]:
         noisy = tile.float() / scale if scale != 1.0 else tile.float()
@@ -143,8 +148,7 @@ def _tile_fn(
             with torch.no_grad():
                 level = module.method.level(noisy.to(module.device), params.to(module.device), module.noise)
             assert level is not None, "a method with a level source always gives a level"
-            values = module.noise.to_params(level).reshape(noisy.shape[0], -1, 1, 1).float()
-            result["level"] = values.expand(-1, -1, *noisy.shape[2:])
+            levels.append(module.noise.to_params(level).reshape(-1).cpu())
         return result
 
     return fn
@@ -164,12 +168,15 @@ def denoise_pixels(
 ) -> tuple[Tensor, Tensor | None, dict[str, float]]:
     """Denoise one (C, H, W) image (float in [0, 1], or integers with ``scale`` their maximum: each tile is
     scaled on its own, so the image is never held as float); returns the reported output (C, H, W) float32, the
-    posterior std (C, H, W) or None, and the level used (paper units; empty for methods without one)."""
-    fn = _tile_fn(module, params, scale, bf16, uncertainty)
-    outs = denoise_tiled(fn, pixels, tile, overlap, progress=progress)
+    posterior std (C, H, W) or None, and the level used (paper units, the mean over tiles; empty for methods
+    without one)."""
+    levels: list[Tensor] = []
+    outs = denoise_tiled(
+        _tile_fn(module, params, scale, bf16, uncertainty, levels), pixels, tile, overlap, progress=progress
+    )
     used: dict[str, float] = {}
-    if "level" in outs:
-        means = outs["level"].double().mean(dim=(1, 2)).tolist()
+    if levels:
+        means = torch.stack(levels).double().mean(0).tolist()
         used = dict(zip(module.noise.param_names, means, strict=True))
     return outs["out"], outs.get("std"), used
 
