@@ -181,24 +181,6 @@ def denoise_pixels(
     return outs["out"], outs.get("std"), used
 
 
-def denoise_with_level(
-    module: DenoiserModule, pixels: Tensor, param: Sequence[float] | float | None, bf16: bool | None = None
-) -> tuple[Tensor, dict[str, float]]:
-    """Denoise one (C,H,W) float image in [0, 1] with the default tiling; returns the reported output (C,H,W)
-    and the level used (paper units, ``{param name: value}``; empty for methods that use no level)."""
-    values = [param] if isinstance(param, int | float) else param
-    check_level_given(module, values)
-    out, _, used = denoise_pixels(module, pixels, resolve_params(module, values, pixels), bf16=bf16)
-    return out, used
-
-
-def denoise_image(
-    module: DenoiserModule, pixels: Tensor, param: Sequence[float] | float | None, bf16: bool | None = None
-) -> Tensor:
-    """Denoise one (C,H,W) float image in [0, 1]; returns the reported output (C,H,W)."""
-    return denoise_with_level(module, pixels, param, bf16)[0]
-
-
 # ----------------------------------------------------------------------------------------------- the plan
 
 
