@@ -69,11 +69,14 @@ def test_denoise_own_image(checkpoint: Path, tmp_path: Path) -> None:
     assert out.shape == (50, 70, 3) and out.dtype == np.uint8
 
 
-def test_denoise_requires_param_for_known_noise_models(checkpoint: Path, tmp_path: Path) -> None:
+def test_denoise_requires_param_for_known_noise_models(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "a.png"
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(src)
-    with pytest.raises(ValueError, match="--param"):
+    with pytest.raises(SystemExit) as exit_info:
         denoise.main([str(checkpoint), str(src), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert exit_info.value.code == 2 and "--param" in capsys.readouterr().err
 
 
 def test_denoise_missing_checkpoint(tmp_path: Path) -> None:

@@ -135,8 +135,8 @@ def _drop_alpha(pixels: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
-def _decode_native(path: Path) -> np.ndarray:
-    """(H, W, 1|3) uint8 or uint16 exactly as stored (alpha dropped)."""
+def _decode_native(path: Path, keep_alpha: bool = False) -> np.ndarray:
+    """(H, W, 1|3) uint8 or uint16 exactly as stored; alpha dropped, or kept as a last channel."""
     if path.suffix.lower() in _TIFF_SUFFIXES:
         pixels = tifffile.imread(path)
     elif _png_bit_depth(path) == 16:
@@ -154,11 +154,13 @@ def _decode_native(path: Path) -> np.ndarray:
                 pixels = pixels.astype(np.uint16)
             else:
                 pixels = _decode(img, path)
+                if keep_alpha and "A" in img.getbands():
+                    pixels = np.dstack([pixels, np.asarray(img.getchannel("A"))])
     if pixels.dtype not in (np.uint8, np.uint16):
         raise ImageDecodeError(
             f"{path}: {pixels.dtype} pixels; only 8-bit and 16-bit integer images have a defined [0, 1] scale"
         )
-    return _drop_alpha(pixels, path)
+    return pixels if keep_alpha else _drop_alpha(pixels, path)
 
 
 def load_native(path: str | Path, channels: int = 3) -> np.ndarray:
@@ -166,18 +168,30 @@ def load_native(path: str | Path, channels: int = 3) -> np.ndarray:
 
     For noisy observations, whose values must reach the model as stored; channel rules as ``load_image``.
     """
+    return load_native_with_alpha(path, channels)[0]
+
+
+def load_native_with_alpha(path: str | Path, channels: int = 3) -> tuple[np.ndarray, np.ndarray | None]:
+    """``load_native`` and the file's alpha channel (H, W, 1) at the same depth, or None when it has none.
+
+    For ``python -m ssdn.denoise``, which passes alpha through untouched: it is not part of the noisy signal.
+    """
     path = _image_path(path, channels)
     try:
-        pixels = _decode_native(path)
+        pixels = _decode_native(path, keep_alpha=True)
     except ImageDecodeError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError, zlib.error, png.Error) as exc:
         raise ImageDecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+    alpha = None
+    if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        alpha = np.ascontiguousarray(pixels[:, :, -1:])
+    pixels = _drop_alpha(pixels, path)
     if channels == 3 and pixels.shape[2] == 1:
         pixels = np.repeat(pixels, 3, axis=2)
     elif channels == 1 and pixels.shape[2] == 3:
         pixels = rgb_to_mono(pixels)
-    return np.ascontiguousarray(pixels)
+    return np.ascontiguousarray(pixels), alpha
 
 
 def bit_depth(pixels: np.ndarray) -> int:

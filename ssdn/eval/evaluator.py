@@ -8,7 +8,9 @@ cropped to H×W, batched among items of equal H×W, optionally in a process pool
 ``ssdn.eval.pool``). Scores are per image on the output cropped to H×W (``ssdn.eval.metrics``), for every
 output key and for the noisy input; a set's score is the mean over its replicated list
 (``ssdn.eval.results``). What is scored is fixed by one ``ProtocolConfig`` per set (``ssdn.eval.protocol``);
-how it is run (device, batch size, workers, journal) cannot change a number. With ``journal_dir`` an
+how it is run (device, batch size, workers, journal) cannot change a number. A network input square larger
+than ``tile`` (none of the paper's sets: they pad to at most 768) is denoised in tiles (``ssdn.tiling``), so
+memory stays bounded; squares up to ``tile`` run whole, as the protocol always ran them. With ``journal_dir`` an
 interrupted run resumes (``ssdn.eval.journal``).
 """
 
@@ -35,7 +37,11 @@ from ssdn.eval.metrics import mean_psnr, psnr, quantize, ssim
 from ssdn.eval.pool import run_in_pool
 from ssdn.eval.protocol import NoisyItem, PreparedSet, ProtocolConfig, generate, prepare_set
 from ssdn.eval.results import NOISY_KEY, UNCERTAINTY_KEY, ImageResult, Results, SetResult
+from ssdn.tiling import DEFAULT_OVERLAP, denoise_tiled
 from ssdn.utils import atomic_write_json, atomic_write_png, atomic_write_text
+
+EVAL_TILE = 1024
+"""Largest network input square the evaluator runs whole; the paper's sets (≤ 768) always do."""
 
 
 @runtime_checkable
@@ -114,15 +120,28 @@ def _run_here(
     work: Iterable[tuple[list[NoisyItem], Tensor, Tensor]],
     device: torch.device | None,
     uncertainty: bool = False,
+    tile: int = EVAL_TILE,
 ) -> Iterator[tuple[list[NoisyItem], dict[str, Tensor]]]:
     """Denoise the batches in this process (networks; ``workers`` = 1), on ``device`` if given; ``uncertainty``
-    asks the denoiser for its posterior std too (only then, so other denoisers need not know the keyword)."""
+    asks the denoiser for its posterior std too (only then, so other denoisers need not know the keyword).
+    A network's input square larger than ``tile`` goes through ``denoise_tiled``, all images of the batch cut
+    alike so their params stay aligned."""
     extra = {"uncertainty": True} if uncertainty else {}
     for batch, noisy, params in work:
         if device is not None:
             noisy, params = noisy.to(device), params.to(device)
+        multiple = denoiser.requires_square_multiple
         with torch.no_grad():
-            outputs = denoiser.denoise(noisy, params, **extra)
+            if multiple is not None and noisy.shape[-1] > tile:
+                outputs = denoise_tiled(
+                    lambda x, p=params: denoiser.denoise(x, p, **extra),
+                    noisy,
+                    tile,
+                    min(DEFAULT_OVERLAP, tile // 2 // multiple * multiple),
+                    multiple=multiple,
+                )
+            else:
+                outputs = denoiser.denoise(noisy, params, **extra)
         yield batch, outputs
 
 
@@ -145,6 +164,7 @@ def _evaluate_set(
     save_images: Path | None,
     journal: Journal | None,
     calibration: Calibration | None,
+    tile: int = EVAL_TILE,
 ) -> SetResult:
     cfg = prepared.config
     multiple = denoiser.requires_square_multiple
@@ -162,7 +182,7 @@ def _evaluate_set(
     if workers > 1:
         results = run_in_pool(denoiser, work, workers)
     else:
-        results = _run_here(denoiser, work, device, uncertainty=calibration is not None)
+        results = _run_here(denoiser, work, device, uncertainty=calibration is not None, tile=tile)
 
     rows: list[ImageResult] = list(done.values())
     start = time.perf_counter()
@@ -245,6 +265,7 @@ def evaluate(
     journal_dir: str | Path | None = None,
     identity: Mapping[str, Any] | None = None,
     calibrate: bool = False,
+    tile: int = EVAL_TILE,
 ) -> Results:
     """Run ``denoiser`` on each set, under its protocol (``protocol_configs`` builds them from a config).
 
@@ -257,6 +278,8 @@ def evaluate(
     reused only for the same one. ``calibrate``: also ask the denoiser for its posterior std
     (``denoise(..., uncertainty=True)``) and measure its calibration against the clean images
     (``ssdn.eval.calibration``) into each set's ``calibration``; it needs every image, so no journal is resumed.
+    ``tile``: network inputs with a larger side are denoised in tiles of this side (a multiple of the network's
+    ``requires_square_multiple``).
     """
     if not isinstance(denoiser, Denoiser):
         raise TypeError("denoiser needs .name, .requires_square_multiple and .denoise(noisy, params) -> dict")
@@ -293,6 +316,7 @@ def evaluate(
             save_images=out_dir,
             journal=journal,
             calibration=Calibration() if calibrate else None,
+            tile=tile,
         )
     meta = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

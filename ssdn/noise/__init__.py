@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ssdn.noise.base import AdditiveGaussianNoise, NoiseModel, ParamValue
+from ssdn.noise.base import AdditiveGaussianNoise, NoiseModel, NoiseParamError, ParamValue
 from ssdn.noise.gaussian import GaussianNoise
 from ssdn.noise.impulse import ImpulseNoise
 from ssdn.noise.poisson import PoissonNoise
@@ -14,6 +14,7 @@ __all__ = [
     "GaussianNoise",
     "ImpulseNoise",
     "NoiseModel",
+    "NoiseParamError",
     "PoissonGaussianNoise",
     "PoissonNoise",
     "build_noise",

@@ -27,9 +27,18 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from ssdn.errors import UserError
 from ssdn.linalg import det, inv, matvec, quad_form
 
-__all__ = ["MIN_STD", "PME_EPS", "AdditiveGaussianNoise", "NoiseModel", "ParamValue", "as_images"]
+__all__ = [
+    "MIN_STD",
+    "PME_EPS",
+    "AdditiveGaussianNoise",
+    "NoiseModel",
+    "NoiseParamError",
+    "ParamValue",
+    "as_images",
+]
 
 ParamValue = float | Sequence[float] | Mapping[str, float | Sequence[float]]
 
@@ -38,6 +47,10 @@ MIN_STD = 1e-3
 
 PME_EPS = 1e-6
 """Ridge the authors add to Σ_x (and Σ_n, and the precision sum) before inverting in the posterior mean."""
+
+
+class NoiseParamError(UserError, ValueError):
+    """A noise parameter given by a user (e.g. ``--param``) is outside its noise model's domain."""
 
 
 def _regulariser_weight(channels: int) -> float:
@@ -116,6 +129,21 @@ class NoiseModel(nn.Module, ABC):
     @abstractmethod
     def _in_domain(v: float) -> bool:
         """Whether v is a valid parameter value in the paper's units."""
+
+    def check_params(self, values: Sequence[float], setting: str = "--param") -> None:
+        """Raise ``NoiseParamError`` naming ``setting`` unless ``values`` are one value per ``param_names``
+        entry, each in the domain (finite; σ ≥ 0, λ > 0, 0 ≤ α ≤ 1, a, b ≥ 0): a NaN or negative level would
+        otherwise reach the posterior and silently give a black or unchanged image."""
+        names = ",".join(self.param_names)
+        if len(values) != self.num_params:
+            raise NoiseParamError(
+                f"{setting} needs {self.num_params} value(s) for {self.name} noise ({names}), got {len(values)}"
+            )
+        for p, v in zip(self.param_names, values, strict=True):
+            if not self._in_domain(float(v)):
+                raise NoiseParamError(
+                    f"{setting}: {self.name} noise needs {p} to satisfy {self.domain}, got {v!r}"
+                )
 
     def _parse_mapping(self, value: ParamValue) -> tuple[list[float], list[float]]:
         """``{a: 0.01, b: [lo, hi]}`` -> per-parameter (low, high) lists in ``param_names`` order."""
