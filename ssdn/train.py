@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
+from ssdn.checkpoints import read_checkpoint
 from ssdn.config import conf_dir, container, max_steps, prepare_hydra, validate_config
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.settings import DataSettings
@@ -43,6 +44,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Resuming reads weights only, whatever Lightning asks for: a crafted ``resume=`` file never runs code."""
+        return read_checkpoint(path, map_location="cpu" if map_location is None else map_location)
 
 
 def build_datamodule(cfg: DictConfig, noise: NoiseModel) -> DenoisingDataModule:
@@ -193,11 +200,7 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> Mapping[st
     module = DenoiserModule(config)
     datamodule = build_datamodule(cfg, module.noise)
     ckpt_path = resume_path(cfg, output_dir)
-    resume_step = (
-        int(torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
-        if ckpt_path
-        else None
-    )
+    resume_step = int(read_checkpoint(ckpt_path)["global_step"]) if ckpt_path else None
     loggers = build_loggers(cfg, output_dir, config, resume_step)
     try:
         trainer = build_trainer(cfg, output_dir, loggers, extra_callbacks)

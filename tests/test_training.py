@@ -13,7 +13,7 @@ import lightning as L
 import pytest
 import torch
 
-from ssdn.module import DenoiserModule
+from ssdn.checkpoints import load_denoiser, read_checkpoint
 from ssdn.train import run
 from tests.conftest import TINY, compose_config
 
@@ -69,7 +69,7 @@ def test_every_row_trains_and_checkpoints(tmp_path: Path, noise: str, method: st
     assert not level or any(not torch.equal(cap.initial[k], after[k]) for k in level), "level did not train"
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
-    loaded = DenoiserModule.load_from_checkpoint(ckpt, map_location="cpu")
+    loaded = load_denoiser(ckpt)
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, after[k]), k
     noisy = torch.rand(1, 3, 32, 32)
@@ -106,7 +106,7 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert not [w for w in caught if "manual optimization" in str(w.message)]
     split = tmp_path / "split"
     run(compose_config(*common, output_dir=split), extra_callbacks=[_StopAfter(3)])
-    first = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)
+    first = read_checkpoint(split / "checkpoints" / "last.ckpt")
     assert first["global_step"] == 3 and first["ssdn_progress"]["images_seen"] == 6
     resumed_cap = _Capture()
     run(compose_config(*common, "resume=auto", output_dir=split), extra_callbacks=[resumed_cap])
