@@ -84,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> Results:
     p.add_argument("--save-images", action="store_true", help="also write the first pass's images")
     p.add_argument("--wandb", action="store_true", help="log the results to W&B (offline without an API key)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--allow-modified",
+        action="store_true",
+        help="score test-set files whose checksum differs from the registry (warns; the numbers are not the paper's)",
+    )
     p.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     args = p.parse_args(argv)
     with exit_on_user_error(p.prog, args.debug):
@@ -127,6 +132,7 @@ def _evaluate(p: argparse.ArgumentParser, args: argparse.Namespace) -> Results:
         save_images=out / "images" if args.save_images else None,
         journal_dir=out,
         identity=identity,
+        allow_modified=args.allow_modified,
     )
     write_results(results, out)
     print(results.summary())

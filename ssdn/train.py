@@ -163,6 +163,7 @@ def evaluate_on_testsets(
         workers=1 if is_network else workers,
         progress=bool(cfg.trainer.enable_progress_bar),
         journal_dir=None if is_network else output_dir,  # a rerun of a long classical row resumes
+        allow_modified=bool(cfg.eval.get("allow_modified", False)),
     )
     write_results(results, output_dir)
     metrics: dict[str, float] = {}

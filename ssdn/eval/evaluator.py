@@ -192,6 +192,7 @@ def _evaluate_set(
             "padded_sizes": sorted(set(prepared.sizes)),
         },
         seconds=seconds,
+        sha256={n: h for n, h in zip(prepared.names, prepared.sha256, strict=False) if h is not None},
         rows=rows,
     )
 
@@ -209,6 +210,7 @@ def evaluate(
     save_images: str | Path | None = None,
     journal_dir: str | Path | None = None,
     identity: Mapping[str, Any] | None = None,
+    allow_modified: bool = False,
 ) -> Results:
     """Run ``denoiser`` on each set, under its protocol (``protocol_configs`` builds them from a config).
 
@@ -218,7 +220,8 @@ def evaluate(
     ``.to`` is moved to ``device`` (inputs follow; noise is always drawn on the CPU); an ``nn.Module`` is put
     in eval mode. ``journal_dir``: keep a per-set journal there and resume from it; ``identity`` says what else
     distinguishes this denoiser from another of the same name (e.g. the checkpoint file), so a journal is
-    reused only for the same one.
+    reused only for the same one. Registered sets are verified against their checksums before scoring;
+    ``allow_modified`` scores a modified file with a warning instead of refusing it.
     """
     if not isinstance(denoiser, Denoiser):
         raise TypeError("denoiser needs .name, .requires_square_multiple and .denoise(noisy, params) -> dict")
@@ -245,7 +248,12 @@ def evaluate(
 
     results: dict[str, SetResult] = {}
     for cfg in configs:
-        prepared = prepare_set(cfg, None if images is None else images.get(cfg.set_name), root=root)
+        prepared = prepare_set(
+            cfg,
+            None if images is None else images.get(cfg.set_name),
+            root=root,
+            allow_modified=allow_modified,
+        )
         journal = None
         if journal_dir is not None:
             key = {"method": denoiser.name, "identity": dict(identity or {}), "protocol": asdict(cfg)}

@@ -35,6 +35,7 @@ class SetResult:
     protocol: dict[str, Any]
     seconds: float
     rows: list[ImageResult] = field(repr=False)
+    sha256: dict[str, str] = field(default_factory=dict)  # of each scored file, as verified before scoring
 
 
 @dataclass
