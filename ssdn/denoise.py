@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ssdn.checkpoints import load_denoiser, read_checkpoint
 from ssdn.data.io import IMAGE_EXTENSIONS, ImageDecodeError, bit_depth, list_images, load_native_with_alpha
 from ssdn.errors import UserError, exit_on_user_error
 from ssdn.module import DenoiserModule
@@ -58,18 +59,9 @@ class DenoiseInputError(UserError, ValueError):
     """What was asked of ``ssdn.denoise`` cannot be done safely: missing inputs, clashing or existing outputs."""
 
 
-def load_denoiser(checkpoint: str | Path, device: str | torch.device = "cpu") -> DenoiserModule:
-    """Rebuild a trained module (network, noise model, method) from its checkpoint."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    module = DenoiserModule.load_from_checkpoint(path, map_location=torch.device(device))
-    return module.eval()
-
-
 def training_bit_depth(checkpoint: str | Path) -> int | None:
     """The bit depth training scaled its pixels by (``ssdn_pixel_scale`` of the checkpoint), if recorded."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    saved = read_checkpoint(checkpoint)
     scale = saved.get("ssdn_pixel_scale")
     return int(scale["bit_depth"]) if scale else None
 

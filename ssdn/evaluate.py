@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ssdn.baselines import BASELINES, build_baseline
+from ssdn.errors import exit_on_user_error
 from ssdn.eval.calibration import write_calibration
 from ssdn.eval.evaluator import Denoiser, evaluate, write_results
 from ssdn.eval.protocol import protocol_configs
@@ -90,13 +91,23 @@ def main(argv: Sequence[str] | None = None) -> Results:
     )
     p.add_argument("--wandb", action="store_true", help="log the results to W&B (offline without an API key)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--allow-modified",
+        action="store_true",
+        help="score test-set files whose checksum differs from the registry (warns; the numbers are not the paper's)",
+    )
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     args = p.parse_args(argv)
+    with exit_on_user_error(p.prog, args.debug):
+        return _evaluate(p, args)
 
+
+def _evaluate(p: argparse.ArgumentParser, args: argparse.Namespace) -> Results:
     if args.calibration and not args.checkpoint:
         p.error("--calibration needs --checkpoint (a classical method has no posterior std)")
     denoiser: Denoiser
     if args.checkpoint:
-        from ssdn.denoise import load_denoiser
+        from ssdn.checkpoints import load_denoiser
 
         module = load_denoiser(args.checkpoint, args.device)
         cfg = module.hparams["config"]
@@ -131,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> Results:
         journal_dir=None if args.calibration else out,
         identity=identity,
         calibrate=args.calibration,
+        allow_modified=args.allow_modified,
     )
     write_results(results, out)
     print(results.summary())

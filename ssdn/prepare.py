@@ -48,11 +48,10 @@ from ssdn.data.packed import (
     PLAN,
     SHARD_DIR,
     VERSION,
-    PackedSetError,
     shard_name,
 )
 from ssdn.data.sources import header_size
-from ssdn.errors import UserError
+from ssdn.errors import UserError, exit_on_user_error
 from ssdn.utils import atomic_path, atomic_write, atomic_write_json
 
 log = logging.getLogger("ssdn.prepare")
@@ -388,25 +387,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--shard-size", type=int, default=1000, help="images per shard file")
     p.add_argument("--workers", type=int, default=1, help="decoding processes (1: in this process)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0 when packed, 2 for a user error (bad SRC/OUT/settings), 1 when the system failed (I/O)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        pack(
-            args.src,
-            args.out,
-            min_size=args.min_size,
-            max_size=args.max_size,
-            seed=args.seed,
-            shard_size=args.shard_size,
-            workers=args.workers,
-        )
-    except (PrepareError, PackedSetError, OSError) as exc:
-        print(f"ssdn-prepare: error: {exc}", file=sys.stderr)
-        return 1
+    with exit_on_user_error("ssdn-prepare", args.debug):
+        try:
+            pack(
+                args.src,
+                args.out,
+                min_size=args.min_size,
+                max_size=args.max_size,
+                seed=args.seed,
+                shard_size=args.shard_size,
+                workers=args.workers,
+            )
+        except OSError as exc:
+            print(f"ssdn-prepare: error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -7,6 +7,7 @@ that jobs of a multirun never share one.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -21,13 +22,16 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
-from ssdn.config import conf_dir, container, max_steps, prepare_hydra, validate_config
+from ssdn.checkpoints import read_checkpoint
+from ssdn.config import ConfigError, conf_dir, container, max_steps, prepare_hydra, validate_config
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.settings import DataSettings
 from ssdn.distributed import DestroyProcessGroup, build_strategy
+from ssdn.errors import UserError, exit_on_user_error, traceback_wanted
 from ssdn.example import write_example
 from ssdn.initial_level import initialise_level
 from ssdn.jobs import job_environment, pin_job_to_gpu, resume_after_requeue
+from ssdn.last_checkpoint import LastCheckpoint
 from ssdn.loggers import build_loggers
 from ssdn.module import DenoiserModule
 from ssdn.noise import NoiseModel
@@ -43,6 +47,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Resuming reads weights only, whatever Lightning asks for: a crafted ``resume=`` file never runs code."""
+        return read_checkpoint(path, map_location="cpu" if map_location is None else map_location)
 
 
 def build_datamodule(cfg: DictConfig, noise: NoiseModel) -> DenoisingDataModule:
@@ -69,16 +79,19 @@ def build_trainer(
     )
     # Without clean validation images (noisy data, no data.val_dir) the best model has the lowest held-out NLL.
     noisy_val = not cfg.data.add_noise and cfg.data.val_dir is None
+    # last.ckpt never waits for validation (ssdn.last_checkpoint); best.ckpt follows the monitored metric,
+    # checked after each validation, and is overwritten in place (no best-v1.ckpt on resume).
     callbacks: list[Callback] = [
+        LastCheckpoint(output_dir / "checkpoints", every),
         ModelCheckpoint(
             dirpath=output_dir / "checkpoints",
             filename="best",
             monitor="val/nll" if noisy_val else "val/psnr",
             mode="min" if noisy_val else "max",
             save_top_k=1,
-            save_last=True,
-            every_n_train_steps=every,
+            save_last=False,
             auto_insert_metric_name=False,
+            enable_version_counter=False,
         ),
         DestroyProcessGroup(),
         *extra_callbacks,
@@ -99,9 +112,20 @@ def build_trainer(
     )
 
 
+#: Files that show a folder already holds a training run (``.hydra/`` alone is written by every start).
+RUN_FILES = ("checkpoints/last.ckpt", "metrics.json", "csv/metrics.csv")
+
+
 def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    """``resume=auto`` continues from the run directory's last checkpoint when there is one."""
+    """``resume=auto`` continues from the run directory's last checkpoint when there is one. Without ``resume``
+    a folder that already holds a run is refused: training into it would overwrite its history and results."""
     if cfg.resume is None:
+        held = [name for name in RUN_FILES if (output_dir / name).exists()]
+        if held:
+            raise ConfigError(
+                f"{output_dir} already holds a run ({', '.join(held)}); continue it with resume=auto, or train "
+                "into a new folder with hydra.run.dir=<folder> (output_dir=<folder> from Python)"
+            )
         return None
     if cfg.resume == "auto":
         last = output_dir / "checkpoints" / "last.ckpt"
@@ -111,6 +135,15 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
         log.info("resume=auto: no checkpoint in %s, starting fresh", last.parent)
         return None
     return str(cfg.resume)
+
+
+def finished_metrics(cfg: DictConfig, output_dir: Path, resume_step: int) -> dict[str, Any] | None:
+    """The metrics of a run that already reached its last step and wrote them (a rerun or SLURM requeue of a
+    finished job), else None: such a run is left exactly as it is."""
+    metrics = output_dir / "metrics.json"
+    if resume_step < max_steps(cfg) or not metrics.is_file():
+        return None
+    return dict(json.loads(metrics.read_text()))
 
 
 def evaluate_on_testsets(
@@ -130,6 +163,7 @@ def evaluate_on_testsets(
         workers=1 if is_network else workers,
         progress=bool(cfg.trainer.enable_progress_bar),
         journal_dir=None if is_network else output_dir,  # a rerun of a long classical row resumes
+        allow_modified=bool(cfg.eval.get("allow_modified", False)),
     )
     write_results(results, output_dir)
     metrics: dict[str, float] = {}
@@ -187,17 +221,16 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> Mapping[st
         return run_classical(cfg, output_dir)
     if cfg.get("keep_freed_memory", False):
         keep_freed_memory()
+    ckpt_path = resume_path(cfg, output_dir)
+    resume_step = int(read_checkpoint(ckpt_path)["global_step"]) if ckpt_path else None
+    if resume_step is not None and (done := finished_metrics(cfg, output_dir, resume_step)) is not None:
+        log.info("%s finished at step %d: nothing to do, every result file is kept", output_dir, resume_step)
+        return done
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     # Enums as plain strings: the config is saved in checkpoints, which load weights-only.
     config = container(cfg, enum_to_str=True)
     module = DenoiserModule(config)
     datamodule = build_datamodule(cfg, module.noise)
-    ckpt_path = resume_path(cfg, output_dir)
-    resume_step = (
-        int(torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
-        if ckpt_path
-        else None
-    )
     loggers = build_loggers(cfg, output_dir, config, resume_step)
     try:
         trainer = build_trainer(cfg, output_dir, loggers, extra_callbacks)
@@ -228,11 +261,28 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _log_through_hydra() -> None:
+    """Send Lightning's messages and Python warnings (skipped data files among them) to the root logger, i.e.
+    Hydra's console and the job's ``train.log``. Lightning, imported before Hydra set logging up, gave its
+    loggers their own console handlers and stopped them propagating, and warnings went to stderr only."""
+    logging.captureWarnings(True)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
 def train_job(cfg: DictConfig) -> float | None:
-    """One Hydra job. In a multirun a failing job is logged and recorded (``failed.txt`` in its directory)
-    instead of ending the sweep; a single run fails loudly. The job's environment is restored when it ends, so
+    """One Hydra job. A user error (bad setting, missing file, damaged checkpoint) in a single run is one line
+    ``ssdn-train: error: ...`` and exit status 2 (the traceback with ``HYDRA_FULL_ERROR=1``); caught here, inside
+    the task function, so that Hydra does not print its own traceback first. In a multirun one failing job does
+    not stop the sweep: it is logged and recorded (``failed.txt`` in its directory, the one-line message for a
+    user error, the traceback for a bug), and the report lists it as failed. A signal (SIGINT, SIGTERM) is not a
+    failure: the run writes ``last.ckpt`` and the process exits. The job's environment is restored when it ends, so
     the next job of a multirun starts clean; ``trainer.pin_job_to_gpu`` and a SLURM requeue adjust the config.
     Returns the validation PSNR, for sweepers that optimise it."""
+    _log_through_hydra()
     try:
         with job_environment():
             pin_job_to_gpu(cfg)
@@ -240,13 +290,19 @@ def train_job(cfg: DictConfig) -> float | None:
             metrics = run(cfg)
     except Exception as exc:
         if not _in_multirun():
-            raise
-        log.exception("job %s failed; the sweep goes on", cfg.run.name)
+            with exit_on_user_error("ssdn-train"):
+                raise
         import traceback
 
         from ssdn.utils import atomic_write_text
 
-        atomic_write_text(Path(cfg.output_dir) / "failed.txt", "".join(traceback.format_exception(exc)))
+        if isinstance(exc, UserError) and not traceback_wanted():
+            log.error("job %s failed; the sweep goes on: %s", cfg.run.name, exc)
+            report = f"{exc}\n"
+        else:
+            log.exception("job %s failed; the sweep goes on", cfg.run.name)
+            report = "".join(traceback.format_exception(exc))
+        atomic_write_text(Path(cfg.output_dir) / "failed.txt", report)
         return None
     psnr = metrics.get("val/psnr")
     return psnr if isinstance(psnr, float) else None

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from ssdn import denoise, evaluate
+from ssdn.checkpoints import CheckpointError
 from ssdn.train import run
 from tests.conftest import TINY, compose_config
 
@@ -80,5 +81,5 @@ def test_denoise_requires_param_for_known_noise_models(
 
 
 def test_denoise_missing_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
         denoise.load_denoiser(tmp_path / "nope.ckpt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import socket
 import warnings
 from pathlib import Path
@@ -157,6 +158,25 @@ def test_file_failing_at_crop_time_falls_back_deterministically(folder: Path) ->
         warnings.simplefilter("ignore")
         again = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, in_memory=False, seed=1))
         assert_same(got, batches(again, 8))
+    # The record in checkpoints lists it as skipped, not as trained on.
+    record = stream.describe()
+    assert record["crop_failed_files"] == [str(trunc)] and str(trunc) in record["skipped_files"]
+    assert str(trunc) not in record["files"] and len(record["files"]) == len(stream.files) - 1
+
+
+def test_crop_time_failure_in_a_worker_reaches_the_main_record(folder: Path) -> None:
+    """A loader worker decodes from its own copy of the stream: the batch that met the failure names it once."""
+    _, trunc = _corrupt_files(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main = RandomCropStream(DataSettings(folder, crop_size=32, batch_size=4, in_memory=False, seed=1))
+        worker = copy.deepcopy(main)
+        got = batches(worker, 8)
+    announced = [b["crop_failed"].tolist() for b in got if "crop_failed" in b]
+    assert announced == [[main.files.index(trunc)]]
+    assert main.describe()["crop_failed_files"] == []
+    main.mark_crop_failed(announced[0])
+    assert main.describe()["crop_failed_files"] == [str(trunc)]
 
 
 def test_missing_empty_and_unusable_sources_fail_before_training(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ssdn.checkpoints import read_checkpoint
 from ssdn.config import compose
 from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.datamodule import VAL_SEED_OFFSET, DenoisingDataModule
@@ -234,7 +235,7 @@ def test_lightning_resume_continues_the_exact_batch_sequence(folder: Path, tmp_p
     assert all(torch.equal(x, fresh.batch(b)["clean"]) for b, x in enumerate(first.seen))
     ckpt = tmp_path / "step2.ckpt"
     trainer.save_checkpoint(ckpt)
-    saved = torch.load(ckpt, weights_only=False)["DenoisingDataModule"]
+    saved = read_checkpoint(ckpt)["DenoisingDataModule"]
     assert saved["train"]["files"] == [str(p) for p in sorted(folder.glob("*.png"))]
 
     resumed = Recorder()

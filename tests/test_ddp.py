@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssdn.checkpoints import read_checkpoint
 from ssdn.config import world_size
 from ssdn.distributed import CONFIG_DIGEST_ENV, HydraDDPStrategy, build_strategy, config_digest
 from ssdn.jobs import gpu_for_job, job_environment, pin_job_to_gpu, resume_after_requeue
@@ -41,7 +42,7 @@ COMPARE = (
 
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return read_checkpoint(ckpt)["state_dict"]
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from ssdn.checkpoints import read_checkpoint
 from ssdn.config import ConfigError
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.io import check_one_bit_depth, load_native, to_unit
@@ -119,7 +120,7 @@ def test_train_on_noisy_files_then_denoise_without_param(
     out = tmp_path / "run"
     metrics = run(compose_config(*noisy_overrides(folder, f"channels={channels}"), output_dir=out))
     assert "val/nll" in metrics and "val/noise_level" in metrics and "val/psnr" not in metrics
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(out / "checkpoints" / "last.ckpt")
     depth = 8 if kind == "rgb8" else 16
     assert ckpt["ssdn_pixel_scale"] == {"add_noise": False, "bit_depth": depth, "max_value": 2**depth - 1}
     assert set(ckpt["ssdn_level"]) == {"sigma"} and ckpt["ssdn_level"]["sigma"] == pytest.approx(
@@ -151,7 +152,7 @@ def test_best_checkpoint_follows_lowest_val_nll(tmp_path: Path) -> None:
         rows = [r for r in csv.DictReader(f) if r.get("val/nll")]
     assert len(rows) == 3 and all(math.isfinite(float(r["val/nll"])) for r in rows)
     best_step = int(min(rows, key=lambda r: float(r["val/nll"]))["step"])
-    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    best = read_checkpoint(out / "checkpoints" / "best.ckpt")
     assert best["global_step"] == best_step + 1
 
 
@@ -244,10 +245,7 @@ def test_noisy_only_ddp_matches_single_process(tmp_path: Path) -> None:
     train_cli(*common, "trainer=ddp_cpu", f"hydra.run.dir={ddp}", cwd=tmp_path)
     single = tmp_path / "single"
     run(compose_config(*common, "trainer=cpu", output_dir=single))
-    a, b = (
-        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-        for d in (ddp, single)
-    )
+    a, b = (read_checkpoint(d / "checkpoints" / "last.ckpt") for d in (ddp, single))
     assert a["ssdn_progress"]["images_seen"] == b["ssdn_progress"]["images_seen"] == 12
     assert a["ssdn_level"]["sigma"] == pytest.approx(b["ssdn_level"]["sigma"], rel=1e-3)
     # the loss of each step (mean over ranks) depends on which crops were drawn: the ranks drew the same ones

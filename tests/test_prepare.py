@@ -202,7 +202,9 @@ def test_command_line(src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
         "shard_size": 4,
         "channels": 3,
     }
-    assert main([*argv[:6], "--seed", "3"]) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv[:6], "--seed", "3"])
+    assert exit_info.value.code == 2
     assert "ssdn-prepare: error: OUT=" in capsys.readouterr().err
 
 

@@ -3,6 +3,7 @@ end to end by submitit's local executor and then requeued the way SLURM does it,
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -115,6 +116,9 @@ def test_submitit_local_job_and_its_requeue_share_one_directory(tmp_path: Path) 
     assert [p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")] == [job]
     log = (job / "train.log").read_text()
     assert "SLURM restart 1: continuing from" in log and "resuming from" in log
+    # the job had finished: the requeue keeps its results instead of rewriting them
+    assert "finished at step 2: nothing to do" in log
+    assert "train/loss" in json.loads((job / "metrics.json").read_text())
 
 
 def test_joblib_gpus_launcher_runs_one_job_per_gpu(tmp_path: Path) -> None:

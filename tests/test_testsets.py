@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from ssdn.data import testsets
 from ssdn.data.testsets import (
     DATA_ROOT_ENV,
     TestSetIntegrityError,
@@ -121,4 +125,57 @@ def test_wrong_pixel_size_detected_without_verify(data_root: Path, tmp_path: Pat
     os.unlink(folder / "baboon.png")
     Image.new("RGB", (10, 10)).save(folder / "baboon.png")
     with pytest.raises(TestSetIntegrityError, match=r"baboon\.png decodes to 10x10, expected 500x480"):
+        load_testset("set14", root=tmp_path, limit=1, verify=False)
+
+
+def test_modified_file_refused_before_scoring_unless_allowed(data_root: Path, tmp_path: Path) -> None:
+    folder = _link_set(data_root, tmp_path, "set14")
+    target = folder / "baboon.png"
+    pixels = np.array(Image.open(target))
+    target.unlink()
+    pixels[0, 0] ^= 1  # one pixel a little off: a silently different set
+    Image.fromarray(pixels).save(target)
+    data = target.read_bytes()
+    with pytest.raises(TestSetIntegrityError, match=r"baboon\.png has sha256 .*--allow-modified"):
         load_testset("set14", root=tmp_path, limit=1)
+    with pytest.warns(UserWarning, match=r"baboon\.png has sha256 .*scored anyway"):
+        (image,) = load_testset("set14", root=tmp_path, limit=1, allow_modified=True)
+    assert (
+        image.sha256 == hashlib.sha256(data).hexdigest()
+        and image.pixels[0, 0].tolist() == pixels[0, 0].tolist()
+    )
+
+
+def test_files_are_hashed_once_per_process_until_they_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(testsets, "sha256_file", lambda p: calls.append(p) or "h")
+    path = tmp_path / "f.png"
+    path.write_bytes(b"abc")
+    assert testsets.file_sha256(path) == testsets.file_sha256(path) == "h" and len(calls) == 1
+    os.utime(path, ns=(0, 12345))
+    testsets.file_sha256(path)
+    assert len(calls) == 2
+
+
+class _Identity:
+    """The smallest denoiser: returns its input."""
+
+    name = "identity"
+    requires_square_multiple = None
+
+    def denoise(self, noisy: torch.Tensor, params: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": noisy}
+
+
+def test_results_record_the_checksums_of_what_was_scored(data_root: Path, tmp_path: Path) -> None:
+    from ssdn.eval.evaluator import evaluate, write_results
+    from ssdn.eval.protocol import protocol_configs
+
+    configs = protocol_configs({"sets": ["kodak"], "repeats": 1, "limit": 2, "crop": 32}, ("gaussian", 25), 3)
+    results = evaluate(_Identity(), configs, root=data_root, progress=False)
+    write_results(results, tmp_path)
+    recorded = json.loads((tmp_path / "results.json").read_text())["sets"]["kodak"]["sha256"]
+    spec = {f.name: f.sha256 for f in get_testset("kodak").files}
+    assert recorded == {n: spec[n] for n in ("kodim01.png", "kodim02.png")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -13,8 +14,9 @@ import lightning as L
 import pytest
 import torch
 
-from ssdn.module import DenoiserModule
-from ssdn.train import run
+from ssdn.checkpoints import load_denoiser, read_checkpoint
+from ssdn.config import ConfigError
+from ssdn.train import run, train_job
 from tests.conftest import TINY, compose_config
 
 # (noise option, method option, noise_params option) for every trained row of Tables 1 and 3 (+ Figure 3).
@@ -69,7 +71,7 @@ def test_every_row_trains_and_checkpoints(tmp_path: Path, noise: str, method: st
     assert not level or any(not torch.equal(cap.initial[k], after[k]) for k in level), "level did not train"
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
-    loaded = DenoiserModule.load_from_checkpoint(ckpt, map_location="cpu")
+    loaded = load_denoiser(ckpt)
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, after[k]), k
     noisy = torch.rand(1, 3, 32, 32)
@@ -106,7 +108,7 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert not [w for w in caught if "manual optimization" in str(w.message)]
     split = tmp_path / "split"
     run(compose_config(*common, output_dir=split), extra_callbacks=[_StopAfter(3)])
-    first = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)
+    first = read_checkpoint(split / "checkpoints" / "last.ckpt")
     assert first["global_step"] == 3 and first["ssdn_progress"]["images_seen"] == 6
     resumed_cap = _Capture()
     run(compose_config(*common, "resume=auto", output_dir=split), extra_callbacks=[resumed_cap])
@@ -207,3 +209,43 @@ def test_training_then_protocol_evaluation_writes_results(tmp_path: Path, data_r
         # RGB crop (12 288 samples) moves the MSE by ~1.3% (0.06 dB) per std, so 19.9 dB is 4 stds below.
         # Measured 20.24, 20.57, 20.93, 20.20; σ = 20 would give 22.1 dB and σ = 30 18.6 dB.
         assert all(19.9 < v < 22.0 for v in rows), rows
+
+
+def test_user_error_in_a_single_run_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = compose_config(*TINY, "data.batch_size=-1", output_dir=tmp_path)
+    try:
+        with pytest.raises(SystemExit) as info:
+            train_job(cfg)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ssdn-train: error: invalid configuration") and "data.batch_size=-1" in err
+        assert "Traceback" not in err
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # the traceback, for a bug report
+        with pytest.raises(ConfigError, match=r"data\.batch_size=-1"):
+            train_job(cfg)
+    finally:
+        logging.captureWarnings(False)  # train_job routes warnings to the job's log; not this process's
+
+
+def test_checkpoints_without_validation(tmp_path: Path) -> None:
+    """With validation off, last.ckpt still follows trainer.checkpoint_every_n_steps; no best.ckpt exists."""
+    saved: list[int] = []
+
+    class _Watch(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+            ckpt = tmp_path / "checkpoints" / "last.ckpt"
+            if ckpt.is_file():
+                saved.append(read_checkpoint(ckpt)["global_step"])
+
+    cfg = compose_config(
+        *TINY,
+        "data.val_count=0",
+        "trainer.max_steps=4",
+        "trainer.checkpoint_every_n_steps=1",
+        output_dir=tmp_path,
+    )
+    run(cfg, extra_callbacks=[_Watch()])
+    assert saved == [1, 2, 3, 4]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]

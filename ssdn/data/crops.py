@@ -35,7 +35,7 @@ import copy
 import itertools
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,8 @@ class RandomCropStream(IterableDataset):
         self._perms: OrderedDict[int, np.ndarray] = OrderedDict()
         self._noisy: OrderedDict[int, tuple[np.ndarray, float]] = OrderedDict()
         self._noisy_bytes = 0
-        self._bad: set[int] = set()
+        self._bad: set[int] = set()  # files that failed at crop time (indices into files)
+        self._bad_reported: set[int] = set()  # of these, those already announced in a batch (``crop_failed``)
 
     # ------------------------------------------------------------------ setup
 
@@ -289,13 +290,19 @@ class RandomCropStream(IterableDataset):
         self._noisy.clear()
         self._noisy_bytes = 0
 
+    @property
+    def crop_failed_files(self) -> list[str]:
+        """Files that passed the header scan but failed to decode when cropped: skipped from then on."""
+        return [str(self.files[i]) for i in sorted(self._bad)]
+
     def describe(self) -> dict[str, Any]:
         """What was trained on, for checkpoints and logs."""
         return {
             "source": self.source,
-            "files": [str(p) for p in self.files],
+            "files": [str(p) for i, p in enumerate(self.files) if i not in self._bad],
             "listed": self.listed_count,
-            "skipped_files": list(self.skipped_files),
+            "skipped_files": [*self.skipped_files, *self.crop_failed_files],
+            "crop_failed_files": self.crop_failed_files,
             "too_small_files": list(self.too_small_files),
             "size_filtered": self.size_filtered_count,
             "size_filter": self.settings.size_filter,
@@ -416,12 +423,22 @@ class RandomCropStream(IterableDataset):
                 params.append(p)
         index_t = torch.tensor(index, dtype=torch.int64)
         if self.noisy_only:  # the crops are the observations: scaled by their depth, never clipped
-            return {"noisy": torch.from_numpy(to_unit(clean)), "index": index_t}
-        out = {"clean": torch.from_numpy(clean), "index": index_t}
-        if noisy is not None:
-            out["noisy"] = torch.from_numpy(noisy)
-            out["params"] = torch.tensor(params, dtype=torch.float64)
+            out = {"noisy": torch.from_numpy(to_unit(clean)), "index": index_t}
+        else:
+            out = {"clean": torch.from_numpy(clean), "index": index_t}
+            if noisy is not None:
+                out["noisy"] = torch.from_numpy(noisy)
+                out["params"] = torch.tensor(params, dtype=torch.float64)
+        if new_bad := self._bad - self._bad_reported:
+            # A loader worker's copy of the stream found them: the batch carries them to the main process,
+            # whose record (describe, in checkpoints) must list them as skipped.
+            out["crop_failed"] = torch.tensor(sorted(new_bad), dtype=torch.int64)
+            self._bad_reported |= new_bad
         return out
+
+    def mark_crop_failed(self, indices: Iterable[int]) -> None:
+        """Record files a loader worker found undecodable at crop time (from a batch's ``crop_failed``)."""
+        self._bad.update(int(i) for i in indices)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         if not (0 <= self.rank < self.world_size) or self.start_batch < 0:

@@ -250,6 +250,14 @@ class DenoisingDataModule(L.LightningDataModule):
             pin_memory=self._on_cuda(),
         )
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:  # noqa: ARG002 -- Lightning's hook
+        """Files a loader worker found undecodable at crop time reach this process's record (and checkpoints)."""
+        if isinstance(batch, dict) and "crop_failed" in batch:
+            failed = batch.pop("crop_failed")
+            if self.train_stream is not None:
+                self.train_stream.mark_crop_failed(failed.tolist())
+        return batch
+
     def val_dataloader(self) -> DataLoader | list:
         """The fixed validation set in per-rank batches; an empty list (no validation) for val_count=0."""
         if self.settings.val_count == 0:
@@ -281,11 +289,14 @@ class DenoisingDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Warn when resuming on different training images (names compared, so moved folders are fine)."""
-        saved = (state_dict.get("train") or {}).get("files")
+        train = state_dict.get("train") or {}
+        saved = train.get("files")
         if saved is None or self.train_stream is None:
             return
+        # files that failed at crop time are recorded apart from ``files``, but were part of the choice
+        failed = {Path(p).name for p in train.get("crop_failed_files", [])}
         now = [p.name for p in self.train_stream.files]
-        if [Path(p).name for p in saved] != now:
+        if [Path(p).name for p in saved] != [n for n in now if n not in failed] or not failed <= set(now):
             warnings.warn(
                 f"resuming on different training images: the checkpoint used {len(saved)} file(s), this run "
                 f"has {len(now)} (or other names/order); the crop sequence will not match the original run",

@@ -71,6 +71,19 @@ def _decode(img: Image.Image, path: Path) -> np.ndarray:
     return np.array(img, dtype=np.uint8)  # a writable copy
 
 
+MAX_PIXELS = 89_478_485
+"""Largest image decoded (PIL's own warning limit, ~9459² px): a header claiming more is a decompression bomb
+or damaged, refused before any pixel is decompressed rather than filling the memory."""
+
+
+def _check_size(width: int, height: int, path: Path) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(
+            f"{path}: header says {width}x{height} pixels, more than the {MAX_PIXELS} an image may have "
+            "(a decompression bomb or a damaged header); replace or remove the file"
+        )
+
+
 def _image_path(path: str | Path, channels: int) -> Path:
     """The checks every loader makes before decoding: a supported channel count and an existing file."""
     if channels not in (1, 3):
@@ -86,11 +99,20 @@ def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
     path = _image_path(path, channels)
     try:
         with Image.open(path) as file:
+            _check_size(*file.size, path)
             file.load()
             pixels = _decode(ImageOps.exif_transpose(file), path)
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError, zlib.error) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        Image.DecompressionBombError,
+    ) as exc:
         raise ImageDecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
 
     if pixels.ndim == 2:
@@ -141,10 +163,12 @@ def _decode_native(path: Path, keep_alpha: bool = False) -> np.ndarray:
         pixels = tifffile.imread(path)
     elif _png_bit_depth(path) == 16:
         width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+        _check_size(width, height, path)
         planes = int(info["planes"])
         pixels = np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(height, width, planes)
     else:
         with Image.open(path) as file:
+            _check_size(*file.size, path)
             file.load()
             img = ImageOps.exif_transpose(file)
             if img.mode in _16BIT_MODES:
@@ -181,7 +205,16 @@ def load_native_with_alpha(path: str | Path, channels: int = 3) -> tuple[np.ndar
         pixels = _decode_native(path, keep_alpha=True)
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError, zlib.error, png.Error) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        png.Error,
+        Image.DecompressionBombError,
+    ) as exc:
         raise ImageDecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
     alpha = None
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4):

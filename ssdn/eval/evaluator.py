@@ -230,6 +230,7 @@ def _evaluate_set(
             "padded_sizes": sorted(set(prepared.sizes)),
         },
         seconds=seconds,
+        sha256={n: h for n, h in zip(prepared.names, prepared.sha256, strict=False) if h is not None},
         rows=rows,
         calibration=calibration.result() if calibration is not None else None,
     )
@@ -266,6 +267,7 @@ def evaluate(
     identity: Mapping[str, Any] | None = None,
     calibrate: bool = False,
     tile: int = EVAL_TILE,
+    allow_modified: bool = False,
 ) -> Results:
     """Run ``denoiser`` on each set, under its protocol (``protocol_configs`` builds them from a config).
 
@@ -280,6 +282,8 @@ def evaluate(
     (``ssdn.eval.calibration``) into each set's ``calibration``; it needs every image, so no journal is resumed.
     ``tile``: network inputs with a larger side are denoised in tiles of this side (a multiple of the network's
     ``requires_square_multiple``).
+    Registered sets are verified against their checksums before scoring;
+    ``allow_modified`` scores a modified file with a warning instead of refusing it.
     """
     if not isinstance(denoiser, Denoiser):
         raise TypeError("denoiser needs .name, .requires_square_multiple and .denoise(noisy, params) -> dict")
@@ -301,7 +305,12 @@ def evaluate(
 
     results: dict[str, SetResult] = {}
     for cfg in configs:
-        prepared = prepare_set(cfg, None if images is None else images.get(cfg.set_name), root=root)
+        prepared = prepare_set(
+            cfg,
+            None if images is None else images.get(cfg.set_name),
+            root=root,
+            allow_modified=allow_modified,
+        )
         journal = None
         if journal_dir is not None:
             key = {"method": denoiser.name, "identity": dict(identity or {}), "protocol": asdict(cfg)}

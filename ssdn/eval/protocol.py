@@ -181,6 +181,7 @@ class PreparedSet:
     config: ProtocolConfig
     names: list[str]
     clean: list[Tensor]
+    sha256: list[str | None] = field(default_factory=list)  # of each image's file, when verified
     sizes: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -204,17 +205,30 @@ def _to_tensor(pixels: np.ndarray, crop: int | None) -> Tensor:
 
 
 def prepare_set(
-    config: ProtocolConfig, images: Sequence[TestImage] | None = None, root: str | Path | None = None
+    config: ProtocolConfig,
+    images: Sequence[TestImage] | None = None,
+    root: str | Path | None = None,
+    allow_modified: bool = False,
 ) -> PreparedSet:
-    """Load (or take) the clean images, apply ``limit`` and the centre ``crop``, and fix the padded sizes."""
+    """Load (or take) the clean images, apply ``limit`` and the centre ``crop``, and fix the padded sizes.
+    Loaded sets are verified against the registry's checksums first (``allow_modified``: warn instead)."""
     if images is None:
-        images = load_testset(config.set_name, root=root, channels=config.channels, limit=config.limit)
+        images = load_testset(
+            config.set_name,
+            root=root,
+            channels=config.channels,
+            limit=config.limit,
+            allow_modified=allow_modified,
+        )
     else:
         images = list(images)[: config.limit]
     if not images:
         raise ValueError(f"test set {config.set_name!r} has no images")
     return PreparedSet(
-        config, [im.name for im in images], [_to_tensor(im.pixels, config.crop) for im in images]
+        config,
+        [im.name for im in images],
+        [_to_tensor(im.pixels, config.crop) for im in images],
+        [im.sha256 for im in images],
     )
 
 

@@ -40,6 +40,7 @@ class SetResult:
     rows: list[ImageResult] = field(repr=False)
     #: ``Calibration.result()`` of the posterior std when the evaluation was asked for it (``calibrate``).
     calibration: dict[str, Any] | None = None
+    sha256: dict[str, str] = field(default_factory=dict)  # of each scored file, as verified before scoring
 
 
 @dataclass

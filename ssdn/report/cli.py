@@ -18,7 +18,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssdn.report.jobs import Job, ReportError, find_jobs
+from ssdn.errors import exit_on_user_error
+from ssdn.report.jobs import Job, find_jobs
 from ssdn.report.paper import Paper, load_paper
 from ssdn.report.plots import plot_curves, plot_figure3, plot_noise_levels
 from ssdn.report.rows import assign
@@ -71,15 +72,14 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     p.add_argument("--wandb-project", default="ssdn")
     p.add_argument("--wandb-entity", default=None)
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     args = p.parse_args(argv)
     if not args.sweeps and not args.wandb_group:
         p.error("give at least one sweep directory or --wandb-group")
-    try:
+    with exit_on_user_error(p.prog, args.debug):
         jobs = [j for root in args.sweeps for j in find_jobs(root)]
         if args.wandb_group:
             jobs += read_wandb_group(args.wandb_group, args.wandb_project, args.wandb_entity)
-    except ReportError as exc:
-        raise SystemExit(f"ssdn.report: {exc}") from exc
-    written = build_report(jobs, args.out, plots=not args.no_plots)
+        written = build_report(jobs, args.out, plots=not args.no_plots)
     print(f"wrote {args.out / 'report.md'} ({len(written)} files)")
     return written

@@ -6,23 +6,30 @@ cell was trained on. ``RecordTrainFiles`` is the Hydra callback that writes it a
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ssdn.checkpoints import CheckpointError, read_checkpoint
 from ssdn.utils import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 def train_files_from_checkpoint(job_dir: Path) -> list[str] | None:
-    """The training files the DataModule recorded in the job's last checkpoint (None without one)."""
+    """The training files the DataModule recorded in the job's last checkpoint (None without one, or with a
+    damaged or unsafe one: the report goes on without that listing and says why)."""
     ckpt = job_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         return None
-    import torch
-
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    try:
+        state = read_checkpoint(ckpt)
+    except CheckpointError as exc:
+        log.warning("no training-file listing for %s: %s", job_dir, exc)
+        return None
     train = (state.get("DenoisingDataModule") or {}).get("train") or {}
     files = train.get("files")
     return [str(f) for f in files] if files is not None else None
