@@ -74,6 +74,7 @@ class DenoiserModule(L.LightningModule):
         self._generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
         self._last_step_time: float | None = None
+        self.eval_bf16 = False  #: network precision of ``denoise`` when not given: fp32 unless asked
         self._val_psnr: dict[str, list[Tensor]] = {}
         self._val_panel: dict[str, Tensor] = {}
         self._val_nll: list[Tensor] = []
@@ -90,11 +91,12 @@ class DenoiserModule(L.LightningModule):
     def denoise(self, noisy: Tensor, params: Tensor, bf16: bool | None = None) -> dict[str, Tensor]:
         """Denoised outputs of a noisy batch (N,C,S,S); the network may run in bf16, the posterior in float64.
 
-        ``bf16=None`` uses bf16 autocast on CUDA only.
+        ``bf16=None`` follows ``eval_bf16``, which is False (fp32, the authors' protocol) on every device unless
+        a caller asks for the faster bf16 autocast (``python -m ssdn.evaluate --bf16``).
         """
         noisy = noisy.to(self.device, torch.float32)
         params = params.to(self.device, torch.float64)
-        use_bf16 = self.device.type == "cuda" if bf16 is None else bf16
+        use_bf16 = self.eval_bf16 if bf16 is None else bf16
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             return self.method.denoise(self, self.noise, noisy, params)
 
