@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssdn.budget import TimeBudget
 from ssdn.eval.metrics import psnr, quantize
 from ssdn.methods import Method, StepBatch, build_method
 from ssdn.methods.levels import GlobalLevel
@@ -71,6 +72,10 @@ class DenoiserModule(L.LightningModule):
         self.batches_seen = 0
         self.skipped_steps = 0
         self.total_images = 0
+        minutes = (cfg.get("train") or {}).get("minutes")
+        #: train.minutes: the schedule's length follows the measured throughput instead of trainer.max_steps
+        self.budget = TimeBudget(60.0 * float(minutes)) if minutes else None
+        self._val_started: float | None = None
         self._generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
         self._last_step_time: float | None = None
@@ -108,6 +113,9 @@ class DenoiserModule(L.LightningModule):
         )
 
     def on_fit_start(self) -> None:
+        if self.budget is not None:
+            self.total_images = self.budget.start(self.images_seen, self.global_batch_size)
+            return
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps <= 0:
             raise ValueError(
@@ -200,9 +208,18 @@ class DenoiserModule(L.LightningModule):
         if self._last_step_time is not None:
             self.log("train/images_per_sec", self.global_batch_size / max(now - self._last_step_time, 1e-9))
         self._last_step_time = now
+        if self.budget is not None:
+            # every rank must plan the same length, or DDP ranks stop at different steps
+            plan = torch.tensor(self.budget.update(self.images_seen), dtype=torch.int64, device=self.device)
+            self.total_images = int(self.trainer.strategy.reduce(plan, reduce_op="min"))
+            self.budget.total_images = self.total_images
+            self.log("train/total_images", float(self.total_images))
+            if self.budget.done(self.images_seen):
+                self.trainer.should_stop = True  # Lightning then validates and checkpoints once more
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
+        self._val_started = time.monotonic()
         self._val_psnr = {}
         self._val_panel = {}
         self._val_nll = []
@@ -249,6 +266,8 @@ class DenoiserModule(L.LightningModule):
                 self.log(key, value, prog_bar=True, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
+        if self.budget is not None and self._val_started is not None:
+            self.budget.reserve = time.monotonic() - self._val_started  # a final validation follows the stop
         if self._val_nll:
             self._log_noisy_validation()
         if not self._val_psnr:
@@ -302,6 +321,8 @@ class DenoiserModule(L.LightningModule):
             "images_seen": self.images_seen,
             "batches_seen": self.batches_seen,
             "skipped_steps": self.skipped_steps,
+            "total_images": self.total_images,
+            "budget": self.budget.state_dict() if self.budget is not None else None,
             "generator": self._generator.get_state() if self._generator is not None else None,
         }
         checkpoint["ssdn_config"] = copy.deepcopy(self.hparams["config"])
@@ -315,5 +336,8 @@ class DenoiserModule(L.LightningModule):
         self.images_seen = int(progress.get("images_seen", 0))
         self.batches_seen = int(progress.get("batches_seen", 0))
         self.skipped_steps = int(progress.get("skipped_steps", 0))
+        self.total_images = int(progress.get("total_images", 0))
+        if self.budget is not None and progress.get("budget"):
+            self.budget.load_state_dict(progress["budget"])
         self._pending_generator_state = progress.get("generator")
         self._generator = None
