@@ -26,7 +26,7 @@ from ssdn.eval.metrics import psnr, quantize
 from ssdn.methods import Method, StepBatch, build_method
 from ssdn.methods.levels import GlobalLevel
 from ssdn.methods.masking import gather_pixels, mask_pixels, stratified_coords
-from ssdn.nets import UNet
+from ssdn.nets import CompiledForward, UNet
 from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel, build_noise
 from ssdn.schedule import learning_rate
@@ -64,6 +64,8 @@ class DenoiserModule(L.LightningModule):
         if self.channels_last:
             # torch's stubs lack Module.to(memory_format=...), which exists at runtime
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        #: compile=true: the network's forward through torch.compile (training and evaluation), eager on failure
+        self.compiled = CompiledForward(self.net) if cfg.get("compile", False) else None
         self.name = f"{self.method.name}/{self.noise.name}"
         self.automatic_optimization = False
         # Progress counters live outside the state dict: weight averaging swaps and averages tensors, and these
@@ -91,7 +93,7 @@ class DenoiserModule(L.LightningModule):
         """Raw network output for a noisy batch."""
         if self.channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
-        return self.net(noisy)
+        return self.compiled(noisy) if self.compiled is not None else self.net(noisy)
 
     def denoise(self, noisy: Tensor, params: Tensor, bf16: bool | None = None) -> dict[str, Tensor]:
         """Denoised outputs of a noisy batch (N,C,S,S); the network may run in bf16, the posterior in float64.
