@@ -105,7 +105,10 @@ def _length_in_images(cfg: DictConfig) -> bool:
 
 
 def max_steps(cfg: DictConfig) -> int:
-    """Training length in optimizer steps: ``trainer.max_steps`` if set, else ``train.images / data.batch_size``."""
+    """Training length in optimizer steps: ``trainer.max_steps`` if set, else ``train.images / data.batch_size``;
+    -1 (unbounded) with ``train.minutes``, whose run stops itself when its planned images are reached."""
+    if cfg.train.get("minutes") is not None:
+        return -1
     if _length_in_images(cfg):
         return int(cfg.train.images) // int(cfg.data.batch_size)
     return int(cfg.trainer.max_steps)
@@ -211,8 +214,16 @@ def _training_errors(cfg: DictConfig) -> list[str]:
             f"data.batch_size={batch} must be a positive multiple of the world size {world} "
             "(it is the global batch, split across ranks)"
         )
-    images = int(cfg.train.images)
-    if _length_in_images(cfg) and (images <= 0 or images % batch):
+    images, minutes = int(cfg.train.images), cfg.train.get("minutes")
+    if minutes is not None:
+        if float(minutes) <= 0:
+            errors.append(f"train.minutes={minutes} must be positive (or null to train for train.images)")
+        if not _length_in_images(cfg):
+            errors.append(
+                f"train.minutes={minutes} and trainer.max_steps={cfg.trainer.max_steps} both set the run length; "
+                "keep one (trainer.max_steps=null)"
+            )
+    elif _length_in_images(cfg) and (images <= 0 or images % batch):
         errors.append(f"train.images={images} must be a positive multiple of data.batch_size={batch}")
     if cfg.resume not in (None, "auto") and not Path(str(cfg.resume)).is_file():
         errors.append(f"resume={cfg.resume}: no such checkpoint file (use null, auto, or a .ckpt path)")

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssdn.budget import TimeBudget
 from ssdn.eval.metrics import psnr, quantize
 from ssdn.methods import Method, StepBatch, build_method
 from ssdn.methods.levels import GlobalLevel
 from ssdn.methods.masking import gather_pixels, mask_pixels, stratified_coords
-from ssdn.nets import UNet
+from ssdn.nets import CompiledForward, UNet
 from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel, build_noise
 from ssdn.schedule import learning_rate
@@ -63,6 +64,8 @@ class DenoiserModule(L.LightningModule):
         if self.channels_last:
             # torch's stubs lack Module.to(memory_format=...), which exists at runtime
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        #: compile=true: the network's forward through torch.compile (training and evaluation), eager on failure
+        self.compiled = CompiledForward(self.net) if cfg.get("compile", False) else None
         self.name = f"{self.method.name}/{self.noise.name}"
         self.automatic_optimization = False
         # Progress counters live outside the state dict: weight averaging swaps and averages tensors, and these
@@ -71,9 +74,14 @@ class DenoiserModule(L.LightningModule):
         self.batches_seen = 0
         self.skipped_steps = 0
         self.total_images = 0
+        minutes = (cfg.get("train") or {}).get("minutes")
+        #: train.minutes: the schedule's length follows the measured throughput instead of trainer.max_steps
+        self.budget = TimeBudget(60.0 * float(minutes)) if minutes else None
+        self._val_started: float | None = None
         self._generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
         self._last_step_time: float | None = None
+        self.eval_bf16 = False  #: network precision of ``denoise`` when not given: fp32 unless asked
         self._val_psnr: dict[str, list[Tensor]] = {}
         self._val_panel: dict[str, Tensor] = {}
         self._val_nll: list[Tensor] = []
@@ -85,19 +93,21 @@ class DenoiserModule(L.LightningModule):
         """Raw network output for a noisy batch."""
         if self.channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
-        return self.net(noisy)
+        return self.compiled(noisy) if self.compiled is not None else self.net(noisy)
 
     def denoise(
         self, noisy: Tensor, params: Tensor, bf16: bool | None = None, uncertainty: bool = False
     ) -> dict[str, Tensor]:
         """Denoised outputs of a noisy batch (N,C,S,S); the network may run in bf16, the posterior in float64.
 
-        ``bf16=None`` uses bf16 autocast on CUDA only. ``uncertainty`` adds ``"posterior_std"`` (N,C,S,S),
-        the per-pixel posterior std in pixel units (a UserError for a method without a posterior).
+        ``bf16=None`` follows ``eval_bf16``, which is False (fp32, the authors' protocol) on every device unless
+        a caller asks for the faster bf16 autocast (``python -m ssdn.evaluate --bf16``). ``uncertainty`` adds
+        ``"posterior_std"`` (N,C,S,S), the per-pixel posterior std in pixel units (a UserError for a method
+        without a posterior).
         """
         noisy = noisy.to(self.device, torch.float32)
         params = params.to(self.device, torch.float64)
-        use_bf16 = self.device.type == "cuda" if bf16 is None else bf16
+        use_bf16 = self.eval_bf16 if bf16 is None else bf16
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             return self.method.denoise(self, self.noise, noisy, params, uncertainty)
 
@@ -109,6 +119,9 @@ class DenoiserModule(L.LightningModule):
         )
 
     def on_fit_start(self) -> None:
+        if self.budget is not None:
+            self.total_images = self.budget.start(self.images_seen, self.global_batch_size)
+            return
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps <= 0:
             raise ValueError(
@@ -201,9 +214,18 @@ class DenoiserModule(L.LightningModule):
         if self._last_step_time is not None:
             self.log("train/images_per_sec", self.global_batch_size / max(now - self._last_step_time, 1e-9))
         self._last_step_time = now
+        if self.budget is not None:
+            # every rank must plan the same length, or DDP ranks stop at different steps
+            plan = torch.tensor(self.budget.update(self.images_seen), dtype=torch.int64, device=self.device)
+            self.total_images = int(self.trainer.strategy.reduce(plan, reduce_op="min"))
+            self.budget.total_images = self.total_images
+            self.log("train/total_images", float(self.total_images))
+            if self.budget.done(self.images_seen):
+                self.trainer.should_stop = True  # Lightning then validates and checkpoints once more
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
+        self._val_started = time.monotonic()
         self._val_psnr = {}
         self._val_panel = {}
         self._val_nll = []
@@ -250,6 +272,8 @@ class DenoiserModule(L.LightningModule):
                 self.log(key, value, prog_bar=True, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
+        if self.budget is not None and self._val_started is not None:
+            self.budget.reserve = time.monotonic() - self._val_started  # a final validation follows the stop
         if self._val_nll:
             self._log_noisy_validation()
         if not self._val_psnr:
@@ -303,6 +327,8 @@ class DenoiserModule(L.LightningModule):
             "images_seen": self.images_seen,
             "batches_seen": self.batches_seen,
             "skipped_steps": self.skipped_steps,
+            "total_images": self.total_images,
+            "budget": self.budget.state_dict() if self.budget is not None else None,
             "generator": self._generator.get_state() if self._generator is not None else None,
         }
         checkpoint["ssdn_config"] = copy.deepcopy(self.hparams["config"])
@@ -316,5 +342,8 @@ class DenoiserModule(L.LightningModule):
         self.images_seen = int(progress.get("images_seen", 0))
         self.batches_seen = int(progress.get("batches_seen", 0))
         self.skipped_steps = int(progress.get("skipped_steps", 0))
+        self.total_images = int(progress.get("total_images", 0))
+        if self.budget is not None and progress.get("budget"):
+            self.budget.load_state_dict(progress["budget"])
         self._pending_generator_state = progress.get("generator")
         self._generator = None

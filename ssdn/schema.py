@@ -147,6 +147,16 @@ class DataConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Training length: ``images`` (the paper's way, exact) or, when set, ``minutes`` of wall time, over which
+    the same schedule is fitted from the measured throughput (``ssdn.budget``); ``minutes`` then replaces
+    ``images``, and ``trainer.max_steps`` must be left unset."""
+
+    images: int = 800
+    minutes: float | None = None
+
+
+@dataclass
 class TrainerConfig:
     """Lightning trainer settings; the defaults are those of a GPU run, the options state what differs."""
 
@@ -186,6 +196,7 @@ SCHEMAS: dict[str, type] = {
     "method": MethodConfig,
     "classical": ClassicalConfig,
     "data": DataConfig,
+    "train": TrainConfig,
     "trainer": TrainerConfig,
     "trainer_pinned": PinnedTrainerConfig,
     "logger": LoggerConfig,

@@ -241,6 +241,9 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> Mapping[st
             k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1
         }
         metrics |= {"images_seen": module.images_seen, "skipped_steps": module.skipped_steps}
+        metrics |= {"total_images": module.total_images}  # the schedule's length (train.minutes: as planned)
+        if module.budget is not None:
+            metrics["train_minutes_used"] = module.budget.elapsed() / 60.0
         if level := module.learned_level():
             metrics["noise_level"] = next(iter(level.values())) if len(level) == 1 else level
         if trainer.is_global_zero:

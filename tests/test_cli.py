@@ -54,6 +54,20 @@ def test_evaluate_checkpoint_writes_results(checkpoint: Path, data_root: Path, t
     assert "psnr_pme" in lines[0] and "psnr_mu" in lines[0] and "psnr_noisy" in lines[0]
 
 
+def test_evaluate_bf16_is_an_explicit_option(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
+    common = ["--checkpoint", str(checkpoint), "--sets", "kodak", "--repeats", "1", "--limit", "1"]
+    common += ["--crop", "64", "--root", str(data_root), "--no-progress", "--device", "cpu"]
+    fp32 = evaluate.main([*common, "--out", str(tmp_path / "fp32")])
+    bf16 = evaluate.main([*common, "--out", str(tmp_path / "bf16"), "--bf16"])
+    # same noisy inputs, different network precision: close but not identical scores
+    a, b = (
+        fp32.sets["kodak"].psnr[fp32.sets["kodak"].reported],
+        bf16.sets["kodak"].psnr[bf16.sets["kodak"].reported],
+    )
+    assert a != b and abs(a - b) < 0.5
+    assert fp32.sets["kodak"].psnr["noisy"] == bf16.sets["kodak"].psnr["noisy"]
+
+
 def test_evaluate_needs_noise_for_classical(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         evaluate.main(["--method", "cbm3d_known", "--out", str(tmp_path)])

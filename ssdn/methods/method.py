@@ -31,7 +31,7 @@ class StepBatch:
     clean: Tensor | None  #: (N,C,h,w) float32 in [0, 1]; None for noisy-only data (data.add_noise=false)
     noisy: Tensor  #: (N,C,h,w) float32, never clipped
     params: Tensor  #: (N,) float64, true noise parameters in the paper's units
-    generator: torch.Generator  #: for the step's extra draws (N2N target, masks)
+    generator: torch.Generator  #: for the step's extra draws (N2N target and its parameters, masks)
     progress: float  #: fraction of training done, in [0, 1]
 
 
@@ -91,7 +91,10 @@ class Method(nn.Module):
         elif self.target == "clean":
             target = batch.clean
         else:
-            target = noise.corrupt(batch.clean, batch.params, batch.generator)
+            # A new draw of the per-image parameter, as the authors (noisify called twice): reusing the input's
+            # would bias the target wherever the level matters (impulse L0.5 at alpha >~ 0.8).
+            target_params = noise.sample_params(batch.clean.shape[0], batch.generator, batch.clean.device)
+            target = noise.corrupt(batch.clean, target_params, batch.generator)
         net_in = batch.noisy
         coords = None
         if self.masking is not None:
