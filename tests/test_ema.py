@@ -20,7 +20,7 @@ def test_decay_warms_up_then_holds() -> None:
 
 
 def test_decay_out_of_range_is_refused() -> None:
-    with pytest.raises(ValueError, match="ema.decay"):
+    with pytest.raises(ValueError, match=r"ema\.decay"):
         WarmupEMA(1.0)
 
 
@@ -38,7 +38,9 @@ class _Record(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         self.raw.append(_net(pl_module))
 
-    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object
+    ) -> None:
         self.validated.append(_net(pl_module))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
