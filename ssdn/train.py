@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
@@ -27,6 +27,7 @@ from ssdn.config import ConfigError, conf_dir, container, max_steps, prepare_hyd
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.settings import DataSettings
 from ssdn.distributed import DestroyProcessGroup, build_strategy
+from ssdn.ema import WarmupEMA
 from ssdn.errors import UserError, exit_on_user_error, traceback_wanted
 from ssdn.example import write_example
 from ssdn.initial_level import initialise_level
@@ -97,7 +98,7 @@ def build_trainer(
         *extra_callbacks,
     ]
     if cfg.ema.enabled:
-        callbacks.append(EMAWeightAveraging(decay=float(cfg.ema.decay)))
+        callbacks.append(WarmupEMA(decay=float(cfg.ema.decay)))
     return L.Trainer(
         **t,
         max_steps=max_steps(cfg),

@@ -92,6 +92,14 @@ def test_masking_method_turns_ema_on_and_rampdown_off() -> None:
     assert not _compose("method=ssdn").ema.enabled
 
 
+def test_dense_masking_recipe_is_selectable_and_overridable() -> None:
+    cfg = _compose("method=n2v_random_dense")
+    assert (cfg.method.masking, cfg.method.mask_cell, cfg.method.blindspot) == ("random", 4, False)
+    assert cfg.optim.lr == 1e-3 and cfg.ema.enabled and cfg.schedule.rampdown == 0.0
+    assert cfg.run.name == "gauss25-masking_random_dense"
+    assert _compose("method=n2v_random_dense", "optim.lr=3e-4").optim.lr == 3e-4
+
+
 def test_sweep_subdir_names_jobs_by_row() -> None:
     cfg = _compose("noise=poisson")
     subdir = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"]  # type: ignore[index]

@@ -1,9 +1,11 @@
-"""Masking-based training: stratified pixel choice and the COPY / RANDOM replacement strategies."""
+"""Masking-based training: stratified pixel choice, the COPY / RANDOM replacement strategies, and that it learns."""
 
 import pytest
 import torch
 
+from ssdn.methods import StepBatch, build_method
 from ssdn.methods.masking import gather_pixels, mask_pixels, stratified_coords
+from ssdn.noise import build_noise
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -85,3 +87,78 @@ def test_gather_pixels() -> None:
     ys = torch.tensor([[0, 3], [1, 2]])
     xs = torch.tensor([[1, 3], [0, 2]])
     assert gather_pixels(m, ys, xs).tolist() == [[1.0, 15.0], [20.0, 26.0]]
+
+
+@pytest.mark.parametrize("strategy", ["copy", "random"])
+@pytest.mark.parametrize("cell", [2, 4, 32])
+def test_masked_input_never_reveals_a_target(strategy: str, cell: int) -> None:
+    """The masked input depends on the unmasked pixels only: rewriting every masked pixel's value (its training
+    target) leaves it unchanged, also when masked pixels are neighbours (dense masks, COPY)."""
+    x = torch.rand(3, 3, 64, 64, generator=_gen(5))
+    for seed in range(5):
+        ys, xs = stratified_coords(3, 64, 64, cell, _gen(seed), x.device)
+        other = x.clone()
+        batch = torch.arange(3)[:, None].expand_as(ys)
+        other[batch, :, ys, xs] = torch.rand(other[batch, :, ys, xs].shape, generator=_gen(seed + 100)) + 5.0
+        a, b = mask_pixels(x, ys, xs, strategy, _gen(seed)), mask_pixels(other, ys, xs, strategy, _gen(seed))
+        assert torch.equal(a, b)
+        assert (a < 1).all()  # no target value (all >= 5 in `other`) anywhere in the input
+
+
+def test_copy_refuses_a_mask_without_unmasked_neighbours() -> None:
+    ys, xs = stratified_coords(1, 8, 8, 1, _gen(), torch.device("cpu"))
+    with pytest.raises(ValueError, match="mask_cell"):
+        mask_pixels(torch.zeros(1, 3, 8, 8), ys, xs, "copy", _gen())
+
+
+def _blocky(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Piecewise-constant 32² colour images: one random colour per 8×8 block."""
+    return torch.rand(n, 3, 4, 4, generator=generator).repeat_interleave(8, 2).repeat_interleave(8, 3)
+
+
+@pytest.mark.parametrize("strategy", ["copy", "random"])
+def test_masking_learns_to_denoise_blocky_images(strategy: str) -> None:
+    """A method trained only through its masked pixels (σ = 76.5, 8-bit units) must learn within 200 small steps
+    what the neighbours say about a pixel: a broken selection, replacement or loss gather (e.g. the loss on
+    unmasked pixels) learns the identity instead and gains nothing over the noisy input."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs: one thread is fastest, and immune to a busy machine's other load
+    try:
+        gain_db = _train_blocky(strategy)
+    finally:
+        torch.set_num_threads(threads)
+    assert gain_db > 6.0
+
+
+def _train_blocky(strategy: str) -> float:
+    """Train a 3-layer CNN for 200 steps of 8 blocky 32² crops; the PSNR gain (dB) over the noisy input."""
+    torch.manual_seed(0)
+    noise = build_noise("gaussian", 76.5)
+    method = build_method(
+        {"name": "n2v", "blindspot": False, "objective": "mean", "masking": strategy, "mask_cell": 4},
+        noise,
+        3,
+        "known",
+    )
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 3, 3, padding=1),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    g = _gen(1)
+    for step in range(200):
+        clean = _blocky(8, g)
+        params = noise.sample_params(8, g)
+        noisy = noise.corrupt(clean, params, g)
+        loss, _ = method.training_loss(net, noise, StepBatch(clean, noisy, params, g, step / 200))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    clean = _blocky(16, _gen(2))
+    noisy = noise.corrupt(clean, noise.sample_params(16, _gen(2)), _gen(3))
+    with torch.no_grad():
+        out = method.denoise(net, noise, noisy, noise.sample_params(16, _gen(2)))["out"]
+    return float(10 * torch.log10((noisy - clean).square().mean() / (out - clean).square().mean()))

@@ -22,7 +22,7 @@ from PIL import Image
 from ssdn import report
 from ssdn.report.jobs import Job
 from ssdn.report.paper import load_paper
-from ssdn.report.plots import training_cost
+from ssdn.report.plots import figure3_unit, training_cost
 
 CONF = Path(__file__).resolve().parents[1] / "ssdn" / "conf" / "experiment"
 PAPER_SETS = ("kodak", "bsd300", "set14")
@@ -263,6 +263,18 @@ def test_training_cost_counts_masking_minibatches_four_times_cheaper() -> None:
     assert training_cost(blind, 2_000_000) == 1.0  # 0.5M minibatches of 4
     assert training_cost(masking, 8_000_000) == 1.0  # 2M masking minibatches
     assert training_cost(masking, 80_000_000) == 10.0
+
+
+def test_small_scale_figure3_counts_cost_in_its_blind_spot_run() -> None:
+    def job(masking: str | None, images: int) -> Job:
+        config = {"method": {"masking": masking}, "train": {"images": images}}
+        return Job(source="j", name="j", experiment="figure3/j", status="ok", config=config)
+
+    small = [job(None, 800), job("random", 3_200)]
+    assert figure3_unit(small) == 800  # bench/masking.py: 200 blind-spot minibatches of 4 are cost 1
+    assert training_cost(small[1], 3_200, figure3_unit(small)) == 1.0
+    assert figure3_unit([job(None, 2_000_000), job("copy", 80_000_000)]) == 2_000_000  # the paper's
+    assert figure3_unit([job("copy", 80_000_000)]) == 2_000_000
 
 
 def test_train_files_are_written_from_the_checkpoint(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 whose input value was replaced, with the loss on those pixels only.
 
 Pixels are chosen by stratified sampling, one per ``cell × cell`` block (64 per 256² crop with the default
-cell of 32), and replaced either by another pixel of the 5×5 neighbourhood (COPY) or by a uniform random
-colour (RANDOM). Masking happens inside the training step on the training device with the step's generator.
+cell of 32), and replaced either by another, unmasked pixel of the 5×5 neighbourhood (COPY) or by a uniform
+random colour (RANDOM). Masking happens inside the training step on the training device with the step's generator.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ def mask_pixels(
 ) -> Tensor:
     """Return a copy of ``noisy`` (N,C,H,W) whose pixels at ``(ys, xs)`` are replaced by ``strategy``.
 
-    COPY draws a uniformly random offset from the (2r+1)² neighbourhood minus the centre, clamped to the image;
-    a clamp that lands on the centre itself is re-pointed to the opposite side so the centre is never copied.
+    COPY takes the value of a pixel drawn uniformly among the (2r+1)² neighbourhood's pixels that lie inside the
+    image and are neither the centre nor masked themselves: a copy of another *masked* pixel would put that
+    pixel's training target into its neighbour's input, so the network could learn to read its own target. The
+    masked input is therefore a function of the unmasked pixels alone, for both strategies.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"masking strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -44,16 +46,24 @@ def mask_pixels(
         colours = torch.rand((n, ys.shape[1], c), generator=generator, device=noisy.device, dtype=noisy.dtype)
         out[batch, :, ys, xs] = colours
         return out
-    side = 2 * radius + 1
-    # Draw among the side²−1 non-centre offsets.
-    k = torch.randint(0, side * side - 1, ys.shape, generator=generator, device=noisy.device)
-    k = k + (k >= (side * side) // 2).long()
-    dy, dx = k // side - radius, k % side - radius
-    sy, sx = (ys + dy).clamp(0, h - 1), (xs + dx).clamp(0, w - 1)
-    same = (sy == ys) & (sx == xs)
-    sy = torch.where(same, (ys - dy).clamp(0, h - 1), sy)
-    sx = torch.where(same, (xs - dx).clamp(0, w - 1), sx)
-    out[batch, :, ys, xs] = noisy[batch, :, sy, sx]
+    span = torch.arange(-radius, radius + 1, device=noisy.device)
+    dy, dx = span.repeat_interleave(len(span)), span.repeat(len(span))
+    keep = (dy != 0) | (dx != 0)
+    sy, sx = ys[..., None] + dy[keep], xs[..., None] + dx[keep]  # (N, M, K) candidate sources
+    inside = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+    sy, sx = sy.clamp(0, h - 1), sx.clamp(0, w - 1)
+    masked = torch.zeros((n, h, w), dtype=torch.bool, device=noisy.device)
+    masked[batch, ys, xs] = True
+    allowed = inside & ~masked[batch[..., None], sy, sx]
+    if not allowed.any(-1).all():
+        raise ValueError(
+            f"COPY masking found a masked pixel with no unmasked neighbour within {radius} pixels; "
+            "use a larger method.mask_cell (at least 2)"
+        )
+    # Uniform choice among the allowed candidates: the largest of i.i.d. uniform scores.
+    scores = torch.rand(sy.shape, generator=generator, device=noisy.device).masked_fill_(~allowed, -1.0)
+    pick = scores.argmax(-1, keepdim=True)
+    out[batch, :, ys, xs] = noisy[batch, :, sy.gather(-1, pick)[..., 0], sx.gather(-1, pick)[..., 0]]
     return out
 
 

@@ -64,10 +64,22 @@ def plot_curves(jobs: list[Job], out: Path) -> list[Path]:
     return written
 
 
-def training_cost(job: Job, images: float) -> float:
-    """Figure 3's x axis: blind-spot minibatches / 0.5M; a masking minibatch counts 4× cheaper."""
-    cost = images / FIGURE3_UNIT_IMAGES
+def training_cost(job: Job, images: float, unit: float = FIGURE3_UNIT_IMAGES) -> float:
+    """Figure 3's x axis: blind-spot images / ``unit`` (the paper: 0.5M minibatches of 4); a masking minibatch
+    counts 4× cheaper."""
+    cost = images / unit
     return cost * MASKING_COST if config_value(job.config, "method.masking") else cost
+
+
+def figure3_unit(jobs: list[Job]) -> float:
+    """The images of cost 1: the paper's 2M, or the training length of the group's blind-spot run when that is
+    shorter (a small-scale Figure 3 such as bench/masking.py's, where 1 = what the blind-spot run was given)."""
+    lengths = [
+        float(config_value(j.config, "train.images"))
+        for j in jobs
+        if not config_value(j.config, "method.masking") and config_value(j.config, "train.images")
+    ]
+    return min([FIGURE3_UNIT_IMAGES, *lengths])
 
 
 def plot_figure3(jobs: list[Job], paper: Paper, out: Path) -> Path | None:
@@ -80,21 +92,23 @@ def plot_figure3(jobs: list[Job], paper: Paper, out: Path) -> Path | None:
     group = [j for j in group if j.curve or "kodak" in j.psnr]
     if not group:
         return None
+    unit = figure3_unit(group)
     fig, (ax,) = _figure()
     for job in group:
         line = None
         if job.curve:
             (line,) = ax.plot(
-                [training_cost(job, x) for x, _ in job.curve], [y for _, y in job.curve], label=job.name
+                [training_cost(job, x, unit) for x, _ in job.curve], [y for _, y in job.curve], label=job.name
             )
         if "kodak" in job.psnr and job.images_seen:
+            protocol = ", ".join(job.off_protocol) if job.off_protocol else "full protocol"
             ax.plot(
-                [training_cost(job, float(job.images_seen))],
+                [training_cost(job, float(job.images_seen), unit)],
                 [job.psnr["kodak"]],
                 marker="o",
                 ls="none",
                 color=line.get_color() if line else None,
-                label=f"{job.name}: KODAK (full protocol)",
+                label=f"{job.name}: KODAK ({protocol})",
             )
     ref = paper.cells.get(("figure3", "gauss25-blindspot-sigma_known-ema", "kodak"))
     if ref is not None:
@@ -108,8 +122,9 @@ def plot_figure3(jobs: list[Job], paper: Paper, out: Path) -> Path | None:
             ms=10,
             label=f"paper: blind-spot, 0.5M minibatches ({ref:.2f} dB)",
         )
+    scale = "0.5M" if unit == FIGURE3_UNIT_IMAGES else f"{unit / 4:,.0f}"
     ax.set(
-        xlabel="training cost (1 = 0.5M blind-spot or 2M masking minibatches)",
+        xlabel=f"training cost (1 = {scale} blind-spot or 4× as many masking minibatches of 4)",
         ylabel="KODAK PSNR (dB)",
         title="Figure 3: masking vs blind-spot (σ = 25 known, posterior mean)",
     )
