@@ -16,7 +16,6 @@ which ``load_safetensors`` rebuilds the ``DenoiserModule``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import pickle
 import warnings
@@ -29,9 +28,12 @@ import torch
 from torch import Tensor, nn
 
 from ssdn.errors import UserError, exit_on_user_error
+from ssdn.methods import Method
 from ssdn.module import DenoiserModule
 from ssdn.nets.unet import SIDE_MULTIPLE
-from ssdn.utils import atomic_write
+from ssdn.noise import NoiseModel
+from ssdn.noise.base import ParamValue
+from ssdn.utils import atomic_path
 
 __all__ = ["FORMATS", "ExportedDenoiser", "export", "load_checkpoint", "load_safetensors"]
 
@@ -47,6 +49,11 @@ class ExportedDenoiser(nn.Module):
     ``level``: a fixed level in the noise model's internal units (() or (P,)), or None for the method's own
     level source (a learned one, which then runs in the graph). Methods without a level ignore it.
     """
+
+    net: nn.Module
+    noise: NoiseModel
+    method: Method
+    level: Tensor
 
     def __init__(self, module: DenoiserModule, level: Tensor | None) -> None:
         super().__init__()
@@ -89,7 +96,7 @@ def fixed_level(module: DenoiserModule, param: Sequence[float] | None) -> Tensor
         names = noise.param_names
         if len(param) != len(names):
             raise UserError(f"--param needs {len(names)} value(s) ({', '.join(names)}), got {len(param)}")
-        value: object = param[0] if len(names) == 1 else dict(zip(names, param, strict=True))
+        value: ParamValue = param[0] if len(names) == 1 else dict(zip(names, param, strict=True))
         try:
             type(noise)(value)  # the noise model's domain check
         except ValueError as exc:
@@ -122,12 +129,10 @@ def _quiet_tracing() -> Iterator[None]:
         yield
 
 
-def _torchscript(model: ExportedDenoiser, example: Tensor) -> bytes:
+def _torchscript(model: ExportedDenoiser, example: Tensor, path: Path) -> None:
     with torch.no_grad(), _quiet_tracing():
         traced = torch.jit.trace(model, example, check_trace=False)
-    buf = io.BytesIO()
-    torch.jit.save(traced, buf)
-    return buf.getvalue()
+    torch.jit.save(traced, str(path))
 
 
 def _rot90_symbolic(g: Any, x: Any, k: Any, dims: Any) -> Any:
@@ -138,6 +143,8 @@ def _rot90_symbolic(g: Any, x: Any, k: Any, dims: Any) -> Any:
     turns = sh._get_const(k, "i", "k") % 4
     a, b = sh._get_const(dims, "is", "dims")
     rank = sh._get_tensor_rank(x)
+    if rank is None:
+        raise NotImplementedError("rot90 of a tensor of unknown rank does not export to ONNX here")
 
     def flip(t: Any, axis: int) -> Any:
         const = lambda v: g.op("Constant", value_t=torch.tensor([v], dtype=torch.int64))  # noqa: E731
@@ -171,32 +178,30 @@ def _diag_embed_symbolic(channels: int) -> Any:
     return symbolic
 
 
-def _onnx(model: ExportedDenoiser, example: Tensor) -> bytes:
+def _onnx(model: ExportedDenoiser, example: Tensor, path: Path) -> None:
     torch.onnx.register_custom_op_symbolic("aten::rot90", _rot90_symbolic, ONNX_OPSET)
     torch.onnx.register_custom_op_symbolic(
         "aten::diag_embed", _diag_embed_symbolic(example.shape[1]), ONNX_OPSET
     )
-    buf = io.BytesIO()
     dims = {0: "batch", 2: "side", 3: "side"}
     with torch.no_grad(), _quiet_tracing():
         torch.onnx.export(
             model,
             (example,),
-            buf,
+            str(path),
             input_names=["noisy"],
             output_names=["denoised"],
             dynamic_axes={"noisy": dims, "denoised": dims},
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
-    return buf.getvalue()
 
 
-def _safetensors(module: DenoiserModule) -> bytes:
-    from safetensors.torch import save
+def _safetensors(module: DenoiserModule, path: Path) -> None:
+    from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-    return save(tensors, metadata={CONFIG_KEY: json.dumps(module.hparams["config"])})
+    save_file(tensors, str(path), metadata={CONFIG_KEY: json.dumps(module.hparams["config"])})
 
 
 def export(
@@ -206,16 +211,18 @@ def export(
     that TorchScript and ONNX trace with (the exported graph takes any side that is a multiple of 32)."""
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    path = Path(out)
     if fmt == "safetensors":
         if param is not None:
             raise UserError("--param has no meaning for safetensors (weights and config only)")
-        data = _safetensors(module)
-    else:
-        model = ExportedDenoiser(module, fixed_level(module, param)).eval()
-        example = _example(module, size)
-        data = _torchscript(model, example) if fmt == "torchscript" else _onnx(model, example)
-    path = Path(out)
-    atomic_write(path, lambda fh: fh.write(data))
+        with atomic_path(path) as tmp:
+            _safetensors(module, tmp)
+        return path
+    model = ExportedDenoiser(module, fixed_level(module, param)).eval()
+    example = _example(module, size)
+    write = _torchscript if fmt == "torchscript" else _onnx
+    with atomic_path(path) as tmp:
+        write(model, example, tmp)
     return path
 
 
