@@ -34,18 +34,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint not found: {path}; give the path of a .ckpt written by ssdn-train")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc) or "Unsupported operand" in str(exc):
+    except Exception as exc:  # a damaged pickle fails in many ways (EOF, zip, index, key errors)
+        if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"{path}: refused to load, it holds objects other than weights (code would run if it were "
                 "unpickled); use a checkpoint written by ssdn-train from a source you trust"
             ) from exc
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({_first_line(exc)}); re-copy or retrain it"
-        ) from exc
-    except (
-        Exception
-    ) as exc:  # a damaged pickle fails in many ways (EOF, zip, index, key errors): all unreadable
         raise CheckpointError(
             f"{path}: truncated or not a checkpoint ({_first_line(exc)}); re-copy it, or resume from another"
         ) from exc

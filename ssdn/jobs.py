@@ -49,12 +49,18 @@ def job_environment() -> Iterator[None]:
 def resume_after_requeue(cfg: DictConfig) -> None:
     """A requeued SLURM job (time limit via submitit, or pre-emption) continues from its run directory's
     ``last.ckpt`` (``resume=auto``), whatever the first attempt was given; the killed attempt's failure marker is
-    dropped. Requeued jobs land in the same directory: the sweep dir is resolved once and pickled with the job."""
+    dropped. Without a checkpoint yet it starts afresh, still as ``resume=auto``: the killed attempt's logs must
+    not make the folder look like someone else's run. A finished job stays as it is (``ssdn.train``). Requeued
+    jobs land in the same directory: the sweep dir is resolved once and pickled with the job."""
     restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    output_dir = Path(cfg.output_dir)
-    if restarts < 1 or not (output_dir / "checkpoints" / "last.ckpt").is_file():
+    if restarts < 1:
         return
-    log.info("SLURM restart %d: continuing from %s", restarts, output_dir / "checkpoints" / "last.ckpt")
+    output_dir = Path(cfg.output_dir)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("SLURM restart %d: continuing from %s", restarts, last)
+    else:
+        log.info("SLURM restart %d: no checkpoint yet in %s, starting afresh", restarts, last.parent)
     cfg.resume = "auto"
     (output_dir / "failed.txt").unlink(missing_ok=True)
 

@@ -82,9 +82,8 @@ class LastCheckpoint(Callback):
 
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.global_step != self._saved_step:
-            trainer.save_checkpoint(
-                self.path, weights_only=False
-            )  # the full state: optimiser, loops, callbacks
+            # the full state (optimiser, loops, callbacks): what an exact resume needs
+            trainer.save_checkpoint(self.path, weights_only=False)
             self._saved_step = trainer.global_step
 
     def _restore_handlers(self) -> None:

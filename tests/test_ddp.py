@@ -191,7 +191,10 @@ def test_requeued_job_resumes_from_its_last_checkpoint(
     cfg = compose_config(*TINY_CLI, output_dir=tmp_path)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     resume_after_requeue(cfg)
-    assert cfg.resume is None  # nothing to resume from yet: start fresh
+    assert (
+        cfg.resume == "auto"
+    )  # nothing to resume from yet: resume=auto starts fresh in the killed one's folder
+    cfg.resume = None
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
     (tmp_path / "failed.txt").write_text("killed by the requeue")

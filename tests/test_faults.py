@@ -171,6 +171,25 @@ def test_finished_run_is_kept_and_a_rerun_without_resume_refused(reference: Path
     assert not changed, changed
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_checkpoint_is_a_named_error(
+    reference: Path, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Resuming from (training CLI) or evaluating a damaged checkpoint: exit 2, one line naming the file."""
+    bad = tmp_path / f"{damage}.ckpt"
+    data = reference.read_bytes()
+    bad.write_bytes(data[: len(data) // 3] if damage == "truncated" else b"\x00garbage" * 1000)
+    code, out = _finish(_train(tmp_path / "run", f"resume={bad}"))
+    assert code == 2 and f"ssdn-train: error: {bad}: truncated or not a checkpoint" in out, out[-3000:]
+    assert "Traceback" not in out and not (tmp_path / "run" / "checkpoints").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(
+            ["--checkpoint", str(bad), "--sets", "kodak", "--out", str(tmp_path / "e"), "--device", "cpu"]
+        )
+    assert exit_info.value.code == 2 and f"{bad}: truncated or not a checkpoint" in capsys.readouterr().err
+    print(f"\nfaults: {damage} checkpoint -> named error, exit 2: 2/2 (train, evaluate)")
+
+
 def _evaluate_args(ckpt: Path, data_root: Path, out: Path) -> list[str]:
     return [
         "--checkpoint", str(ckpt), "--sets", "kodak", "--repeats", "2", "--limit", "3", "--crop", "64",
