@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ssdn.budget import TimeBudget
-from ssdn.config import ConfigError
+from ssdn.config import ConfigError, max_steps, validate_config
 from ssdn.schedule import learning_rate
 from ssdn.train import run
 from tests.conftest import TINY, compose_config
@@ -93,6 +93,13 @@ def test_minutes_and_max_steps_are_exclusive(tmp_path: Path) -> None:
         run(compose_config(*TINY, "train.minutes=1", output_dir=tmp_path))
     with pytest.raises(ConfigError, match=r"train\.minutes=-1"):
         run(compose_config(*TINY, "trainer.max_steps=null", "train.minutes=-1", output_dir=tmp_path))
+
+
+def test_recipe_short_is_a_valid_time_budgeted_run(tmp_path: Path) -> None:
+    cfg = compose_config("recipe=short", output_dir=tmp_path)
+    validate_config(cfg)
+    assert max_steps(cfg) == -1  # unbounded: the budget stops the run
+    assert cfg.train.minutes == 10 and cfg.optim.lr > compose_config(output_dir=tmp_path).optim.lr
 
 
 class _Timer(L.Callback):
