@@ -297,8 +297,12 @@ def _write_pixels(path: Path, pixels: np.ndarray, has_alpha: bool) -> None:
         h, w, k = pixels.shape
         if path.suffix == ".tif":
             photometric = "rgb" if k >= 3 else "minisblack"
-            extras = {"extrasamples": ["unassalpha"]} if has_alpha else {}
-            tifffile.imwrite(tmp, pixels[:, :, 0] if k == 1 else pixels, photometric=photometric, **extras)
+            tifffile.imwrite(
+                tmp,
+                pixels[:, :, 0] if k == 1 else pixels,
+                photometric=photometric,
+                extrasamples=["unassalpha"] if has_alpha else None,
+            )
         else:
             depth = 16 if pixels.dtype == np.uint16 else 8
             writer = png.Writer(w, h, greyscale=k - has_alpha == 1, alpha=has_alpha, bitdepth=depth)

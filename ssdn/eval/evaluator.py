@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -115,6 +116,13 @@ def _score(item: NoisyItem, outputs: dict[str, Tensor], set_name: str) -> ImageR
     )
 
 
+def _denoise_with(
+    denoiser: Any, params: Tensor, extra: Mapping[str, bool], noisy: Tensor
+) -> dict[str, Tensor]:
+    """One tile batch through ``denoiser`` at the whole image's params (the tiler's ``fn``)."""
+    return denoiser.denoise(noisy, params, **extra)
+
+
 def _run_here(
     denoiser: Any,
     work: Iterable[tuple[list[NoisyItem], Tensor, Tensor]],
@@ -134,7 +142,7 @@ def _run_here(
         with torch.no_grad():
             if multiple is not None and noisy.shape[-1] > tile:
                 outputs = denoise_tiled(
-                    lambda x, p=params: denoiser.denoise(x, p, **extra),
+                    partial(_denoise_with, denoiser, params, extra),
                     noisy,
                     tile,
                     min(DEFAULT_OVERLAP, tile // 2 // multiple * multiple),
