@@ -84,6 +84,7 @@ RUNS = {
         Run("random-cell4", _masking("random", 4), **TABLE),
         Run("copy-cell4-lr1e-3", _masking("copy", 4), lr=1e-3, **TABLE),
         Run("random-cell8-lr1e-3", _masking("random", 8), lr=1e-3, **TABLE),
+        Run("random-cell4-lr1e-3-pme", _masking("random", 4, "prior"), lr=1e-3, **TABLE),
     )
 }
 
