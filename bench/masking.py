@@ -20,7 +20,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ RUNS = {
         Run("random-cell4", _masking("random", 4), **TABLE),
         Run("copy-cell4-lr1e-3", _masking("copy", 4), lr=1e-3, **TABLE),
         Run("random-cell8-lr1e-3", _masking("random", 8), lr=1e-3, **TABLE),
+        Run("random-cell4-lr1e-3-pme", _masking("random", 4, "prior"), lr=1e-3, **TABLE),
     )
 }
 
@@ -158,7 +159,20 @@ def train(run: Run, photos: list[np.ndarray], clean: torch.Tensor, job: Path) ->
     ema = copy.deepcopy(module)
     gen, rng = torch.Generator().manual_seed(1), np.random.default_rng(1)
     total = run.steps * BATCH
-    curve: list[tuple[int, int, float]] = []
+    row: dict[str, Any] = {
+        "run": run.name,
+        "masking": run.method.get("masking") or "blind-spot",
+        "objective": run.method["objective"],
+        "mask_cell": run.method.get("mask_cell"),
+        "masked_per_step": BATCH * (CROP // run.method["mask_cell"]) ** 2
+        if run.method.get("masking")
+        else None,
+        "lr": run.lr,
+        "steps": run.steps,
+        "psnr_raw": None,
+        "noisy": float(psnr(test_noisy, clean).mean()),
+        "curve": [],
+    }
     start = time.process_time()
     for step in range(run.steps):
         for group in opt.param_groups:
@@ -175,32 +189,19 @@ def train(run: Run, photos: list[np.ndarray], clean: torch.Tensor, job: Path) ->
             for pe, p in zip(ema.parameters(), module.parameters(), strict=True):
                 pe.mul_(d).add_(p, alpha=1.0 - d)
         if step + 1 in run.evals:
-            curve.append((step, (step + 1) * BATCH, score(ema, clean, test_noisy, test_params)))
-            print(f"{run.name}: step {step + 1}: EMA {curve[-1][2]:.2f} dB", flush=True)
-    cpu_min = (time.process_time() - start) / 60
-    raw = score(module, clean, test_noisy, test_params)
-    row = {
-        "run": run.name,
-        "masking": run.method.get("masking") or "blind-spot",
-        "objective": run.method["objective"],
-        "mask_cell": run.method.get("mask_cell"),
-        "masked_per_step": BATCH * (CROP // run.method["mask_cell"]) ** 2
-        if run.method.get("masking")
-        else None,
-        "lr": run.lr,
-        "steps": run.steps,
-        "psnr_ema": curve[-1][2],
-        "psnr_raw": raw,
-        "noisy": float(psnr(test_noisy, clean).mean()),
-        "cpu_min": cpu_min,
-        "curve": curve,
-    }
-    write_job(run, cfg, job, row)
+            row["curve"].append((step, (step + 1) * BATCH, score(ema, clean, test_noisy, test_params)))
+            row |= {"psnr_ema": row["curve"][-1][2], "cpu_min": (time.process_time() - start) / 60}
+            print(f"{run.name}: step {step + 1}: EMA {row['psnr_ema']:.2f} dB", flush=True)
+            write_job(run, cfg, job, row, done=False)  # a run stopped early keeps its curve so far
+    row["psnr_raw"] = score(module, clean, test_noisy, test_params)
+    row["cpu_min"] = (time.process_time() - start) / 60
+    write_job(run, cfg, job, row, done=True)
     return row
 
 
-def write_job(run: Run, cfg: dict[str, Any], job: Path, row: dict[str, Any]) -> None:
-    """A folder ``ssdn.report`` reads like a training run's (the EMA curve as its validation PSNR)."""
+def write_job(run: Run, cfg: dict[str, Any], job: Path, row: dict[str, Any], done: bool) -> None:
+    """A folder ``ssdn.report`` reads like a training run's (the EMA curve as its validation PSNR);
+    ``results.json`` only once the run is done, ``partial.json`` before."""
     hydra = job / ".hydra"
     hydra.mkdir(parents=True, exist_ok=True)
     atomic_write_text(hydra / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
@@ -212,8 +213,13 @@ def write_job(run: Run, cfg: dict[str, Any], job: Path, row: dict[str, Any]) -> 
     key = "pme" if run.method["objective"] == "prior" else "out"
     protocol = {"crop": TEST_CROP, "repeats": 1, "pad_mode": "authors"}
     sets = {"kodak": {"psnr": {key: row["psnr_ema"]}, "reported": key, "protocol": protocol}}
-    atomic_write_json(job / "metrics.json", {"images_seen": run.steps * BATCH, "cpu_min": row["cpu_min"]})
-    atomic_write_json(job / "results.json", {"sets": sets, "bench": row, "run": asdict(run)})
+    images = row["curve"][-1][1]
+    atomic_write_json(job / "metrics.json", {"images_seen": images, "cpu_min": row["cpu_min"]})
+    atomic_write_json(job / ("results.json" if done else "partial.json"), {"sets": sets, "bench": row})
+
+
+def _db(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -222,7 +228,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         out.append(
             f"| {r['run']} | {r['masking']} | {r['objective']} | {r['masked_per_step'] or 'all'} | {r['lr']:g} | "
-            f"{r['steps']} | {r['psnr_ema']:.2f} | {r['psnr_raw']:.2f} | {r['cpu_min']:.1f} |"
+            f"{r['curve'][-1][0] + 1} | {r['psnr_ema']:.2f} | {_db(r['psnr_raw'])} | {r['cpu_min']:.1f} |"
         )
     if rows:
         out.append(f"\nnoisy input: {rows[0]['noisy']:.2f} dB")
@@ -245,11 +251,11 @@ def main(argv: list[str] | None = None) -> None:
         job = args.work / "runs" / name
         if not (job / "results.json").is_file():
             train(RUNS[name], photos, clean, job)
-    rows = [
-        json.loads((args.work / "runs" / n / "results.json").read_text())["bench"]
-        for n in RUNS
-        if (args.work / "runs" / n / "results.json").is_file()
-    ]
+    rows = []  # finished runs, then those stopped early (their last evaluated step)
+    for name in RUNS:
+        found = [args.work / "runs" / name / f for f in ("results.json", "partial.json")]
+        if path := next((f for f in found if f.is_file()), None):
+            rows.append(json.loads(path.read_text())["bench"])
     atomic_write_text(args.work / "summary.md", summary(rows))
     atomic_write_json(args.work / "summary.json", rows)
     print(summary(rows))
