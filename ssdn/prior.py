@@ -62,7 +62,11 @@ def split_prior(out: Tensor, kind: PriorKind | str, channels: int) -> tuple[Tens
         return mu, None
     if kind is PriorKind.DIAGONAL:
         return mu, torch.diag_embed(a.square())
-    rows, cols = torch.triu_indices(channels, channels, device=out.device)
-    tri = z.new_zeros(*z.shape[:-1], channels, channels)
-    tri[..., rows, cols] = a
+    # A as one gather from a with a zero appended, rather than an in-place write into a zero matrix: the same
+    # values, and a traced graph (ssdn.export: TorchScript, ONNX) then takes images of any size.
+    upper = {(i, j): n for n, (i, j) in enumerate(torch.triu_indices(channels, channels).T.tolist())}
+    zero = k - channels
+    index = [upper.get((i, j), zero) for i in range(channels) for j in range(channels)]
+    padded = torch.cat([a, torch.zeros_like(a[..., :1])], dim=-1)
+    tri = padded[..., torch.tensor(index, device=out.device)].unflatten(-1, (channels, channels))
     return mu, tri @ tri.transpose(-1, -2)

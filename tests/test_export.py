@@ -1,0 +1,142 @@
+"""ssdn.export: TorchScript and ONNX (through onnxruntime) give the module's outputs on random inputs of a
+size other than the traced one; safetensors round-trips to an equal module; bad input is a UserError."""
+
+from __future__ import annotations
+
+import functools
+import json
+import struct
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ssdn.errors import UserError
+from ssdn.export import export, load_checkpoint, load_safetensors, main
+from ssdn.module import DenoiserModule
+from tests.conftest import compose_config
+
+ONNX_ATOL, ONNX_MEAN = 1e-3, 2e-6
+"""onnxruntime's float32 convolutions sum in another order than torch's (~1e-7 relative), and the posterior
+mean passes that through inv(Σ_x), ill-conditioned in places for an untrained net: the largest pixel difference
+observed is 2e-4 here (1.3e-6 with the trained σ = 25 checkpoint), a quarter of an 8-bit level at 1e-3; the mean
+over pixels stays at float32 rounding (≤ 6e-7 observed). The posterior maths runs in float64 inside the graph."""
+
+
+@functools.cache
+def build(*overrides: str) -> DenoiserModule:
+    cfg = compose_config(*overrides, output_dir="unused")  # never written: no training here
+    torch.manual_seed(0)
+    module = DenoiserModule(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)).eval()
+    with torch.no_grad():  # a non-trivial learned level, so that its use is visible
+        for name, p in module.named_parameters():
+            if "level" in name:
+                p.add_(0.3)
+    return module
+
+
+def reference(module: DenoiserModule, noisy: torch.Tensor, param: float | None) -> torch.Tensor:
+    """What the module reports; with ``param`` the level is that value whatever the level source."""
+    if param is None:
+        params = module.noise.sample_params(noisy.shape[0])
+        return next(iter(module.denoise(noisy, params, bf16=False).values()))
+    with torch.no_grad():
+        level = module.noise.to_level(torch.full((noisy.shape[0],), param, dtype=torch.float64))
+        outs = module.method.objective.outputs(module.net(noisy), noisy, module.noise, level)
+    return next(iter(outs.values()))
+
+
+CASES = [
+    (("noise=gaussian", "method=ssdn"), None),  # the configured σ = 25
+    (("noise=gaussian", "method=ssdn"), 40.0),
+    (("noise=gaussian", "method=ssdn", "noise_params=sigma_global"), None),  # the learned level
+    (("noise=poisson", "method=ssdn_diag"), None),
+    (("noise=gaussian", "method=n2c"), None),
+]
+
+
+@pytest.mark.parametrize(("overrides", "param"), CASES)
+def test_torchscript_and_onnx_equal_the_module(
+    tmp_path: Path, overrides: tuple[str, ...], param: float | None
+) -> None:
+    import onnxruntime as ort
+
+    module = build(*overrides)
+    noisy = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))  # traced at 32², batch 1
+    expected = reference(module, noisy, param)
+    params = None if param is None else [param]
+    ts = torch.jit.load(str(export(module, "torchscript", tmp_path / "m.pt", params, size=32)))
+    with torch.no_grad():
+        torch.testing.assert_close(ts(noisy), expected, rtol=0, atol=0)
+    onnx_path = export(module, "onnx", tmp_path / "m.onnx", params, size=32)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"noisy": noisy.numpy()})
+    assert out.dtype == np.float32 and out.shape == (2, 3, 64, 64)
+    diff = (torch.from_numpy(out) - expected).abs()
+    assert diff.max() <= ONNX_ATOL and diff.mean() <= ONNX_MEAN
+    if param is not None:  # the given level is really used
+        assert (torch.from_numpy(out) - reference(module, noisy, None)).abs().max() > 1e-3
+
+
+def test_safetensors_round_trip_without_pickle(tmp_path: Path) -> None:
+    module = build("noise=gaussian", "method=ssdn", "noise_params=sigma_global")
+    path = export(module, "safetensors", tmp_path / "w.safetensors")
+    raw = path.read_bytes()
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + header_len])  # the format: a JSON header, then raw tensor bytes
+    assert json.loads(header["__metadata__"]["ssdn_config"]) == json.loads(
+        json.dumps(module.hparams["config"])
+    )
+    rebuilt = load_safetensors(path)
+    mine, theirs = module.state_dict(), rebuilt.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    noisy = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(
+        reference(rebuilt, noisy, None), reference(module, noisy, None), rtol=0, atol=0
+    )
+
+
+def _checkpoint(module: DenoiserModule, path: Path) -> Path:
+    """A minimal Lightning checkpoint of an untrained module (what load_from_checkpoint reads)."""
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": L.__version__,
+        },
+        path,
+    )
+    return path
+
+
+def test_cli_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = build("noise=gaussian", "method=ssdn")
+    ckpt = _checkpoint(module, tmp_path / "m.ckpt")
+    out = main([str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "m.pt"), "--param", "25"])
+    assert out.is_file() and json.loads(capsys.readouterr().out.splitlines()[-1])["format"] == "torchscript"
+    with pytest.raises(UserError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=r"junk\.ckpt is not an ssdn training checkpoint"):
+        load_checkpoint(tmp_path / "junk.ckpt")
+    with pytest.raises(SystemExit) as exc:  # one line, exit status 2
+        main([str(tmp_path / "junk.ckpt"), "--format", "onnx", "--out", str(tmp_path / "x.onnx")])
+    assert exc.value.code == 2 and "is not an ssdn training checkpoint" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--format must be one of"):
+        export(module, "tflite", tmp_path / "x")
+    with pytest.raises(UserError, match="sigma must satisfy"):
+        export(module, "onnx", tmp_path / "x.onnx", [-25.0])
+    with pytest.raises(UserError, match="--param needs 1 value"):
+        export(module, "onnx", tmp_path / "x.onnx", [25.0, 1.0])
+    with pytest.raises(UserError, match="multiple of 32"):
+        export(module, "torchscript", tmp_path / "x.pt", size=48)
+    with pytest.raises(UserError, match="pass the level to export with --param"):
+        export(build("noise=gaussian_range", "method=ssdn"), "onnx", tmp_path / "x.onnx")
+    (tmp_path / "plain.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(UserError, match="no 'ssdn_config' metadata"):
+        load_safetensors(tmp_path / "plain.safetensors")
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x").exists()
