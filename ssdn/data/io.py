@@ -94,6 +94,28 @@ def _image_path(path: str | Path, channels: int) -> Path:
     return path
 
 
+# What decoders raise on a corrupt, truncated or hostile file (png.Error: pypng, for 16-bit PNGs).
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    png.Error,
+    Image.DecompressionBombError,
+)
+
+
+def _to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, 1|3) converted to ``channels`` (gray repeated to RGB, RGB to mono), contiguous."""
+    if channels == 3 and pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    elif channels == 1 and pixels.shape[2] == 3:
+        pixels = rgb_to_mono(pixels)
+    return np.ascontiguousarray(pixels)
+
+
 def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
     """Decode ``path`` into a contiguous ``uint8`` array ``(H, W, channels)``, channels 3 (RGB) or 1."""
     path = _image_path(path, channels)
@@ -104,24 +126,9 @@ def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
             pixels = _decode(ImageOps.exif_transpose(file), path)
     except ImageDecodeError:
         raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        EOFError,
-        ValueError,
-        zlib.error,
-        Image.DecompressionBombError,
-    ) as exc:
+    except _DECODE_ERRORS as exc:
         raise ImageDecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
-
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if channels == 3 and pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    elif channels == 1 and pixels.shape[2] == 3:
-        pixels = rgb_to_mono(pixels)
-    return np.ascontiguousarray(pixels)
+    return _to_channels(pixels[:, :, None] if pixels.ndim == 2 else pixels, channels)
 
 
 def rgb_to_mono(pixels: np.ndarray) -> np.ndarray:
@@ -205,26 +212,12 @@ def load_native_with_alpha(path: str | Path, channels: int = 3) -> tuple[np.ndar
         pixels = _decode_native(path, keep_alpha=True)
     except ImageDecodeError:
         raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        EOFError,
-        ValueError,
-        zlib.error,
-        png.Error,
-        Image.DecompressionBombError,
-    ) as exc:
+    except _DECODE_ERRORS as exc:
         raise ImageDecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
     alpha = None
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
         alpha = np.ascontiguousarray(pixels[:, :, -1:])
-    pixels = _drop_alpha(pixels, path)
-    if channels == 3 and pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    elif channels == 1 and pixels.shape[2] == 3:
-        pixels = rgb_to_mono(pixels)
-    return np.ascontiguousarray(pixels), alpha
+    return _to_channels(_drop_alpha(pixels, path), channels), alpha
 
 
 def bit_depth(pixels: np.ndarray) -> int:
