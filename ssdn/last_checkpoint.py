@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,12 @@ class Interrupted(SystemExit):
     A ``SystemExit``, so that it is not recorded as a failed job but ends the process cleanly."""
 
 
-class LastCheckpoint(Callback):
-    """Writes ``dirpath/last.ckpt`` every ``every_n_steps`` steps (0: only at the end), at the end, and on a signal."""
+class LastCheckpoint(Checkpoint):
+    """Writes ``dirpath/last.ckpt`` every ``every_n_steps`` steps (0: only at the end), at the end, and on a signal.
+
+    A ``Checkpoint`` so that Lightning runs it after every other callback of a hook: a callback that changes state
+    at the end of a step (the weights' moving average) has then done so when the step's checkpoint is written.
+    """
 
     def __init__(self, dirpath: Path, every_n_steps: int) -> None:
         self.path = Path(dirpath) / "last.ckpt"

@@ -73,8 +73,10 @@ def test_denoise_and_evaluate_refuse_malicious_checkpoint(
     ckpt = plant_malicious(tmp_path / "evil.ckpt", marker)
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
-    with pytest.raises(CheckpointError, match="refused to load"):
+    with pytest.raises(SystemExit) as exit_info:
         denoise.main([str(ckpt), str(image), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert exit_info.value.code == 2
+    assert f"{ckpt}: refused to load" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(
             ["--checkpoint", str(ckpt), "--sets", "kodak", "--out", str(tmp_path / "e"), "--device", "cpu"]
