@@ -159,7 +159,8 @@ def test_best_checkpoint_follows_lowest_val_nll(tmp_path: Path) -> None:
 def test_methods_needing_clean_targets_are_refused(tmp_path: Path) -> None:
     folder = write_set(tmp_path / "noisy", "rgb8", count=1)
     with pytest.raises(
-        ConfigError, match=r"method=n2c.*noisy data alone: mu_only, n2v_copy, n2v_random, ssdn, ssdn_diag"
+        ConfigError,
+        match=r"method=n2c.*noisy data alone: mu_only, n2v_copy, n2v_random, n2v_random_dense, ssdn, ssdn_diag",
     ):
         run(compose_config(*noisy_overrides(folder, "method=n2c"), output_dir=tmp_path / "r"))
     with pytest.raises(ConfigError, match="method=n2n"):
