@@ -82,8 +82,9 @@ def build_trainer(
     noisy_val = not cfg.data.add_noise and cfg.data.val_dir is None
     # last.ckpt never waits for validation (ssdn.last_checkpoint); best.ckpt follows the monitored metric,
     # checked after each validation, and is overwritten in place (no best-v1.ckpt on resume).
+    # Lightning runs both checkpoint callbacks after the others (so after the EMA's update of the same step);
+    # ModelCheckpoint first, as the trainer's ``checkpoint_callback``.
     callbacks: list[Callback] = [
-        LastCheckpoint(output_dir / "checkpoints", every),
         ModelCheckpoint(
             dirpath=output_dir / "checkpoints",
             filename="best",
@@ -94,6 +95,7 @@ def build_trainer(
             auto_insert_metric_name=False,
             enable_version_counter=False,
         ),
+        LastCheckpoint(output_dir / "checkpoints", every),
         DestroyProcessGroup(),
         *extra_callbacks,
     ]
