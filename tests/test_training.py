@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 
 from ssdn.checkpoints import load_denoiser, read_checkpoint
 from ssdn.config import ConfigError
@@ -233,7 +234,7 @@ def test_checkpoints_without_validation(tmp_path: Path) -> None:
     """With validation off, last.ckpt still follows trainer.checkpoint_every_n_steps; no best.ckpt exists."""
     saved: list[int] = []
 
-    class _Watch(L.Callback):
+    class _Watch(Checkpoint):  # a Checkpoint, so that Lightning runs it after LastCheckpoint in each hook
         def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
             ckpt = tmp_path / "checkpoints" / "last.ckpt"
             if ckpt.is_file():
