@@ -82,24 +82,26 @@ def speed(args: argparse.Namespace) -> None:
         )
 
 
+def _denoise_args(checkpoint: str, image: Path, out: Path) -> list[str]:
+    """The CLI arguments every timed run uses: σ = 25, fp32, on the CPU."""
+    return [
+        checkpoint,
+        str(image),
+        "--out",
+        str(out),
+        "--param",
+        "25",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+    ]
+
+
 def cli(args: argparse.Namespace) -> None:
     image = Path(args.root) / "kodak" / "kodim01.png"
     with tempfile.TemporaryDirectory() as out:
-        cmd = [
-            sys.executable,
-            "-m",
-            "ssdn.denoise",
-            args.checkpoint,
-            str(image),
-            "--out",
-            out,
-            "--param",
-            "25",
-            "--precision",
-            "fp32",
-            "--device",
-            "cpu",
-        ]
+        cmd = [sys.executable, "-m", "ssdn.denoise", *_denoise_args(args.checkpoint, image, Path(out))]
         start = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         print(f"CLI, one KODAK image (fp32, start-up included): {time.perf_counter() - start:.2f} s")
@@ -144,16 +146,7 @@ def big(args: argparse.Namespace) -> None:
             sys.executable,
             "-c",
             code,
-            args.checkpoint,
-            str(src),
-            "--out",
-            str(Path(tmp) / "out"),
-            "--param",
-            "25",
-            "--precision",
-            "fp32",
-            "--device",
-            "cpu",
+            *_denoise_args(args.checkpoint, src, Path(tmp) / "out"),
         ]
         start = time.perf_counter()
         result = subprocess.run(cmd, capture_output=True, text=True)
