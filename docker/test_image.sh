@@ -6,13 +6,23 @@
 # and their outputs must exist on the host, owned by that user.
 #
 #   sudo docker/test_image.sh [--work-dir DIR] [--data DIR] [--user UID:GID] [--torch-find-links DIR|URL]
-#                             [--mirror URL] [--rebuild]
+#                             [--mirror URL] [--rebuild-base]
+#
+#   --work-dir DIR   everything it writes (default outputs/container-test)
+#   --data DIR       mounted read-only at /data; must hold kodak/ (default $SSDN_DATA_ROOT, else ../shared/data;
+#                    python -m ssdn.data.download kodak --root DIR fetches it)
+#   --user UID:GID   who the containers run as (default the caller behind sudo, else 1000:1000, the image's user)
+#   --torch-find-links DIR|URL  where pip finds torch-2.13.0+cpu, if pip's own configuration does not say
+#   --mirror URL     Debian mirror for debootstrap (default http://deb.debian.org/debian)
+#   --rebuild-base   make the Debian base again (otherwise reused)
+#   PYTHON=...       the CPython 3.11 (x86_64, with pip) that builds the wheel folder (default python3)
 #
 # Needs root (debootstrap, podman's rootful storage) and `apt-get install podman runc debootstrap`.
-# Everything it writes lies under the work dir (default outputs/container-test): podman's own storage and
-# configuration (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF; the user's global ones are never read or changed),
-# the base rootfs, the wheels and the runs. The base image, wheels and built layers are reused by the next
-# call (warm: minutes); `rm -rf` the work dir to drop them.
+# Everything it writes lies under the work dir: podman's own storage and configuration (CONTAINERS_CONF,
+# CONTAINERS_STORAGE_CONF point there; the user's containers.conf and storage.conf are neither used nor
+# changed), the base rootfs, the wheels and, per call, runs/<time>/ (logs, and outputs/ that the containers
+# write). The base image, wheels and built layers are reused by the next call (warm: about 2 minutes);
+# `rm -rf` the work dir to drop them. Exit status: 0 when every step passed, 1 when one failed (the summary names it), 2 for a bad setting.
 set -euo pipefail
 
 prog="$(basename "$0")"
@@ -27,10 +37,14 @@ python="${PYTHON:-python3}"
 base="localhost/ssdn-test-base:bookworm"
 image="localhost/ssdn:test"
 
-usage() { sed -n '2,15s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
 die() {
   echo "${prog}: error: $*" >&2
   exit 2
+}
+fail() {
+  echo "${prog}: failed: $*" >&2
+  exit 1
 }
 
 while [[ $# -gt 0 ]]; do
@@ -40,7 +54,7 @@ while [[ $# -gt 0 ]]; do
     --user) user="${2:?--user needs UID:GID}" && shift 2 ;;
     --torch-find-links) torch_links="${2:?--torch-find-links needs a folder or URL}" && shift 2 ;;
     --mirror) mirror="${2:?--mirror needs a Debian mirror URL}" && shift 2 ;;
-    --rebuild) rebuild=true && shift ;;
+    --rebuild-base) rebuild=true && shift ;;
     -h | --help) usage && exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -129,7 +143,7 @@ else
     rm -rf "${work}/base/rootfs.partial"
     nice -n 19 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,passwd \
       bookworm "${work}/base/rootfs.partial" "$mirror" >"${work}/base/debootstrap.log" 2>&1 \
-      || die "debootstrap failed: see ${work}/base/debootstrap.log"
+      || fail "debootstrap failed: see ${work}/base/debootstrap.log"
     # Like python:*-slim: `python` and `pip` on PATH are the interpreter pip may install into (PEP 668 forbids
     # Debian's own), a venv at /opt/python.
     chroot "${work}/base/rootfs.partial" python3 -m venv /opt/python
@@ -160,9 +174,9 @@ else
   [[ -z "$torch_links" ]] || links=(--find-links "$torch_links")
   nice -n 19 "$python" -m pip wheel --wheel-dir "$wheels" "${links[@]}" \
     -r "${repo}/docker/requirements.txt" "setuptools>=68" wheel >"${work}/wheels.log" 2>&1 \
-    || { tail -n 30 "${work}/wheels.log" >&2 && die "pip wheel failed: see ${work}/wheels.log"; }
+    || { tail -n 30 "${work}/wheels.log" >&2 && fail "pip wheel failed: see ${work}/wheels.log"; }
   compgen -G "${wheels}/torch-2.13.0+cpu-*.whl" >/dev/null \
-    || die "no CPU torch in ${wheels} (PyPI's is the CUDA build): pass --torch-find-links with torch-2.13.0+cpu"
+    || fail "no CPU torch in ${wheels} (PyPI's is the CUDA build): pass --torch-find-links with torch-2.13.0+cpu"
   touch "${wheels}/.complete-${lock_hash}"
   done_step "$(find "$wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$wheels" | cut -f1)"
 fi
@@ -171,7 +185,7 @@ begin "podman build ${image} (base ${base}, no network)"
 nice -n 19 podman build --quiet --network none --volume "${wheels}:/wheels:ro" \
   --build-arg "BASE_IMAGE=${base}" --build-arg PIP_FIND_LINKS=/wheels --build-arg PIP_NO_INDEX=1 \
   -f "${repo}/docker/Dockerfile" -t "$image" "$repo" >"${work}/build.log" 2>&1 \
-  || { tail -n 30 "${work}/build.log" >&2 && die "podman build failed: see ${work}/build.log"; }
+  || { tail -n 30 "${work}/build.log" >&2 && fail "podman build failed: see ${work}/build.log"; }
 done_step "$(podman image inspect --format '{{.Size}}' "$image" | numfmt --to=iec) image"
 
 # Each call gets its own folder: logs beside the outputs folder that the containers write.
@@ -190,35 +204,35 @@ try:
 except OSError:
     pass
 print(os.getuid(), torch.__version__, torch.cuda.is_available())')"
-[[ "$checks" == "${user%%:*} 2.13.0+cpu False" ]] || die "unexpected: ${checks}"
+[[ "$checks" == "${user%%:*} 2.13.0+cpu False" ]] || fail "the image printed '${checks}', not '${user%%:*} 2.13.0+cpu False' (uid, torch, CUDA)"
 done_step "$checks"
 
 begin "train: tiny run through the entrypoint (Hydra overrides)"
 run_image data=folder data.train_dir=/data/kodak data.crop_size=32 data.batch_size=2 data.val_size=32 \
   data.val_count=1 trainer.max_steps=2 trainer.val_check_interval=2 trainer.checkpoint_every_n_steps=2 \
   trainer.enable_progress_bar=false example.enabled=false >"${logs}/train.log" 2>&1 \
-  || { tail -n 30 "${logs}/train.log" >&2 && die "training failed: see ${logs}/train.log"; }
+  || { tail -n 30 "${logs}/train.log" >&2 && fail "training failed: see ${logs}/train.log"; }
 checkpoint="$(find "$out" -path '*/checkpoints/last.ckpt' -print -quit)"
 [[ -n "$checkpoint" && -f "$(dirname "$(dirname "$checkpoint")")/metrics.json" ]] \
-  || die "no checkpoints/last.ckpt with metrics.json under ${out}"
+  || fail "no checkpoints/last.ckpt with metrics.json under ${out}"
 done_step "${checkpoint#"${out}/"}"
 ckpt="/outputs/${checkpoint#"${out}/"}"
 
 begin "evaluate: 2 KODAK crops"
 run_image evaluate --checkpoint "$ckpt" --sets kodak --limit 2 --crop 64 --repeats 1 --no-progress \
   --out /outputs/eval >"${logs}/evaluate.log" 2>&1 \
-  || { tail -n 30 "${logs}/evaluate.log" >&2 && die "evaluate failed: see ${logs}/evaluate.log"; }
-[[ -f "${out}/eval/results.json" ]] || die "evaluate wrote no ${out}/eval/results.json"
+  || { tail -n 30 "${logs}/evaluate.log" >&2 && fail "evaluate failed: see ${logs}/evaluate.log"; }
+[[ -f "${out}/eval/results.json" ]] || fail "evaluate wrote no ${out}/eval/results.json"
 done_step "eval/results.json"
 
 begin "denoise: one KODAK image"
 run_image denoise "$ckpt" /data/kodak/kodim01.png --param 25 --out /outputs/denoised >"${logs}/denoise.log" 2>&1 \
-  || { tail -n 30 "${logs}/denoise.log" >&2 && die "denoise failed: see ${logs}/denoise.log"; }
+  || { tail -n 30 "${logs}/denoise.log" >&2 && fail "denoise failed: see ${logs}/denoise.log"; }
 denoised="$(find "${out}/denoised" -type f -name '*.png' -print -quit)"
-[[ -n "$denoised" ]] || die "denoise wrote no PNG under ${out}/denoised"
+[[ -n "$denoised" ]] || fail "denoise wrote no PNG under ${out}/denoised"
 done_step "${denoised#"${out}/"}"
 
 begin "outputs on the host belong to ${user}"
 foreign="$(find "$out" -mindepth 1 \( ! -uid "${user%%:*}" -o ! -gid "${user##*:}" \) -print -quit)"
-[[ -z "$foreign" ]] || die "${foreign} is owned by $(stat -c %u:%g "$foreign"), not ${user}"
+[[ -z "$foreign" ]] || fail "${foreign} is owned by $(stat -c %u:%g "$foreign"), not ${user}"
 done_step "$(find "$out" -mindepth 1 | wc -l) paths"
