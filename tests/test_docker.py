@@ -22,6 +22,7 @@ from tests.conftest import PROJECT_ROOT, TINY
 
 DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
 ENTRYPOINT = PROJECT_ROOT / "docker" / "entrypoint.sh"
+TEST_IMAGE = PROJECT_ROOT / "docker" / "test_image.sh"
 
 
 def hadolint() -> str | None:
@@ -59,6 +60,30 @@ def test_image_is_non_root_without_secrets_with_volumes() -> None:
     assert "SSDN_DATA_ROOT=/data" in text and instructions("ENTRYPOINT") == [
         '["/opt/ssdn/docker/entrypoint.sh"]'
     ]
+
+
+def test_default_base_is_python_with_the_cuda_wheel() -> None:
+    """The base is an argument (test_image.sh passes a local Debian); by default the image is unchanged."""
+    assert "BASE_IMAGE=python:3.11.13-slim-bookworm" in instructions("ARG")
+    assert instructions("FROM") == ["${BASE_IMAGE}"]
+
+
+def test_image_test_passes_only_declared_build_args() -> None:
+    """A --build-arg that the Dockerfile does not declare is silently ignored: the test build would differ."""
+    passed = set(re.findall(r"--build-arg \"?([A-Z_]+)=", TEST_IMAGE.read_text()))
+    assert passed == {"BASE_IMAGE", "PIP_FIND_LINKS", "PIP_NO_INDEX"}
+    declared = {arg.split("=")[0] for arg in instructions("ARG")}
+    assert passed <= declared
+
+
+def test_image_test_rejects_a_bad_argument_in_one_line() -> None:
+    assert os.access(TEST_IMAGE, os.X_OK), "docker/test_image.sh must be executable"
+    result = subprocess.run([str(TEST_IMAGE), "--bogus"], capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "test_image.sh: error: unknown argument '--bogus' (see --help)\n"
+    usage = subprocess.run([str(TEST_IMAGE), "--help"], capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 0 and usage.stdout.startswith("Build docker/Dockerfile for real")
+    assert "--work-dir DIR" in usage.stdout and "#" not in usage.stdout
 
 
 def test_build_context_holds_only_what_the_image_copies() -> None:
