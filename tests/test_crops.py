@@ -17,7 +17,7 @@ from ssdn.data.crops import SIZE_FILTER, DataWarning, RandomCropStream
 from ssdn.data.embedded import SPLITS, embedded_paths, embedded_photos
 from ssdn.data.io import load_image
 from ssdn.data.settings import DataSettings
-from ssdn.data.sources import resolve_sources
+from ssdn.data.sources import DataSourceError, DataSourceNotFoundError, resolve_sources
 
 
 class StubNoise(torch.nn.Module):
@@ -180,14 +180,15 @@ def test_crop_time_failure_in_a_worker_reaches_the_main_record(folder: Path) -> 
 
 
 def test_missing_empty_and_unusable_sources_fail_before_training(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"train_dir: image folder .*nowhere does not exist"):
+    # UserErrors: the CLI prints them as one line and exits 2
+    with pytest.raises(DataSourceNotFoundError, match=r"train_dir: image folder .*nowhere does not exist"):
         RandomCropStream(DataSettings(tmp_path / "nowhere"))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")
-    with pytest.raises(ValueError, match=r"train_dir: no image files .* in folder .*empty"):
+    with pytest.raises(DataSourceError, match=r"train_dir: no image files .* in folder .*empty"):
         RandomCropStream(DataSettings(empty))
-    with pytest.raises(ValueError, match="train_dir is an empty list"):
+    with pytest.raises(DataSourceError, match="train_dir is an empty list"):
         RandomCropStream(DataSettings([]))
     small = tmp_path / "small"
     small.mkdir()

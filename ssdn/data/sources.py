@@ -16,8 +16,17 @@ from PIL import Image
 from ssdn.data.embedded import embedded_paths, is_embedded_spec, parse_spec
 from ssdn.data.io import IMAGE_EXTENSIONS, ImageDecodeError, list_images
 from ssdn.data.packed import PackedSet, is_packed_dir
+from ssdn.errors import UserError
 
 Source = str | Path | Sequence[str | Path]
+
+
+class DataSourceError(UserError, ValueError):
+    """A training or validation source that cannot be used as given (empty, packed where not allowed)."""
+
+
+class DataSourceNotFoundError(UserError, FileNotFoundError):
+    """A training or validation folder that does not exist."""
 
 
 def resolve_sources(
@@ -29,7 +38,7 @@ def resolve_sources(
     """
     entries = [source] if isinstance(source, str | Path) else list(source)
     if not entries:
-        raise ValueError(f"{setting} is an empty list; give a folder, a list of folders or 'skimage'")
+        raise DataSourceError(f"{setting} is an empty list; give a folder, a list of folders or 'skimage'")
     files: list[Path] = []
     for entry in entries:
         if is_embedded_spec(entry):
@@ -37,19 +46,19 @@ def resolve_sources(
             continue
         folder = Path(entry).expanduser()
         if not folder.is_dir():
-            raise FileNotFoundError(
+            raise DataSourceNotFoundError(
                 f"{setting}: image folder {folder} does not exist or is not a folder; set {setting} to a "
                 "folder of images (or a list of folders), or to 'skimage' for the photos in scikit-image"
             )
         found = list_images(folder, recursive=recursive)
         if not found and is_packed_dir(folder):
-            raise ValueError(
+            raise DataSourceError(
                 f"{setting}: {folder} is a packed training set (written by ssdn.prepare); only train_dir reads "
                 f"packed sets, and only as its single entry. Set {setting} to a folder of image files"
             )
         if not found:
             hint = "" if recursive else " (images in subfolders need recursive=true)"
-            raise ValueError(
+            raise DataSourceError(
                 f"{setting}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {folder}{hint}"
             )
         files += found
@@ -66,7 +75,7 @@ def open_packed(source: Source, setting: str = "train_dir") -> PackedSet | None:
     if not packed:
         return None
     if len(entries) > 1:
-        raise ValueError(
+        raise DataSourceError(
             f"{setting}: {packed[0]} is a packed set and must be the only {setting} entry; pack all the "
             "folders into one set with ssdn.prepare (or list only image folders)"
         )
