@@ -49,6 +49,7 @@ class TimeBudget:
         self._elapsed_before = 0.0  # seconds used by earlier sessions of a resumed run
         self._start: tuple[float, int] | None = None  # (time, images) when this session started training
         self._ref: tuple[float, int] | None = None  # (time, images) after this session's first step
+        self._measured = False
 
     def elapsed(self) -> float:
         """Seconds of the budget used so far, earlier sessions included."""
@@ -65,8 +66,15 @@ class TimeBudget:
         self._workload = workload
         self._start = (self.clock(), images_seen)
         self._ref = None
+        self._measured = False
         self.total_images = max(self.total_images, images_seen + batch)
         return self.total_images
+
+    @property
+    def measured(self) -> bool:
+        """True once the rate comes from this session's steps after its first (which pays for start-up): a
+        plan made before is only a pessimistic guess, not worth fixing anything on (a curriculum's stages)."""
+        return self._measured
 
     def update(self, images_seen: int) -> int:
         """Re-estimate the total after a step; equal to ``images_seen`` once the budget is spent."""
@@ -80,6 +88,7 @@ class TimeBudget:
             t0, n0 = self._ref
         if images_seen <= n0 or now <= t0:  # no step since the reference yet: keep the plan
             return self.total_images
+        self._measured = (t0, n0) == self._ref
         left = max(self.seconds - self.elapsed() - self.reserve, 0.0)
         if self._workload is not None:
             rate = self._workload.work(n0, images_seen) / (now - t0)

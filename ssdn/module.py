@@ -241,7 +241,7 @@ class DenoiserModule(L.LightningModule):
             self.total_images = int(self.trainer.strategy.reduce(plan, reduce_op="min"))
             self.budget.total_images = self.total_images
             self.log("train/total_images", float(self.total_images))
-            if (schedule := self.crop_schedule) is not None:
+            if (schedule := self.crop_schedule) is not None and self.budget.measured:
                 schedule.plan(self.total_images, self.batches_seen + schedule.lookahead)
             if self.budget.done(self.images_seen):
                 self.trainer.should_stop = True  # Lightning then validates and checkpoints once more
