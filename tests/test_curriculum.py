@@ -226,6 +226,16 @@ def test_workers_see_a_re_plan_made_after_they_started() -> None:
     assert first + later == [32] * 6 + [64] * 2
 
 
+def test_ddp_ranks_split_each_stage_batch_as_one_process_cuts_it() -> None:
+    single = _stream()
+    ranks = [_stream() for _ in range(2)]
+    for rank, stream in enumerate(ranks):
+        stream.rank, stream.world_size, stream.batch_size = rank, 2, 1
+    for b in range(len(PLANNED)):
+        parts = [stream.batch(b)["clean"] for stream in ranks]
+        assert torch.equal(torch.cat(parts), single.batch(b)["clean"])
+
+
 def test_images_smaller_than_the_largest_stage_crop_are_skipped(tmp_path: Path) -> None:
     import numpy as np
     from PIL import Image
