@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ssdn.data.curriculum import CropSchedule, as_stages, curriculum_errors
 from ssdn.errors import UserError
 from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.schema import register_configs
@@ -105,11 +106,16 @@ def _length_in_images(cfg: DictConfig) -> bool:
 
 
 def max_steps(cfg: DictConfig) -> int:
-    """Training length in optimizer steps: ``trainer.max_steps`` if set, else ``train.images / data.batch_size``;
-    -1 (unbounded) with ``train.minutes``, whose run stops itself when its planned images are reached."""
+    """Training length in optimizer steps: ``trainer.max_steps`` if set, else ``train.images / data.batch_size``
+    (with a crop-size curriculum, the steps of its stages' batches); -1 (unbounded) with ``train.minutes``,
+    whose run stops itself when its planned images are reached."""
     if cfg.train.get("minutes") is not None:
         return -1
     if _length_in_images(cfg):
+        stages = as_stages(cfg.data.get("curriculum"))
+        if stages:
+            schedule = CropSchedule(stages, int(cfg.data.crop_size), int(cfg.data.batch_size))
+            return schedule.steps_for(int(cfg.train.images))
         return int(cfg.train.images) // int(cfg.data.batch_size)
     return int(cfg.trainer.max_steps)
 
@@ -148,6 +154,13 @@ def _method_errors(cfg: DictConfig) -> list[str]:
         )
     if m.masking is not None and crop % int(m.mask_cell):
         errors.append(f"data.crop_size={crop} is not divisible by method.mask_cell={m.mask_cell}")
+    for i, stage in enumerate(cfg.data.get("curriculum") or []):
+        if OmegaConf.is_missing(stage, "crop_size"):
+            continue  # reported by _curriculum_errors
+        if m.masking is not None and int(stage.crop_size) % int(m.mask_cell):
+            errors.append(
+                f"data.curriculum[{i}].crop_size={stage.crop_size} is not divisible by method.mask_cell={m.mask_cell}"
+            )
     if cfg.data.fixed_noise and m.target == "second_noisy":
         errors.append(
             f"data.fixed_noise=true with method={m.name}: N2N needs two noisy copies; use fixed_noise=false"
@@ -225,8 +238,29 @@ def _training_errors(cfg: DictConfig) -> list[str]:
             )
     elif _length_in_images(cfg) and (images <= 0 or images % batch):
         errors.append(f"train.images={images} must be a positive multiple of data.batch_size={batch}")
+    errors += _curriculum_errors(cfg)
     if cfg.resume not in (None, "auto") and not Path(str(cfg.resume)).is_file():
         errors.append(f"resume={cfg.resume}: no such checkpoint file (use null, auto, or a .ckpt path)")
+    return errors
+
+
+def _curriculum_errors(cfg: DictConfig) -> list[str]:
+    """``data.curriculum``: its stages, and a run length counted in images (stages differ in batch size)."""
+    given = cfg.data.get("curriculum") or []
+    missing = [
+        f"data.curriculum[{i}].{k}" for i, s in enumerate(given) for k in s if OmegaConf.is_missing(s, k)
+    ]
+    if missing:
+        return [f"{', '.join(missing)} not set: each stage needs until, crop_size and batch_size"]
+    stages = as_stages(given)
+    if not stages:
+        return []
+    errors = curriculum_errors(stages, world_size(cfg))
+    if not _length_in_images(cfg):
+        errors.append(
+            f"data.curriculum with trainer.max_steps={cfg.trainer.max_steps}: its stages differ in batch size, so "
+            "the run is counted in images; set train.images (or train.minutes) and trainer.max_steps=null"
+        )
     return errors
 
 

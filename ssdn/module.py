@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ssdn.budget import TimeBudget
+from ssdn.data.curriculum import CropSchedule
 from ssdn.eval.metrics import psnr, quantize
 from ssdn.methods import Method, StepBatch, build_method
 from ssdn.methods.levels import GlobalLevel
@@ -81,6 +82,8 @@ class DenoiserModule(L.LightningModule):
         self._generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
         self._last_step_time: float | None = None
+        self._last_batch_images = 0
+        self._pending_crop_plan: dict[str, Any] | None = None
         self.eval_bf16 = False  #: network precision of ``denoise`` when not given: fp32 unless asked
         self._val_psnr: dict[str, list[Tensor]] = {}
         self._val_panel: dict[str, Tensor] = {}
@@ -119,8 +122,19 @@ class DenoiserModule(L.LightningModule):
         )
 
     def on_fit_start(self) -> None:
+        schedule = self.crop_schedule
+        if schedule is not None and self._pending_crop_plan is not None:
+            schedule.load_state_dict(self._pending_crop_plan)
+            self._pending_crop_plan = None
         if self.budget is not None:
-            self.total_images = self.budget.start(self.images_seen, self.global_batch_size)
+            self.total_images = self.budget.start(self.images_seen, self.global_batch_size, schedule)
+            if schedule is not None and self.images_seen:  # a fresh timed run stays in stage 0 until measured
+                schedule.plan(self.total_images, self.batches_seen)
+            return
+        # a curriculum's stages differ in batch size: its run is counted in images (validate_config)
+        if schedule is not None:
+            self.total_images = int(self.hparams["config"]["train"]["images"])
+            schedule.plan(self.total_images, self.batches_seen)
             return
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps <= 0:
@@ -137,6 +151,11 @@ class DenoiserModule(L.LightningModule):
         if datamodule is None:
             raise RuntimeError("DenoiserModule trains from a data module: pass datamodule=... to Trainer.fit")
         return int(datamodule.batch_size)
+
+    @property
+    def crop_schedule(self) -> CropSchedule | None:
+        """The data module's crop-size curriculum, whose stages end at fractions of ``total_images``."""
+        return getattr(getattr(self._trainer, "datamodule", None), "crop_schedule", None)
 
     def generator(self) -> torch.Generator:
         """The step's random stream: seeded per rank, saved in checkpoints so a resumed run draws the same noise."""
@@ -194,10 +213,12 @@ class DenoiserModule(L.LightningModule):
             opt.step()
         else:
             self.skipped_steps += 1
-        self.images_seen += self.global_batch_size
+        n = inputs.noisy.shape[0]
+        # the batch's own size: a crop-size curriculum changes it between stages
+        self._last_batch_images = n * self.trainer.world_size
+        self.images_seen += self._last_batch_images
         self.batches_seen += 1
 
-        n = inputs.noisy.shape[0]
         # Each DDP rank holds part of the global batch: log the mean over ranks (the single-process value).
         self.log("train/loss", loss.detach().float(), prog_bar=True, batch_size=n, sync_dist=True)
         self.log("train/lr", lr, batch_size=n)
@@ -212,7 +233,7 @@ class DenoiserModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         now = time.perf_counter()
         if self._last_step_time is not None:
-            self.log("train/images_per_sec", self.global_batch_size / max(now - self._last_step_time, 1e-9))
+            self.log("train/images_per_sec", self._last_batch_images / max(now - self._last_step_time, 1e-9))
         self._last_step_time = now
         if self.budget is not None:
             # every rank must plan the same length, or DDP ranks stop at different steps
@@ -220,6 +241,8 @@ class DenoiserModule(L.LightningModule):
             self.total_images = int(self.trainer.strategy.reduce(plan, reduce_op="min"))
             self.budget.total_images = self.total_images
             self.log("train/total_images", float(self.total_images))
+            if (schedule := self.crop_schedule) is not None and self.budget.measured:
+                schedule.plan(self.total_images, self.batches_seen + schedule.lookahead)
             if self.budget.done(self.images_seen):
                 self.trainer.should_stop = True  # Lightning then validates and checkpoints once more
 
@@ -329,6 +352,7 @@ class DenoiserModule(L.LightningModule):
             "skipped_steps": self.skipped_steps,
             "total_images": self.total_images,
             "budget": self.budget.state_dict() if self.budget is not None else None,
+            "crop_plan": schedule.state_dict() if (schedule := self.crop_schedule) is not None else None,
             "generator": self._generator.get_state() if self._generator is not None else None,
         }
         checkpoint["ssdn_config"] = copy.deepcopy(self.hparams["config"])
@@ -346,4 +370,5 @@ class DenoiserModule(L.LightningModule):
         if self.budget is not None and progress.get("budget"):
             self.budget.load_state_dict(progress["budget"])
         self._pending_generator_state = progress.get("generator")
+        self._pending_crop_plan = progress.get("crop_plan")
         self._generator = None

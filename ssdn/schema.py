@@ -9,7 +9,7 @@ Adding a key is one dataclass field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -128,6 +128,16 @@ class ClassicalConfig:
 
 
 @dataclass
+class CropStageConfig:
+    """One early stage of a crop-size curriculum: ``crop_size``² crops in global batches of ``batch_size`` until
+    ``until`` (a fraction of the run's planned images); ``ssdn.data.curriculum``."""
+
+    until: float = MISSING
+    crop_size: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
 class DataConfig:
     train_dir: Any = MISSING  # a folder, a list of folders, a packed set or skimage:train
     val_dir: Any = MISSING
@@ -144,6 +154,8 @@ class DataConfig:
     add_noise: bool = True  # false: the training images are the noisy observations, used as read
     val_count: int = 4
     val_size: int = 256
+    # earlier stages before crop_size/batch_size run to the end, e.g. [{until: 0.4, crop_size: 64, batch_size: 8}]
+    curriculum: list[CropStageConfig] = field(default_factory=list)
 
 
 @dataclass

@@ -16,6 +16,11 @@ Sample ``g`` takes image ``perm_E[g mod n]`` with ``E = g // n`` and ``perm_E`` 
 ``rotate_aug``) comes from ``default_rng((seed, 1, g))``. The stream yields whole batches, so use it with
 ``DataLoader(stream, batch_size=None)``.
 
+With a crop-size curriculum (``data.curriculum``) the crop size and batch size of batch ``b`` come from its
+stage in ``schedule`` (``ssdn.data.curriculum``), and its first global sample is the number of images in the
+batches before it, not ``b·Bg``: ids stay consecutive, so every image is still cropped once per epoch. Images
+smaller than the largest crop of any stage are skipped.
+
 A source may also be a packed set (a folder written by ``python -m ssdn.prepare``, detected by its
 ``manifest.json``): ``files`` is then its images in packed order, and a crop is cut from a memory map of the
 shard, so only the crop window is read and copied (no decode per sample). Everything above is unchanged:
@@ -44,6 +49,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ssdn.data.curriculum import CropSchedule, curriculum_errors
 from ssdn.data.io import ImageDecodeError, check_one_bit_depth, load_image, load_native, rgb_to_mono, to_unit
 from ssdn.data.settings import DataSettings
 from ssdn.data.sources import header_size, open_packed, resolve_sources
@@ -114,8 +120,22 @@ class RandomCropStream(IterableDataset):
                 f"batch_size={settings.batch_size} is the global batch and must be divisible by the world size "
                 f"{world_size}; choose a multiple of {world_size}"
             )
+        if errors := curriculum_errors(settings.curriculum, world_size):
+            raise ValueError("; ".join(errors))
         self.settings = settings
         self.crop_size, self.channels, self.seed = settings.crop_size, settings.channels, settings.seed
+        #: the stages' plan, shared with the loader workers; None: every batch is crop_size² × batch_size
+        self.schedule = (
+            CropSchedule(settings.curriculum, settings.crop_size, settings.batch_size)
+            if settings.curriculum
+            else None
+        )
+        self.min_side = settings.largest_crop
+        self._crop_setting = (
+            f"crop_size={self.crop_size}"
+            if self.min_side == self.crop_size
+            else f"the largest data.curriculum crop_size={self.min_side}"
+        )
         self.rotate_aug, self.fixed_noise = settings.rotate_aug, settings.fixed_noise
         self.batch_size = settings.batch_size // world_size
         self.rank, self.world_size, self.start_batch = rank, world_size, start_batch
@@ -181,7 +201,7 @@ class RandomCropStream(IterableDataset):
                 continue
             if size_filter and not (lo <= w <= hi and lo <= h <= hi):
                 self.size_filtered_count += 1
-            elif min(w, h) < self.crop_size:
+            elif min(w, h) < self.min_side:
                 self.too_small_files.append(str(path))
             else:
                 usable.append(path)
@@ -190,8 +210,8 @@ class RandomCropStream(IterableDataset):
             names = ", ".join(Path(p).name for p in self.too_small_files[:5])
             more = f" and {len(self.too_small_files) - 5} more" if len(self.too_small_files) > 5 else ""
             warnings.warn(
-                f"{self.setting}: skipped {len(self.too_small_files)} image(s) smaller than crop_size="
-                f"{self.crop_size}: {names}{more}",
+                f"{self.setting}: skipped {len(self.too_small_files)} image(s) smaller than "
+                f"{self._crop_setting}: {names}{more}",
                 DataWarning,
                 stacklevel=3,
             )
@@ -225,7 +245,7 @@ class RandomCropStream(IterableDataset):
             f"{self.setting}={self.source}: {what}. Of {self.listed_count} listed file(s), "
             f"{len(self.skipped_files)} could not be decoded, {self.size_filtered_count} fall outside the "
             f"size filter {lo}..{hi} px (size_filter={str(size_filter).lower()}) and "
-            f"{len(self.too_small_files)} are smaller than crop_size={self.crop_size}. Add images, lower "
+            f"{len(self.too_small_files)} are smaller than {self._crop_setting}. Add images, lower "
             "crop_size, disable size_filter or lower subset."
         )
 
@@ -310,6 +330,7 @@ class RandomCropStream(IterableDataset):
             "subset_seed": self.settings.subset_seed,
             "seed": self.seed,
             "crop_size": self.crop_size,
+            "curriculum": self.schedule.state_dict() if self.schedule is not None else None,
             "rotate_aug": self.rotate_aug,
             "fixed_noise": self.fixed_noise,
             "add_noise": not self.noisy_only,
@@ -325,9 +346,18 @@ class RandomCropStream(IterableDataset):
     def global_batch(self) -> int:
         return self.batch_size * self.world_size
 
+    def layout(self, b: int) -> tuple[int, np.ndarray]:
+        """The crop size of batch ``b`` and the global sample ids of this rank's share of it."""
+        if self.schedule is None:
+            crop, per_rank, first = self.crop_size, self.batch_size, b * self.global_batch
+        else:
+            stage, first = self.schedule.batch(b)
+            crop, per_rank = stage.crop_size, stage.batch_size // self.world_size
+        return crop, first + self.rank * per_rank + np.arange(per_rank)
+
     def sample_ids(self, b: int) -> np.ndarray:
         """Global sample ids of this rank's share of batch ``b``."""
-        return b * self.global_batch + self.rank * self.batch_size + np.arange(self.batch_size)
+        return self.layout(b)[1]
 
     def _permutation(self, epoch: int) -> np.ndarray:
         perm = self._perms.get(epoch)
@@ -358,7 +388,7 @@ class RandomCropStream(IterableDataset):
             except (ImageDecodeError, OSError) as exc:
                 err: Exception = exc
             else:
-                if min(image.shape[:2]) >= self.crop_size:
+                if min(image.shape[:2]) >= self.min_side:
                     return image, j
                 err = ValueError(f"decoded size {image.shape[1]}x{image.shape[0]} is smaller than the crop")
             self._bad.add(j)
@@ -403,7 +433,8 @@ class RandomCropStream(IterableDataset):
         Each window is copied once, straight into its channels-first slot: numpy's strided copy is ~6x faster
         than ``permute(...).contiguous()`` of a stacked uint8 batch, which otherwise dominates the time.
         """
-        c, ids = self.crop_size, self.sample_ids(b).tolist()
+        c, id_array = self.layout(b)
+        ids = id_array.tolist()
         dtype = np.uint16 if self.bit_depth == 16 else np.uint8
         clean = np.empty((len(ids), self.channels, c, c), dtype)
         noisy = np.empty((len(ids), self.channels, c, c), np.float32) if self.fixed_noise else None

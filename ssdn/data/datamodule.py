@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ssdn.data.crops import DataWarning, RandomCropStream
+from ssdn.data.curriculum import CropSchedule
 from ssdn.data.io import ImageDecodeError, load_image, to_unit
 from ssdn.data.settings import DataSettings
 from ssdn.data.sources import resolve_sources
@@ -39,6 +40,8 @@ VAL_SEED_OFFSET = 1
 ESTIMATE_SEED_OFFSET = 2
 """Seed offset of the synthetic noise drawn to estimate the initial level from clean training images."""
 DEFAULT_VAL_SOURCE = "skimage:val"
+PREFETCH = 2
+"""Batches each loader worker builds ahead (DataLoader's ``prefetch_factor``)."""
 
 
 class _ValSet(Dataset):
@@ -96,6 +99,11 @@ class DenoisingDataModule(L.LightningDataModule):
     def batch_size(self) -> int:
         """The global batch (all ranks): the LightningModule counts training images with it."""
         return self.settings.batch_size
+
+    @property
+    def crop_schedule(self) -> CropSchedule | None:
+        """The crop-size curriculum's plan (``data.curriculum``), after setup; None without one."""
+        return self.train_stream.schedule if self.train_stream is not None else None
 
     @property
     def train_files(self) -> list[Path]:
@@ -242,11 +250,16 @@ class DenoisingDataModule(L.LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         if module is not None:
             stream.start_batch = int(getattr(module, "batches_seen", 0))
+        workers = self.settings.num_workers
+        if stream.schedule is not None:
+            # built ahead of the step: the workers' prefetch, Lightning's one-batch prefetch, and one to spare
+            stream.schedule.lookahead = workers * PREFETCH + 2
         return DataLoader(
             stream,
             batch_size=None,
-            num_workers=self.settings.num_workers,
-            persistent_workers=self.settings.num_workers > 0,
+            num_workers=workers,
+            prefetch_factor=PREFETCH if workers > 0 else None,
+            persistent_workers=workers > 0,
             pin_memory=self._on_cuda(),
         )
 

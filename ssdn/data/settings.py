@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ssdn.data.curriculum import CropStage, as_stages, curriculum_errors
 from ssdn.data.sources import Source
 from ssdn.nets.unet import SIDE_MULTIPLE
 
@@ -32,7 +33,8 @@ class DataSettings:
     ``add_noise=False`` (the training images *are* the noisy observations), the first ``val_count`` training
     files held out as noisy validation crops. ``batch_size`` is
     the **global** batch, split evenly over DDP ranks. ``seed`` drives crops, subsets aside (``subset_seed``),
-    and the validation noise.
+    and the validation noise. ``curriculum``: earlier stages of smaller (or larger) crops and other batch sizes,
+    before ``crop_size``/``batch_size`` run to the end (``ssdn.data.curriculum``); empty: one stage.
     """
 
     train_dir: Source = "skimage"
@@ -52,10 +54,12 @@ class DataSettings:
     seed: int = 0
     val_count: int = 4
     val_size: int = 256
+    curriculum: tuple[CropStage, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "train_dir", _source(self.train_dir))
         object.__setattr__(self, "val_dir", _source(self.val_dir))
+        object.__setattr__(self, "curriculum", as_stages(self.curriculum))
         if self.crop_size < 1 or self.batch_size < 1:
             raise ValueError(
                 f"data.crop_size and data.batch_size must be >= 1, got {self.crop_size} and {self.batch_size}"
@@ -84,6 +88,13 @@ class DataSettings:
                 f"val_size must be a positive multiple of {SIDE_MULTIPLE} (the blind-spot network needs square "
                 f"inputs of that kind), got {self.val_size}"
             )
+        if errors := curriculum_errors(self.curriculum):
+            raise ValueError("; ".join(errors))
+
+    @property
+    def largest_crop(self) -> int:
+        """The largest crop any stage cuts: training images must be at least this size."""
+        return max([self.crop_size, *(s.crop_size for s in self.curriculum)])
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any], *, channels: int, seed: int) -> DataSettings:
