@@ -5,8 +5,9 @@
 Inputs are files, folders (searched recursively, sorted) or quoted glob patterns (``'raw/**/*.tif'``); PNG,
 JPEG and TIFF, 8- or 16-bit, gray, RGB or with alpha. Each image is read at its own bit depth and scaled to
 [0, 1] by it, as training read the noisy photos (a warning when its depth differs from the training data's),
-denoised in square tiles (``ssdn.tiling``: memory bounded by the tile, not the image; an image whose padded
-square fits one tile runs whole, as the paper pads it) and written under DIR at the input's bit depth, mirroring
+denoised whole or in tiles (``ssdn.tiling``: memory bounded by the tile, not the image; an image whose padded
+H×W, each side rounded up to 32, has at most tile² pixels runs whole, never padded to a square; larger ones in
+tiles, rectangular for strips) and written under DIR at the input's bit depth, mirroring
 the folders below each input folder or glob: a PNG (a TIFF for TIFF input), alpha passed through untouched. The
 output is the reported one: the posterior mean for the paper's method. ``--uncertainty`` adds the per-pixel
 posterior standard deviation beside it: ``<name>.std.tif`` (float32, in the image's units) and ``<name>.std.png``
@@ -368,8 +369,8 @@ def _parser() -> argparse.ArgumentParser:
         "--tile",
         type=int,
         default=DEFAULT_TILE,
-        help=f"tile side, a multiple of 32 (default {DEFAULT_TILE}: about 1 GB on CPU); larger is faster "
-        "if memory allows",
+        help=f"tile side, a multiple of 32 (default {DEFAULT_TILE}: about 1 GB on CPU); an image of at most "
+        "tile² pixels (sides rounded up to 32) runs whole; larger is faster if memory allows",
     )
     parser.add_argument(
         "--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap (default {DEFAULT_OVERLAP})"
