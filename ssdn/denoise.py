@@ -1,6 +1,6 @@
 """Denoise your own images with a trained checkpoint: any size, files, folders or globs, nothing ever lost.
 
-    python -m ssdn.denoise CHECKPOINT INPUT [INPUT ...] --out DIR [--param 25|auto] [--tile 512] [--uncertainty]
+    python -m ssdn.denoise CHECKPOINT INPUT [INPUT ...] --out DIR [--param 25|auto] [--tile 640] [--uncertainty]
 
 Inputs are files, folders (searched recursively, sorted) or quoted glob patterns (``'raw/**/*.tif'``); PNG,
 JPEG and TIFF, 8- or 16-bit, gray, RGB or with alpha. Each image is read at its own bit depth and scaled to
@@ -373,7 +373,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tile",
         type=int,
         default=DEFAULT_TILE,
-        help=f"tile side, a multiple of 32 (default {DEFAULT_TILE}: about 1 GB on CPU); an image of at most "
+        help=f"tile side, a multiple of 32 (default {DEFAULT_TILE}: about 2 GB on CPU); an image of at most "
         "tile² pixels (sides rounded up to 32) runs whole; larger is faster if memory allows",
     )
     parser.add_argument(
