@@ -4,7 +4,7 @@ The networks need H and W multiples of 32 (they pool five times); the blind-spot
 (`ssdn.nets.unet.UNet`). An image whose padded H×W (each side rounded up to 32, `padded_shape`) holds no more
 pixels than a tile (``tile``²) runs whole, mirror-padded bottom/right, with no padding to a square. A larger one
 is cut into tiles on a grid with step ``tile − overlap`` along each axis longer than the tile; along an axis that
-fits, the tile is the padded axis, so a strip 100 px high and 4000 long is cut into 128×512 (H×W) rectangles,
+fits, the tile is the padded axis, so a strip 100 px high and 4000 long is cut into 128×``tile`` rectangles,
 never padded to squares. The image is mirror-padded only at its bottom/right border, just enough for the last
 tile. Tile corners sit on multiples of 32 of the image, so every tile pools on the same grid as the whole image
 would.

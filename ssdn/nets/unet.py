@@ -184,7 +184,7 @@ class UNet(nn.Module):
 
         Rotation k's branch is channels 96k..96k+95 on either path: a square input runs the four rotations
         as one 4N batch; otherwise (or with `two_pass`) [0°, 180°] (H×W) and [90°, 270°] (W×H) are two 2N
-        batches, which also halves the trunk's activation memory.
+        batches (each pass holds half the trunk's activations).
         """
         if not self.blindspot:
             return self.trunk(x)
