@@ -4,7 +4,7 @@
     python bench/bench_denoise.py speed --images 3         # KODAK 768×512 s/image in-process, fp32 and bf16
     python bench/bench_denoise.py cli                      # the CLI's total for one KODAK image, start-up included
     python bench/bench_denoise.py big --tiles 3            # 6000×4000 RGB: peak RSS and s/tile (--full: whole run)
-    python bench/bench_denoise.py exact --images 24        # tiled vs whole-image PSNR on KODAK; bf16 vs fp32
+    python bench/bench_denoise.py exact --images 24        # tiled (512²) vs whole-image PSNR on KODAK; bf16 vs fp32
 
 The checkpoint defaults to the Gaussian σ = 25 (known) one of bench/README.md; noise is Gaussian σ = 25 drawn
 from a seeded generator on each clean KODAK image (not padded: what a user's photo is). PSNRs are scored as the
@@ -34,7 +34,8 @@ from ssdn.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tile_count
 
 CHECKPOINT = "outputs/bench-noisy-only/runs/gauss-synthetic/checkpoints/best.ckpt"
 SIGMA = 25.0
-WHOLE = 768  # a tile that holds a KODAK image whole: its padded square, as the CLI ran it before tiling
+WHOLE = 768  # a tile budget (768²) that holds a KODAK image whole: it runs as 512×768 (768×512), not squared
+TILED = 512  # exact: a tile that cuts a KODAK image into 2 tiles (the default, 640, holds it whole)
 
 
 def _kodak(root: str, count: int, crop: int | None = None) -> list[torch.Tensor]:
@@ -205,14 +206,15 @@ def main() -> None:
     parser.add_argument("--root", default="../shared/data", help="folder holding kodak/")
     parser.add_argument("--images", type=int, default=None, help="KODAK images (speed: 3, exact: 24)")
     parser.add_argument("--bf16-images", type=int, default=24, help="exact: images also run in bf16")
-    parser.add_argument("--tile", type=int, default=DEFAULT_TILE)
+    parser.add_argument("--tile", type=int, default=None, help=f"speed: {DEFAULT_TILE}, exact: {TILED}")
     parser.add_argument("--crop", type=int, default=None, help="speed/exact: centre crops of this side")
     parser.add_argument("--tiles", type=int, default=3, help="big: stop after this many tiles")
     parser.add_argument("--full", action="store_true", help="big: denoise the whole 6000×4000 image")
     args = parser.parse_args()
     for name, run, images in (("speed", speed, 3), ("cli", cli, 1), ("big", big, 0), ("exact", exact, 24)):
         if args.what in (name, "all"):
-            run(argparse.Namespace(**{**vars(args), "images": args.images or images}))
+            tile = args.tile or (TILED if name == "exact" else DEFAULT_TILE)
+            run(argparse.Namespace(**{**vars(args), "images": args.images or images, "tile": tile}))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 
 TorchScript and ONNX hold the network plus the reported output (the posterior mean for the paper's method) at
 one noise level: ``--param`` (paper units), else the learned level (global value or per-image estimator, which
-is then part of the graph), else the checkpoint's fixed value. Input: a noisy float32 (N, C, S, S) batch in
-[0, 1] units, S a multiple of 32; output: the denoised (N, C, S, S) float32. The posterior maths stays float64
+is then part of the graph), else the checkpoint's fixed value. Input: a noisy float32 (N, C, H, W) batch in
+[0, 1] units, H and W multiples of 32 (square or not: the graph is the blind-spot net's two-pass path, which
+takes both); output: the denoised (N, C, H, W) float32. The posterior maths stays float64
 inside the graph, as in training (ONNX supports double for every op used; onnxruntime runs it on CPU).
 safetensors holds the weights only (no pickle, safe to load from anyone) and the run config as metadata, from
 which ``load_safetensors`` rebuilds the ``DenoiserModule``.
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 from ssdn.errors import UserError, exit_on_user_error
 from ssdn.methods import Method
 from ssdn.module import DenoiserModule
-from ssdn.nets.unet import SIDE_MULTIPLE
+from ssdn.nets.unet import SIDE_MULTIPLE, UNet
 from ssdn.noise import NoiseModel
 from ssdn.noise.base import ParamValue
 from ssdn.utils import atomic_path
@@ -44,7 +45,7 @@ ONNX_OPSET = 17
 
 
 class ExportedDenoiser(nn.Module):
-    """Noisy (N, C, S, S) float32 -> the module's reported output (N, C, S, S) float32 at one level.
+    """Noisy (N, C, H, W) float32 -> the module's reported output (N, C, H, W) float32 at one level.
 
     ``level``: a fixed level in the noise model's internal units (() or (P,)), or None for the method's own
     level source (a learned one, which then runs in the graph). Methods without a level ignore it.
@@ -129,8 +130,23 @@ def _quiet_tracing() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _any_shape(model: nn.Module) -> Iterator[None]:
+    """Trace the blind-spot nets' two-pass path, which takes square and non-square inputs alike: the one-pass
+    path for squares is chosen by a Python test of the shape, which a trace would freeze to the example's."""
+    nets = [m for m in model.modules() if isinstance(m, UNet)]
+    before = [net.two_pass for net in nets]
+    for net in nets:
+        net.two_pass = True
+    try:
+        yield
+    finally:
+        for net, flag in zip(nets, before, strict=True):
+            net.two_pass = flag
+
+
 def _torchscript(model: ExportedDenoiser, example: Tensor, path: Path) -> None:
-    with torch.no_grad(), _quiet_tracing():
+    with torch.no_grad(), _quiet_tracing(), _any_shape(model):
         traced = torch.jit.trace(model, example, check_trace=False)
     torch.jit.save(traced, str(path))
 
@@ -183,8 +199,8 @@ def _onnx(model: ExportedDenoiser, example: Tensor, path: Path) -> None:
     torch.onnx.register_custom_op_symbolic(
         "aten::diag_embed", _diag_embed_symbolic(example.shape[1]), ONNX_OPSET
     )
-    dims = {0: "batch", 2: "side", 3: "side"}
-    with torch.no_grad(), _quiet_tracing():
+    dims = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad(), _quiet_tracing(), _any_shape(model):
         torch.onnx.export(
             model,
             (example,),
@@ -208,7 +224,7 @@ def export(
     module: DenoiserModule, fmt: str, out: str | Path, param: Sequence[float] | None = None, size: int = 64
 ) -> Path:
     """Write ``module`` to ``out`` (atomically) in format ``fmt``; ``size`` is the side of the example input
-    that TorchScript and ONNX trace with (the exported graph takes any side that is a multiple of 32)."""
+    that TorchScript and ONNX trace with (the exported graph takes any H×W, both multiples of 32)."""
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     path = Path(out)

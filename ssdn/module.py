@@ -41,7 +41,8 @@ class DenoiserModule(L.LightningModule):
     ``seed`` (see ``ssdn/conf/``); the whole config is stored in every checkpoint so a checkpoint rebuilds itself.
     """
 
-    #: Input side requirement for the evaluator (the blind-spot net rotates, so it needs squares).
+    #: Input side requirement for the evaluator: padded to squares of this multiple, the authors' protocol (the
+    #: networks themselves take any H×W of multiples of 32).
     requires_square_multiple = SIDE_MULTIPLE
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -101,11 +102,12 @@ class DenoiserModule(L.LightningModule):
     def denoise(
         self, noisy: Tensor, params: Tensor, bf16: bool | None = None, uncertainty: bool = False
     ) -> dict[str, Tensor]:
-        """Denoised outputs of a noisy batch (N,C,S,S); the network may run in bf16, the posterior in float64.
+        """Denoised outputs of a noisy batch (N,C,H,W), H and W multiples of 32 (square or not: no padding to a
+        square); the network may run in bf16, the posterior in float64.
 
         ``bf16=None`` follows ``eval_bf16``, which is False (fp32, the authors' protocol) on every device unless
         a caller asks for the faster bf16 autocast (``python -m ssdn.evaluate --bf16``). ``uncertainty`` adds
-        ``"posterior_std"`` (N,C,S,S), the per-pixel posterior std in pixel units (a UserError for a method
+        ``"posterior_std"`` (N,C,H,W), the per-pixel posterior std in pixel units (a UserError for a method
         without a posterior).
         """
         noisy = noisy.to(self.device, torch.float32)

@@ -1,17 +1,22 @@
 """Tiled inference: denoise an image of any size and aspect ratio with memory bounded by one tile.
 
-The blind-spot network needs square inputs whose side is a multiple of 32 (it rotates the image and pools five
-times). An image whose padded square (``padded_size``) fits in one tile runs whole, mirror-padded bottom/right
-exactly as the evaluation protocol pads it, so small images give the results they always gave. A larger one is
-cut into square tiles of side ``tile`` on a grid with step ``tile − overlap``; the image is mirror-padded only at
-its bottom/right border, just enough for the last tile. Tile corners sit on multiples of 32 of the image, so
-every tile pools on the same grid as the whole image would.
+The networks need H and W multiples of 32 (they pool five times); the blind-spot one takes any aspect ratio
+(`ssdn.nets.unet.UNet`). An image whose padded H×W (each side rounded up to 32, `padded_shape`) holds no more
+pixels than a tile (``tile``²) runs whole, mirror-padded bottom/right, with no padding to a square. A larger one
+is cut into tiles on a grid with step ``tile − overlap`` along each axis longer than the tile; along an axis that
+fits, the tile is the padded axis, so a strip 100 px high and 4000 long is cut into 128×``tile`` rectangles,
+never padded to squares. The image is mirror-padded only at its bottom/right border, just enough for the last
+tile. Tile corners sit on multiples of 32 of the image, so every tile pools on the same grid as the whole image
+would.
 
 Blending: in each overlap of two neighbouring tiles, a quarter of the overlap next to each tile's edge is
 dropped (those pixels see the tile's zero padding instead of the image) and the middle half is a cosine ramp
 from one tile to the other (cos² + sin² = 1: the weights of every pixel sum to one). Where the network's receptive field
 (its radius) is at most ``overlap / 4``, tiled and whole-image outputs are equal up to float rounding; the
 U-Net's reach is larger, but what it sees that far away barely matters (bench/README.md has the KODAK figure).
+
+(The evaluator keeps the authors' protocol: it pads each test set to one square itself, and tiles only squares
+larger than its tile, which this module cuts into square tiles as before.)
 """
 
 from __future__ import annotations
@@ -22,17 +27,18 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ssdn.nets.padding import crop, mirror_pad, padded_size
+from ssdn.nets.padding import crop, pad_to_multiple, padded_shape
 from ssdn.nets.unet import SIDE_MULTIPLE
 
-DEFAULT_TILE = 512
-"""Tile side on CPU: one 512² RGB tile of the blind-spot net peaks at about 1 GB (bench/bench_denoise.py)."""
+DEFAULT_TILE = 640
+"""Tile side on CPU: 640² pixels hold a KODAK image (512×768) whole; a process denoising 640² tiles (fp32,
+channels_last) peaks at 2.1 GiB RSS, a 6000×4000 photo included (bench/bench_denoise.py big)."""
 
 DEFAULT_OVERLAP = 128
 """Overlap of neighbouring tiles: 32 px dropped at each tile edge, a 64 px cosine ramp between them."""
 
 TileFn = Callable[[Tensor], dict[str, Tensor]]
-"""Denoises a batch (N, C, t, t) into per-pixel outputs (N, K, t, t), any number of keys and channels."""
+"""Denoises a batch (N, C, th, tw) into per-pixel outputs (N, K, th, tw), any number of keys and channels."""
 
 
 def check_tiling(tile: int, overlap: int, multiple: int = SIDE_MULTIPLE) -> None:
@@ -47,12 +53,23 @@ def check_tiling(tile: int, overlap: int, multiple: int = SIDE_MULTIPLE) -> None
 
 
 def fits_one_tile(height: int, width: int, tile: int, multiple: int = SIDE_MULTIPLE) -> bool:
-    """Whether an image runs whole: its padded square is no larger than a tile."""
-    return padded_size(height, width, multiple) <= tile
+    """Whether an image runs whole: its padded H×W (`padded_shape`) has no more pixels than a tile², the
+    memory budget, whatever its aspect ratio (a 100×2000 (H×W) strip, padded 128×2016, fits a 512² tile)."""
+    ph, pw = padded_shape(height, width, multiple)
+    return ph * pw <= tile * tile
+
+
+def tile_shape(height: int, width: int, tile: int, multiple: int = SIDE_MULTIPLE) -> tuple[int, int]:
+    """(th, tw) of the tiles of an image that does not fit one tile: ``tile`` along an axis longer than it, the
+    padded axis along one that fits (rectangular tiles for strips: 100×4000 (H×W) → 128×512)."""
+    ph, pw = padded_shape(height, width, multiple)
+    return min(tile, ph), min(tile, pw)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start of each tile along an axis of ``length`` px: 0, step, 2·step, … until a tile reaches the end."""
+    if length <= tile:
+        return [0]
     step = tile - overlap
     count = max(1, math.ceil((length - overlap) / step))
     return [i * step for i in range(count)]
@@ -86,14 +103,15 @@ def tile_count(height: int, width: int, tile: int, overlap: int, multiple: int =
     """How many network calls an image takes (1 when it runs whole)."""
     if fits_one_tile(height, width, tile, multiple):
         return 1
-    return len(tile_starts(height, tile, overlap)) * len(tile_starts(width, tile, overlap))
+    th, tw = tile_shape(height, width, tile, multiple)
+    return len(tile_starts(height, th, overlap)) * len(tile_starts(width, tw, overlap))
 
 
-def _tiles(height: int, width: int, tile: int, overlap: int) -> Iterator[tuple[int, int, Tensor]]:
-    """(top, left, weight (tile, tile) float32) of every tile, row by row."""
-    rows, cols = axis_weights(height, tile, overlap), axis_weights(width, tile, overlap)
-    for top, wr in zip(tile_starts(height, tile, overlap), rows, strict=True):
-        for left, wc in zip(tile_starts(width, tile, overlap), cols, strict=True):
+def _tiles(height: int, width: int, th: int, tw: int, overlap: int) -> Iterator[tuple[int, int, Tensor]]:
+    """(top, left, weight (th, tw) float32) of every th×tw tile, row by row."""
+    rows, cols = axis_weights(height, th, overlap), axis_weights(width, tw, overlap)
+    for top, wr in zip(tile_starts(height, th, overlap), rows, strict=True):
+        for left, wc in zip(tile_starts(width, tw, overlap), cols, strict=True):
             yield top, left, torch.outer(wr, wc).float()
 
 
@@ -107,13 +125,13 @@ def _mirror_index(length: int, start: int, size: int) -> Tensor:
     return torch.where(i < length, i, period - i)
 
 
-def _cut(batch: Tensor, top: int, left: int, tile: int) -> Tensor:
-    """The tile at (top, left) of the image mirror-padded bottom/right, without padding the whole image."""
+def _cut(batch: Tensor, top: int, left: int, th: int, tw: int) -> Tensor:
+    """The th×tw tile at (top, left) of the image mirror-padded bottom/right, without padding the whole image."""
     h, w = batch.shape[-2:]
-    if top + tile <= h and left + tile <= w:
-        return batch[:, :, top : top + tile, left : left + tile]
-    rows = _mirror_index(h, top, tile).to(batch.device)
-    cols = _mirror_index(w, left, tile).to(batch.device)
+    if top + th <= h and left + tw <= w:
+        return batch[:, :, top : top + th, left : left + tw]
+    rows = _mirror_index(h, top, th).to(batch.device)
+    cols = _mirror_index(w, left, tw).to(batch.device)
     return batch.index_select(2, rows).index_select(3, cols)
 
 
@@ -130,9 +148,11 @@ def denoise_tiled(
     """Run ``fn`` over ``image`` (C, H, W) or (N, C, H, W) tile by tile; returns its outputs at H×W, float32 on
     the CPU, with the batch dim as given.
 
-    ``fn`` gets (N, C, t, t) with all N images cut at the same place (so per-image params stay aligned) and
-    returns per-pixel outputs of that size. ``keys``: only these outputs are kept (each costs an image-sized
-    float32 buffer); default all. ``progress(n)`` is called after each tile with the number done (1 per call).
+    ``fn`` gets (N, C, th, tw), th and tw multiples of ``multiple``: the padded image when it fits the tile's
+    pixel budget, else tiles (`tile_shape`), all N images cut at the same place (so per-image params stay
+    aligned), and returns per-pixel outputs of that size. ``keys``: only these outputs are kept (each costs an
+    image-sized float32 buffer); default all. ``progress(n)`` is called after each tile with the number done
+    (1 per call).
     """
     check_tiling(tile, overlap, multiple)
     single = image.ndim == 3
@@ -141,18 +161,18 @@ def denoise_tiled(
         raise ValueError(f"denoise_tiled needs a (C, H, W) or (N, C, H, W) image, got {tuple(image.shape)}")
     n, _, h, w = batch.shape
     if fits_one_tile(h, w, tile, multiple):
-        side = padded_size(h, w, multiple)
-        outs = fn(mirror_pad(batch, side - h, side - w))
+        outs = fn(pad_to_multiple(batch, multiple)[0])
         result = {k: crop(v, h, w).float().cpu() for k, v in outs.items() if keys is None or k in keys}
         if progress is not None:
             progress(1)
         return {k: v[0] for k, v in result.items()} if single else result
 
     acc: dict[str, Tensor] = {}
-    for top, left, weight in _tiles(h, w, tile, overlap):
-        outs = fn(_cut(batch, top, left, tile))
+    tile_h, tile_w = tile_shape(h, w, tile, multiple)
+    for top, left, weight in _tiles(h, w, tile_h, tile_w, overlap):
+        outs = fn(_cut(batch, top, left, tile_h, tile_w))
         # the part of the tile inside the image: padding beyond H×W is never written back
-        th, tw = min(tile, h - top), min(tile, w - left)
+        th, tw = min(tile_h, h - top), min(tile_w, w - left)
         wt = weight[:th, :tw]
         for key, out in outs.items():
             if keys is not None and key not in keys:

@@ -1,5 +1,5 @@
-"""ssdn.export: TorchScript and ONNX (through onnxruntime) give the module's outputs on random inputs of a
-size other than the traced one; safetensors round-trips to an equal module; bad input is a UserError."""
+"""ssdn.export: TorchScript and ONNX (through onnxruntime) give the module's outputs on random inputs of
+sizes other than the traced one, square or not; safetensors round-trips to an equal module; bad input is a UserError."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from ssdn.errors import UserError
 from ssdn.export import export, load_checkpoint, load_safetensors, main
 from ssdn.module import DenoiserModule
+from ssdn.nets import UNet
 from tests.conftest import compose_config
 
 ONNX_ATOL, ONNX_MEAN = 1e-3, 2e-6
@@ -65,20 +66,25 @@ def test_torchscript_and_onnx_equal_the_module(
     import onnxruntime as ort
 
     module = build(*overrides)
-    noisy = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))  # traced at 32², batch 1
-    expected = reference(module, noisy, param)
     params = None if param is None else [param]
     ts = torch.jit.load(str(export(module, "torchscript", tmp_path / "m.pt", params, size=32)))
-    with torch.no_grad():
-        torch.testing.assert_close(ts(noisy), expected, rtol=0, atol=0)
     onnx_path = export(module, "onnx", tmp_path / "m.onnx", params, size=32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {"noisy": noisy.numpy()})
-    assert out.dtype == np.float32 and out.shape == (2, 3, 64, 64)
-    diff = (torch.from_numpy(out) - expected).abs()
-    assert diff.max() <= ONNX_ATOL and diff.mean() <= ONNX_MEAN
-    if param is not None:  # the given level is really used
-        assert (torch.from_numpy(out) - reference(module, noisy, None)).abs().max() > 1e-3
+    # traced at 32², batch 1; run on a larger square and on non-square inputs both ways round
+    for shape in ((2, 3, 64, 64), (1, 3, 32, 96), (2, 3, 64, 32)):
+        noisy = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+        expected = reference(module, noisy, param)
+        with torch.no_grad():
+            torch.testing.assert_close(ts(noisy), expected, rtol=0, atol=0)
+        (out,) = session.run(None, {"noisy": noisy.numpy()})
+        assert out.dtype == np.float32 and out.shape == shape
+        diff = (torch.from_numpy(out) - expected).abs()
+        assert diff.max() <= ONNX_ATOL and diff.mean() <= ONNX_MEAN
+        if param is not None:  # the given level is really used
+            assert (torch.from_numpy(out) - reference(module, noisy, None)).abs().max() > 1e-3
+    assert all(
+        not m.two_pass for m in module.modules() if isinstance(m, UNet)
+    )  # the module is left as it was
 
 
 def test_safetensors_round_trip_without_pickle(tmp_path: Path) -> None:

@@ -53,6 +53,9 @@ def test_matches_paper_literal_network(blindspot: bool, c: int) -> None:
     with torch.no_grad():
         x = _input(1, c, 64)
         torch.testing.assert_close(net(x), table4_forward(net, x), rtol=1e-10, atol=1e-10)
+        for shape in ((1, c, 32, 96), (2, c, 64, 32)):  # non-square: the two-pass path against the paper's
+            x = torch.rand(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+            torch.testing.assert_close(net(x), table4_forward(net, x), rtol=1e-10, atol=1e-10)
     x, proj = _input(1, c, 32), _input(1, 5, 32, seed=2)
     out, ref = net(x), table4_forward(net, x)
     grads = torch.autograd.grad((out * proj).sum(), list(net.parameters()))
@@ -140,9 +143,10 @@ def test_zero_last_gives_zero_output() -> None:
 @pytest.mark.parametrize(
     ("blindspot", "shape", "match"),
     [
-        (True, (1, 3, 32, 64), "square"),
-        (True, (1, 3, 48, 48), "multiple of 32"),
-        (True, (1, 3, 0, 0), "multiple of 32"),
+        (True, (1, 3, 32, 48), "blind-spot UNet needs H and W to be positive multiples of 32"),
+        (True, (1, 3, 48, 48), "multiples of 32"),
+        (True, (1, 3, 40, 64), r"multiples of 32 .*got 40×64"),
+        (True, (1, 3, 0, 0), "multiples of 32"),
         (False, (1, 3, 32, 48), "multiples of 32"),
         (False, (1, 3, 40, 32), "multiples of 32"),
         (True, (1, 1, 32, 32), r"\(N, 3, H, W\)"),
@@ -216,6 +220,38 @@ def test_features_are_four_rotated_trunks() -> None:
         torch.testing.assert_close(net.features(x), expected, rtol=1e-12, atol=1e-12)
         h = F.leaky_relu(net.nin_b(F.leaky_relu(net.nin_a(expected), 0.1)), 0.1)
         torch.testing.assert_close(net(x), net.nin_c(h), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_two_pass_equals_one_pass_on_a_square(dtype: torch.dtype) -> None:
+    """The non-square path ([0°, 180°] and [90°, 270°] as two batches), forced on a square input, gives the
+    one-pass output: bit for bit on this CPU (same convs per image; 1e-6 allowed in float32 for backends that
+    pick another conv algorithm by batch size)."""
+    net, x = _net(dtype=dtype), _input(3, 3, 64, dtype=dtype)
+    with torch.no_grad():
+        one = net(x)
+        net.two_pass = True
+        two = net(x)
+    tol = 0.0 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(two, one, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(("h", "w"), [(32, 64), (64, 32), (32, 160), (96, 64)])
+def test_blindspot_on_rectangles(h: int, w: int) -> None:
+    """d out(p) / d x: zero at p (every channel), non-zero at each of its 8 neighbours, for pixels inside and
+    on the border of non-square inputs of several aspect ratios."""
+    net = _net()
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    x.requires_grad_(True)
+    out = net(x)
+    for i, j in [(h // 2, w // 2), (h // 3, w - 2), (1, 1), (h - 1, w // 2)]:
+        (grad,) = torch.autograd.grad(out[0, :, i, j].sum(), x, retain_graph=True)
+        reads = grad[0].abs().sum(0) != 0
+        assert not reads[i, j], f"{h}×{w}: output {(i, j)} depends on its own input pixel"
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                if (di or dj) and 0 <= i + di < h and 0 <= j + dj < w:
+                    assert reads[i + di, j + dj], f"{h}×{w}: output {(i, j)} misses neighbour {(di, dj)}"
 
 
 PROBES_64 = [(0, 0), (0, 63), (63, 0), (63, 63), (0, 31), (31, 0), (63, 32), (32, 63), (31, 32), (1, 62)]

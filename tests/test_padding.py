@@ -1,4 +1,5 @@
-"""ssdn.nets.padding: square sizes, numpy-exact mirror padding (also for pads larger than the image), crop."""
+"""ssdn.nets.padding: per-side and square sizes, numpy-exact mirror padding (also for pads larger than the image),
+crop."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from ssdn.nets import common_padded_size, crop, mirror_pad, pad_to_square, padded_size
+from ssdn.nets import (
+    common_padded_size,
+    crop,
+    mirror_pad,
+    pad_to_multiple,
+    pad_to_square,
+    padded_shape,
+    padded_size,
+)
 
 # (h, w) of the evaluation images, from ../shared/data/*/sizes.tsv (width, height there).
 KODAK = [(512, 768)] * 18 + [(768, 512)] * 6
@@ -116,6 +125,27 @@ def test_pad_to_square_round_trip(h: int, w: int, side: int) -> None:
     assert torch.equal(padded[..., :h, :w], x)
     assert torch.equal(crop(padded, *hw), x)
     assert np.array_equal(padded.numpy(), _np_reflect(x, side - h, side - w))
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "shape"),
+    [(512, 768, (512, 768)), (481, 321, (512, 352)), (100, 2000, (128, 2016)), (1, 33, (32, 64))],
+)
+def test_pad_to_multiple_pads_each_side_on_its_own(h: int, w: int, shape: tuple[int, int]) -> None:
+    assert padded_shape(h, w) == shape
+    x = torch.rand(1, h, w)
+    padded, hw = pad_to_multiple(x)
+    assert padded.shape == (1, *shape) and hw == (h, w)
+    assert torch.equal(crop(padded, *hw), x)
+    assert np.array_equal(padded.numpy(), _np_reflect(x, shape[0] - h, shape[1] - w))
+
+
+def test_padded_shape_other_multiple_and_errors() -> None:
+    assert padded_shape(17, 5, multiple=8) == (24, 8)
+    assert pad_to_multiple(torch.rand(2, 17, 5), multiple=8)[0].shape == (2, 24, 8)
+    for bad in [(0, 5, 32), (5, -1, 32), (5, 5, 0)]:
+        with pytest.raises(ValueError, match="positive"):
+            padded_shape(*bad)
 
 
 def test_pad_to_square_with_a_common_size() -> None:

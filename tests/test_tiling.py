@@ -13,8 +13,16 @@ from torch import nn
 
 from ssdn.eval.evaluator import evaluate
 from ssdn.eval.protocol import protocol_configs
-from ssdn.nets import UNet, crop, pad_to_square
-from ssdn.tiling import axis_weights, check_tiling, denoise_tiled, tile_count, tile_starts
+from ssdn.nets import UNet, crop, pad_to_multiple
+from ssdn.tiling import (
+    axis_weights,
+    check_tiling,
+    denoise_tiled,
+    fits_one_tile,
+    tile_count,
+    tile_shape,
+    tile_starts,
+)
 
 
 def _identity(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -55,7 +63,7 @@ def test_a_net_within_the_margin_gives_the_whole_image_output() -> None:
     net = _small_net()
     image = torch.rand(2, 3, 150, 230, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        padded, (h, w) = pad_to_square(image)
+        padded, (h, w) = pad_to_multiple(image)
         whole = crop(net(padded), h, w)
         calls: list[tuple[int, ...]] = []
 
@@ -68,14 +76,68 @@ def test_a_net_within_the_margin_gives_the_whole_image_output() -> None:
     torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
 
 
-def test_an_image_that_fits_one_tile_runs_whole_as_before() -> None:
+@pytest.mark.parametrize(("h", "w"), [(100, 60), (50, 250), (250, 50)])
+def test_an_image_that_fits_the_tiles_pixels_runs_whole_unsquared(h: int, w: int) -> None:
+    """Padded H×W within tile² runs whole, each side padded to 32 only: 100×60 → 128×64; 50×250 → 64×256 (its
+    padded square, 256², would be four times the 128² budget)."""
     net = _small_net()
-    image = torch.rand(3, 100, 60, generator=torch.Generator().manual_seed(2))
+    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(2))
+    calls: list[tuple[int, ...]] = []
+
+    def fn(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls.append(tuple(x.shape))
+        return {"out": net(x)}
+
     with torch.no_grad():
-        padded, (h, w) = pad_to_square(image[None])
+        padded, _ = pad_to_multiple(image[None])
         expected = crop(net(padded), h, w)[0]
-        out = denoise_tiled(lambda x: {"out": net(x)}, image, tile=128, overlap=64)["out"]
+        out = denoise_tiled(fn, image, tile=128, overlap=64)["out"]
+    assert calls == [(1, 3, -(-h // 32) * 32, -(-w // 32) * 32)] and tile_count(h, w, 128, 64) == 1
     assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize(("h", "w", "shape", "count"), [(20, 700, (32, 128), 7), (700, 20, (128, 32), 7)])
+def test_strips_are_cut_into_rectangular_tiles(h: int, w: int, shape: tuple[int, int], count: int) -> None:
+    """A strip beyond the budget (32×704 padded > 128²) gets tiles as thick as its padded side, not squares,
+    and still gives the whole image's output where the overlap covers the receptive field."""
+    assert not fits_one_tile(h, w, 128) and tile_shape(h, w, 128) == shape
+    net = _small_net()
+    image = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(5))
+    calls: list[tuple[int, ...]] = []
+
+    def fn(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls.append(tuple(x.shape))
+        return {"out": net(x)}
+
+    with torch.no_grad():
+        padded, _ = pad_to_multiple(image)
+        whole = crop(net(padded), h, w)
+        tiled = denoise_tiled(fn, image, tile=128, overlap=32)["out"]
+    assert set(calls) == {(2, 3, *shape)} and len(calls) == tile_count(h, w, 128, 32) == count
+    torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
+
+
+def test_the_blind_spot_net_runs_rectangles_whole_and_in_rectangular_tiles() -> None:
+    """A 64×160 image fits a 128² tile's pixels: one 64×160 pass, the net's own output; with 64² tiles,
+    32×64 tiles of a 32×300 strip, whose output keeps the blind spot."""
+    torch.manual_seed(0)
+    net = UNet(3, 3, blindspot=True).eval()
+    image = torch.rand(3, 64, 160, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        whole = denoise_tiled(lambda x: {"out": net(x)}, image, tile=128, overlap=32)["out"]
+        assert torch.equal(whole, net(image[None])[0])
+    # 32 rows: no mirrored rows, which would hold a copy of the probed pixel that its output may read
+    strip = torch.rand(3, 32, 300, generator=torch.Generator().manual_seed(7))
+    changed = strip.clone()
+    changed[:, 10, 150] = 1.0 - changed[:, 10, 150]
+    with torch.no_grad():
+        a, b = (
+            denoise_tiled(lambda x: {"out": net(x)}, im, tile=64, overlap=32)["out"]
+            for im in (strip, changed)
+        )
+    assert tile_shape(32, 300, 64) == (32, 64)
+    assert torch.equal(a[:, 10, 150], b[:, 10, 150])
+    assert not torch.equal(a[:, 9, 150], b[:, 9, 150]) and not torch.equal(a[:, 10, 151], b[:, 10, 151])
 
 
 def test_tiles_keep_the_blind_spot() -> None:

@@ -2,7 +2,15 @@
 
 from ssdn.nets.compiled import CompiledForward
 from ssdn.nets.estimator import GlobalNoiseLevel, NoiseEstimator, level_from_raw, raw_from_level
-from ssdn.nets.padding import common_padded_size, crop, mirror_pad, pad_to_square, padded_size
+from ssdn.nets.padding import (
+    common_padded_size,
+    crop,
+    mirror_pad,
+    pad_to_multiple,
+    pad_to_square,
+    padded_shape,
+    padded_size,
+)
 from ssdn.nets.unet import UNet
 
 __all__ = [
@@ -14,7 +22,9 @@ __all__ = [
     "crop",
     "level_from_raw",
     "mirror_pad",
+    "pad_to_multiple",
     "pad_to_square",
+    "padded_shape",
     "padded_size",
     "raw_from_level",
 ]

@@ -1,7 +1,9 @@
-"""Test-time padding: networks need square sides that are multiples of ``SIDE_MULTIPLE`` (32); images are mirrored.
+"""Test-time padding: networks need H and W multiples of ``SIDE_MULTIPLE`` (32); images are mirrored.
 
-Follows the authors' evaluation: one padded size per dataset (`common_padded_size`), each image padded on the
-bottom/right only with numpy-style ``reflect`` (mirror without repeating the edge), the output cropped back.
+Every image is padded on the bottom/right only with numpy-style ``reflect`` (mirror without repeating the edge)
+and the output cropped back. Two sizes: each side to its own multiple of 32 (`pad_to_multiple`: the least work,
+what denoising an image uses), or the authors' evaluation protocol, one square per dataset
+(`common_padded_size`, `pad_to_square`), which keeps the paper's numbers comparable.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from ssdn.nets.unet import SIDE_MULTIPLE
 
 def _ceil_to(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+def padded_shape(h: int, w: int, multiple: int = SIDE_MULTIPLE) -> tuple[int, int]:
+    """(H, W) that holds an h×w image: each side rounded up to ``multiple`` on its own (no square)."""
+    if h < 1 or w < 1 or multiple < 1:
+        raise ValueError(f"padded_shape needs positive h, w and multiple, got {h}, {w}, {multiple}")
+    return _ceil_to(h, multiple), _ceil_to(w, multiple)
 
 
 def padded_size(h: int, w: int, multiple: int = SIDE_MULTIPLE) -> int:
@@ -81,8 +90,16 @@ def pad_to_square(
     return mirror_pad(x, side - h, side - w), (h, w)
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int = SIDE_MULTIPLE) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Mirror-pad (…, H, W) ``x`` bottom/right to `padded_shape` (each side a multiple of ``multiple``);
+    returns it and (H, W) for `crop`."""
+    h, w = x.shape[-2:]
+    ph, pw = padded_shape(h, w, multiple)
+    return mirror_pad(x, ph - h, pw - w), (h, w)
+
+
 def crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """The top-left h×w of (…, H, W) ``x``: undoes `mirror_pad` / `pad_to_square`."""
+    """The top-left h×w of (…, H, W) ``x``: undoes `mirror_pad`, `pad_to_multiple`, `pad_to_square`."""
     if x.ndim < 2 or not (0 < h <= x.shape[-2] and 0 < w <= x.shape[-1]):
         raise ValueError(f"cannot crop {h}×{w} out of a tensor of shape {tuple(x.shape)}")
     return x[..., :h, :w]

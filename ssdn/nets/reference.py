@@ -53,21 +53,30 @@ def table4_forward(net: UNet, x: torch.Tensor) -> torch.Tensor:
         """Upsample 2×2 (nearest neighbour)."""
         return h.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
 
-    if blindspot:  # ROTATE: 0°, 90°, 180°, 270° stacked on the minibatch axis
-        x = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])
-    inp = x
-    pool1 = pool(conv3x3(net.enc_conv1, conv3x3(net.enc_conv0, inp)))
-    pool2 = pool(conv3x3(net.enc_conv2, pool1))
-    pool3 = pool(conv3x3(net.enc_conv3, pool2))
-    pool4 = pool(conv3x3(net.enc_conv4, pool3))
-    pool5 = pool(conv3x3(net.enc_conv5, pool4))
-    h = conv3x3(net.enc_conv6, pool5)
-    for level, skip in ((5, pool4), (4, pool3), (3, pool2), (2, pool1), (1, inp)):
-        h = torch.cat([upsample(h), skip], dim=1)  # UPSAMPLE, CONCAT
-        h = conv3x3(getattr(net, f"dec_conv{level}a"), h)
-        h = conv3x3(getattr(net, f"dec_conv{level}b"), h)
-    if blindspot:  # SHIFT, then UNROTATE: undo each rotation and stack the four on the channel axis
-        h = torch.cat([torch.rot90(b, -k, dims=(2, 3)) for k, b in enumerate(shift(h).chunk(4))], dim=1)
+    def branch(inp: torch.Tensor) -> torch.Tensor:
+        """Encoder and decoder: everything from the input to the last 3×3 convolution."""
+        pool1 = pool(conv3x3(net.enc_conv1, conv3x3(net.enc_conv0, inp)))
+        pool2 = pool(conv3x3(net.enc_conv2, pool1))
+        pool3 = pool(conv3x3(net.enc_conv3, pool2))
+        pool4 = pool(conv3x3(net.enc_conv4, pool3))
+        pool5 = pool(conv3x3(net.enc_conv5, pool4))
+        h = conv3x3(net.enc_conv6, pool5)
+        for level, skip in ((5, pool4), (4, pool3), (3, pool2), (2, pool1), (1, inp)):
+            h = torch.cat([upsample(h), skip], dim=1)  # UPSAMPLE, CONCAT
+            h = conv3x3(getattr(net, f"dec_conv{level}a"), h)
+            h = conv3x3(getattr(net, f"dec_conv{level}b"), h)
+        return h
+
+    if blindspot:
+        # ROTATE by 0°, 90°, 180°, 270°, the shared branch on each, SHIFT, then UNROTATE and stack the four on
+        # the channel axis. The paper stacks the rotations on the minibatch axis, which needs a square input;
+        # one branch call per rotation is the same function and takes any H×W.
+        turns = [
+            torch.rot90(shift(branch(torch.rot90(x, k, dims=(2, 3)))), -k, dims=(2, 3)) for k in range(4)
+        ]
+        h = torch.cat(turns, dim=1)
+    else:
+        h = branch(x)
     h = conv1x1(net.nin_a, h)
     h = conv1x1(net.nin_b, h)
     return conv1x1(net.nin_c, h, linear=True)

@@ -50,10 +50,12 @@ class UNet(nn.Module):
     """Table 4 U-Net: 48-channel encoder, 96-channel decoder, three 1×1 layers at the end.
 
     ``blindspot=True`` builds the convolutional blind-spot net: the output at a pixel never depends on the
-    input at that pixel (any channel) but does on all 8 neighbours. Four rotations of the input are stacked
-    on the batch axis and run through one trunk (`trunk`) whose 3×3 convs and poolings only look upwards and
-    whose output is shifted down one row; the rotations are then undone and concatenated (4×96 channels)
-    before the 1×1 layers. Input: square, side a multiple of 32. Baseline: H and W multiples of 32.
+    input at that pixel (any channel) but does on all 8 neighbours. Four rotations of the input run through
+    one trunk (`trunk`) whose 3×3 convs and poolings only look upwards and whose output is shifted down one
+    row; the rotations are then undone and concatenated (4×96 channels) before the 1×1 layers. A square input
+    stacks the four rotations on the batch axis (one pass, as the paper); an H×W one with H ≠ W cannot (90°
+    turns it W×H), so it runs the trunk twice, on [x, rot180 x] and on [rot90 x, rot270 x] (`two_pass`):
+    same function, no padding to a square. Input: H and W positive multiples of 32, for both variants.
     Padding to those sizes is the caller's job (`ssdn.nets.padding`).
 
     Layer names are the authors' (``enc_conv0`` … ``dec_conv1b``, ``nin_a`` … ``nin_c``) and decoder convs
@@ -71,6 +73,9 @@ class UNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.blindspot = blindspot
+        #: Blind spot: square inputs take the two-pass path of non-square ones too (same output); traced exports
+        #: set it, so that one graph, free of the shape test, takes any H×W.
+        self.two_pass = False
         self.enc_conv0 = nn.Conv2d(in_channels, _ENC, 3)
         self.enc_conv1 = nn.Conv2d(_ENC, _ENC, 3)
         self.enc_conv2 = nn.Conv2d(_ENC, _ENC, 3)
@@ -111,16 +116,11 @@ class UNet(nn.Module):
             raise ValueError(f"UNet expects (N, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
         m = SIDE_MULTIPLE
-        if self.blindspot and (h != w or h % m or h == 0):
+        if h % m or w % m or h == 0 or w == 0:
+            kind = "blind-spot UNet" if self.blindspot else "UNet"
             raise ValueError(
-                f"the blind-spot UNet needs a square input whose side is a positive multiple of {m} "
-                f"(it rotates the image by 90 degrees and pools 5 times), got {h}×{w}; padding is the "
-                "caller's job: see ssdn.nets.padding (pad_to_square, then crop)"
-            )
-        if not self.blindspot and (h % m or w % m or h == 0 or w == 0):
-            raise ValueError(
-                f"the UNet needs H and W to be positive multiples of {m} (it pools 5 times), got {h}×{w}; "
-                "padding is the caller's job: see ssdn.nets.padding (pad_to_square, then crop)"
+                f"the {kind} needs H and W to be positive multiples of {m} (it pools 5 times), got {h}×{w}; "
+                "padding is the caller's job: see ssdn.nets.padding (pad_to_multiple, then crop)"
             )
 
     def _conv_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,15 +180,27 @@ class UNet(nn.Module):
         return _shift_down(h) if self.blindspot else h
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Input of ``nin_a``: the trunk output (baseline) or ROTATE → trunk → UNROTATE (blind spot)."""
+        """Input of ``nin_a``: the trunk output (baseline) or ROTATE → trunk → UNROTATE (blind spot).
+
+        Rotation k's branch is channels 96k..96k+95 on either path: a square input runs the four rotations
+        as one 4N batch; otherwise (or with `two_pass`) [0°, 180°] (H×W) and [90°, 270°] (W×H) are two 2N
+        batches (each pass holds half the trunk's activations).
+        """
         if not self.blindspot:
             return self.trunk(x)
+
         # torch.rot90 returns plain strides; restoring channels_last (when in use) keeps convs and cat fast.
-        rotated = _like(torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)]), x)
-        trunk = self.trunk(rotated)
-        branches = trunk.chunk(4)
+        def rotated(turns: tuple[int, ...]) -> torch.Tensor:
+            return _like(torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in turns]), x)
+
+        if not self.two_pass and x.shape[-2] == x.shape[-1]:
+            branches = self.trunk(rotated((0, 1, 2, 3))).chunk(4)
+        else:
+            upright = self.trunk(rotated((0, 2))).chunk(2)
+            sideways = self.trunk(rotated((1, 3))).chunk(2)
+            branches = (upright[0], sideways[0], upright[1], sideways[1])
         unrotated = [branches[0]] + [
-            _like(torch.rot90(b, -k, dims=(2, 3)), trunk) for k, b in enumerate(branches) if k
+            _like(torch.rot90(b, -k, dims=(2, 3)), b) for k, b in enumerate(branches) if k
         ]
         return torch.cat(unrotated, dim=1)
 
