@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -56,3 +57,14 @@ TINY = (
 
 
 compose_config = compose
+
+
+class StopAfter(L.Callback):
+    """Stops a run after ``steps`` optimizer steps, as a kill would (without the kill): for resume tests."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True

@@ -20,7 +20,7 @@ from ssdn.data.curriculum import CropSchedule, CropStage
 from ssdn.data.settings import DataSettings
 from ssdn.schedule import learning_rate
 from ssdn.train import run
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, StopAfter, compose_config
 
 STAGE = "data.curriculum=[{until:0.5,crop_size:32,batch_size:4}]"
 #: 16 images: 2 batches of 32² × 4 (to the boundary at 8 images), then 4 batches of 64² × 2
@@ -264,15 +264,6 @@ class _Shapes(L.Callback):
         self.module = pl_module
 
 
-class _StopAfter(L.Callback):
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step >= self.steps:
-            trainer.should_stop = True
-
-
 def test_a_tiny_run_trains_each_stage_at_its_planned_steps(tmp_path: Path) -> None:
     shapes = _Shapes()
     metrics = run(compose_config(*RUN, output_dir=tmp_path), extra_callbacks=[shapes])
@@ -283,7 +274,7 @@ def test_a_tiny_run_trains_each_stage_at_its_planned_steps(tmp_path: Path) -> No
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_in_the_first_stage_continues_the_plan(tmp_path: Path, workers: int) -> None:
     common = (*RUN, f"data.num_workers={workers}")
-    run(compose_config(*common, output_dir=tmp_path), extra_callbacks=[_StopAfter(1)])
+    run(compose_config(*common, output_dir=tmp_path), extra_callbacks=[StopAfter(1)])
     saved = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["ssdn_progress"]
     assert (saved["images_seen"], saved["batches_seen"]) == (4, 1)
     assert saved["crop_plan"]["starts"] == [0, 2]

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from ssdn.checkpoints import load_denoiser, read_checkpoint
 from ssdn.config import ConfigError
 from ssdn.train import run, train_job
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, StopAfter, compose_config
 
 # (noise option, method option, noise_params option) for every trained row of Tables 1 and 3 (+ Figure 3).
 ROWS = [
@@ -83,15 +83,6 @@ def test_every_row_trains_and_checkpoints(tmp_path: Path, noise: str, method: st
         assert "train/noise_level" in metrics
 
 
-class _StopAfter(L.Callback):
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step >= self.steps:
-            trainer.should_stop = True
-
-
 def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     common = (
         *TINY,
@@ -108,7 +99,7 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     # the step-6 checkpoint holds the post-step weights on purpose: Lightning's warning about it is silenced
     assert not [w for w in caught if "manual optimization" in str(w.message)]
     split = tmp_path / "split"
-    run(compose_config(*common, output_dir=split), extra_callbacks=[_StopAfter(3)])
+    run(compose_config(*common, output_dir=split), extra_callbacks=[StopAfter(3)])
     first = read_checkpoint(split / "checkpoints" / "last.ckpt")
     assert first["global_step"] == 3 and first["ssdn_progress"]["images_seen"] == 6
     resumed_cap = _Capture()
