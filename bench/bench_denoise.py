@@ -1,4 +1,4 @@
-"""Figures of ``python -m ssdn.denoise`` and ``ssdn.tiling`` (issue 18): speed, start-up, memory, exactness.
+"""Figures of ``python -m ssdn.denoise`` and ``ssdn.inference.tiling`` (issue 18): speed, start-up, memory, exactness.
 
     python bench/bench_denoise.py all                      # every figure below with its defaults
     python bench/bench_denoise.py speed --images 3         # KODAK 768×512 s/image in-process, fp32 and bf16
@@ -29,8 +29,8 @@ from PIL import Image
 from ssdn.data.testsets import load_testset
 from ssdn.denoise import denoise_pixels, load_denoiser
 from ssdn.eval.metrics import psnr, quantize
-from ssdn.module import DenoiserModule
-from ssdn.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tile_count
+from ssdn.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tile_count
+from ssdn.training.module import DenoiserModule
 
 CHECKPOINT = "outputs/bench-noisy-only/runs/gauss-synthetic/checkpoints/best.ckpt"
 SIGMA = 25.0
@@ -124,7 +124,7 @@ def big(args: argparse.Namespace) -> None:
         Image.fromarray(pixels).save(src, compress_level=1)
         del pixels
         code = (
-            "import sys, ssdn.denoise as d, ssdn.tiling as t\n"
+            "import sys, ssdn.denoise as d, ssdn.inference.tiling as t\n"
             f"limit = {0 if args.full else args.tiles}\n"
             "if limit:\n"
             "    real = t.denoise_tiled\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 
-from ssdn.config import compose
+from ssdn.config.compose import compose
 from ssdn.train import run
 
 

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssdn.checkpoints import load_denoiser
 from ssdn.eval.evaluator import evaluate
 from ssdn.eval.protocol import protocol_configs
+from ssdn.training.checkpoints import load_denoiser
 from ssdn.utils import atomic_write_json
 
 CHECKPOINT = "outputs/bench-noisy-only/runs/gauss-synthetic/checkpoints/best.ckpt"

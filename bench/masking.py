@@ -29,11 +29,11 @@ import torch
 import yaml
 from PIL import Image
 
-from ssdn.ema import ema_decay
 from ssdn.eval.metrics import psnr
 from ssdn.methods import StepBatch
-from ssdn.module import DenoiserModule
-from ssdn.schedule import learning_rate
+from ssdn.methods.schedule import learning_rate
+from ssdn.training.ema import ema_decay
+from ssdn.training.module import DenoiserModule
 from ssdn.utils import atomic_write_json, atomic_write_text
 
 CROP, BATCH, TEST_CROP, SIGMA = 64, 4, 256, 25.0

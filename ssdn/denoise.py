@@ -5,7 +5,7 @@
 Inputs are files, folders (searched recursively, sorted) or quoted glob patterns (``'raw/**/*.tif'``); PNG,
 JPEG and TIFF, 8- or 16-bit, gray, RGB or with alpha. Each image is read at its own bit depth and scaled to
 [0, 1] by it, as training read the noisy photos (a warning when its depth differs from the training data's),
-denoised whole or in tiles (``ssdn.tiling``: memory bounded by the tile, not the image; an image whose padded
+denoised whole or in tiles (``ssdn.inference.tiling``: memory bounded by the tile, not the image; an image whose padded
 H×W, each side rounded up to 32, has at most tile² pixels runs whole, never padded to a square; larger ones in
 tiles, rectangular for strips) and written under DIR at the input's bit depth, mirroring
 the folders below each input folder or glob: a PNG (a TIFF for TIFF input), alpha passed through untouched. The
@@ -43,11 +43,18 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ssdn.checkpoints import load_denoiser, read_checkpoint
 from ssdn.data.io import IMAGE_EXTENSIONS, ImageDecodeError, bit_depth, list_images, load_native_with_alpha
 from ssdn.errors import UserError, exit_on_user_error
-from ssdn.module import DenoiserModule
-from ssdn.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, denoise_tiled, fits_one_tile, tile_count
+from ssdn.inference.tiling import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    check_tiling,
+    denoise_tiled,
+    fits_one_tile,
+    tile_count,
+)
+from ssdn.training.checkpoints import load_denoiser, read_checkpoint
+from ssdn.training.module import DenoiserModule
 from ssdn.utils import atomic_path
 
 PROG = "python -m ssdn.denoise"

@@ -37,7 +37,7 @@ def log_to_wandb(results: Results, project: str, name: str, config: dict[str, An
     """The per-set means as the run summary and the per-image scores as a table (one eval run)."""
     import wandb
 
-    from ssdn.loggers import wandb_mode
+    from ssdn.training.loggers import wandb_mode
 
     run = wandb.init(project=project, name=name, job_type="eval", config=config, mode=wandb_mode("auto"))
     try:
@@ -112,7 +112,7 @@ def _evaluate(p: argparse.ArgumentParser, args: argparse.Namespace) -> Results:
         p.error("--calibration needs --checkpoint (a classical method has no posterior std)")
     denoiser: Denoiser
     if args.checkpoint:
-        from ssdn.checkpoints import load_denoiser
+        from ssdn.training.checkpoints import load_denoiser
 
         module = load_denoiser(args.checkpoint, args.device)
         module.eval_bf16 = args.bf16

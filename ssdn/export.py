@@ -30,10 +30,10 @@ from torch import Tensor, nn
 
 from ssdn.errors import UserError, exit_on_user_error
 from ssdn.methods import Method
-from ssdn.module import DenoiserModule
 from ssdn.nets.unet import SIDE_MULTIPLE, UNet
 from ssdn.noise import NoiseModel
 from ssdn.noise.base import ParamValue
+from ssdn.training.module import DenoiserModule
 from ssdn.utils import atomic_path
 
 __all__ = ["FORMATS", "ExportedDenoiser", "export", "load_checkpoint", "load_safetensors"]

@@ -22,21 +22,21 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
-from ssdn.checkpoints import read_checkpoint
-from ssdn.config import ConfigError, conf_dir, container, max_steps, prepare_hydra, validate_config
+from ssdn.config.compose import ConfigError, conf_dir, container, max_steps, prepare_hydra, validate_config
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.settings import DataSettings
-from ssdn.distributed import DestroyProcessGroup, build_strategy
-from ssdn.ema import WarmupEMA
 from ssdn.errors import UserError, exit_on_user_error, traceback_wanted
-from ssdn.example import write_example
-from ssdn.initial_level import initialise_level
-from ssdn.jobs import job_environment, pin_job_to_gpu, resume_after_requeue
-from ssdn.last_checkpoint import LastCheckpoint
-from ssdn.loggers import build_loggers
-from ssdn.module import DenoiserModule
 from ssdn.noise import NoiseModel
-from ssdn.precision import resolve_precision
+from ssdn.training.checkpoints import read_checkpoint
+from ssdn.training.distributed import DestroyProcessGroup, build_strategy
+from ssdn.training.ema import WarmupEMA
+from ssdn.training.example import write_example
+from ssdn.training.hydra_job import job_environment, pin_job_to_gpu, resume_after_requeue
+from ssdn.training.initial_level import initialise_level
+from ssdn.training.last_checkpoint import LastCheckpoint
+from ssdn.training.loggers import build_loggers
+from ssdn.training.module import DenoiserModule
+from ssdn.training.precision import resolve_precision
 from ssdn.utils import atomic_path, atomic_write_json, keep_freed_memory
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def build_trainer(
     )
     # Without clean validation images (noisy data, no data.val_dir) the best model has the lowest held-out NLL.
     noisy_val = not cfg.data.add_noise and cfg.data.val_dir is None
-    # last.ckpt never waits for validation (ssdn.last_checkpoint); best.ckpt follows the monitored metric,
+    # last.ckpt never waits for validation (ssdn.training.last_checkpoint); best.ckpt follows the monitored metric,
     # checked after each validation, and is overwritten in place (no best-v1.ckpt on resume).
     # Lightning runs both checkpoint callbacks after the others (so after the EMA's update of the same step);
     # ModelCheckpoint first, as the trainer's ``checkpoint_callback``.

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from ssdn.config import compose
+from ssdn.config.compose import compose
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")

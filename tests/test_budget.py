@@ -11,10 +11,10 @@ import lightning as L
 import pytest
 import torch
 
-from ssdn.budget import TimeBudget
-from ssdn.config import ConfigError, max_steps, validate_config
-from ssdn.schedule import learning_rate
+from ssdn.config.compose import ConfigError, max_steps, validate_config
+from ssdn.methods.schedule import learning_rate
 from ssdn.train import run
+from ssdn.training.budget import TimeBudget
 from tests.conftest import TINY, compose_config
 
 

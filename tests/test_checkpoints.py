@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from ssdn import denoise, evaluate
-from ssdn.checkpoints import CheckpointError, load_denoiser, read_checkpoint
 from ssdn.report.train_files import train_files_from_checkpoint
 from ssdn.train import run
+from ssdn.training.checkpoints import CheckpointError, load_denoiser, read_checkpoint
 from tests.conftest import TINY, compose_config
 
 

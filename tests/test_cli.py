@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from ssdn import denoise, evaluate
-from ssdn.checkpoints import CheckpointError
 from ssdn.train import run
+from ssdn.training.checkpoints import CheckpointError
 from tests.conftest import TINY, compose_config
 
 

@@ -10,8 +10,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from ssdn.module import DenoiserModule
 from ssdn.nets import CompiledForward, UNet
+from ssdn.training.module import DenoiserModule
 from tests.conftest import TINY, compose_config
 
 

@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from ssdn import schema
 from ssdn.baselines import BASELINES
-from ssdn.config import ConfigError, noise_tag, prepare_hydra, row_name, validate_config
+from ssdn.config import schema
+from ssdn.config.compose import ConfigError, noise_tag, prepare_hydra, row_name, validate_config
 from ssdn.methods.levels import LEVEL_SOURCES, build_level_source
 from ssdn.methods.masking import STRATEGIES
 from ssdn.methods.method import OBJECTIVES, TARGETS

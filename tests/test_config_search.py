@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ssdn.config import ConfigError, compose, conf_dir
+from ssdn.config.compose import ConfigError, compose, conf_dir
 
 MY_EXPERIMENT = """\
 # @package _global_

@@ -12,14 +12,14 @@ import torch
 from hydra.errors import ConfigCompositionException
 from torch.utils.data import DataLoader
 
-from ssdn.budget import TimeBudget
-from ssdn.checkpoints import read_checkpoint
-from ssdn.config import ConfigError, max_steps, validate_config
+from ssdn.config.compose import ConfigError, max_steps, validate_config
 from ssdn.data.crops import RandomCropStream
 from ssdn.data.curriculum import CropSchedule, CropStage
 from ssdn.data.settings import DataSettings
-from ssdn.schedule import learning_rate
+from ssdn.methods.schedule import learning_rate
 from ssdn.train import run
+from ssdn.training.budget import TimeBudget
+from ssdn.training.checkpoints import read_checkpoint
 from tests.conftest import TINY, StopAfter, compose_config
 
 STAGE = "data.curriculum=[{until:0.5,crop_size:32,batch_size:4}]"

@@ -12,14 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from ssdn.checkpoints import read_checkpoint
-from ssdn.config import compose
+from ssdn.config.compose import compose
 from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.datamodule import VAL_SEED_OFFSET, DenoisingDataModule
 from ssdn.data.embedded import embedded_paths
 from ssdn.data.io import load_image
 from ssdn.data.settings import DataSettings
 from ssdn.noise import build_noise
+from ssdn.training.checkpoints import read_checkpoint
 
 SIZES = [(72, 64), (64, 80), (96, 64), (64, 64), (70, 90)]
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssdn.checkpoints import read_checkpoint
-from ssdn.config import world_size
-from ssdn.distributed import CONFIG_DIGEST_ENV, HydraDDPStrategy, build_strategy, config_digest
-from ssdn.jobs import gpu_for_job, job_environment, pin_job_to_gpu, resume_after_requeue
+from ssdn.config.compose import world_size
 from ssdn.train import run
+from ssdn.training.checkpoints import read_checkpoint
+from ssdn.training.distributed import CONFIG_DIGEST_ENV, HydraDDPStrategy, build_strategy, config_digest
+from ssdn.training.hydra_job import gpu_for_job, job_environment, pin_job_to_gpu, resume_after_requeue
 from tests.cli_subprocess import TINY_CLI, clean_env, logged_losses, train_cli
 from tests.conftest import compose_config, shared_data_root
 

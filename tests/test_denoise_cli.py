@@ -14,9 +14,9 @@ from PIL import Image
 from ssdn import denoise
 from ssdn.data.io import load_native, load_native_with_alpha
 from ssdn.errors import UserError
-from ssdn.module import DenoiserModule
 from ssdn.noise import NoiseParamError, build_noise
 from ssdn.train import run
+from ssdn.training.module import DenoiserModule
 from tests.conftest import TINY, compose_config
 
 

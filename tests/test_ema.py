@@ -9,8 +9,8 @@ import lightning as L
 import pytest
 import torch
 
-from ssdn.ema import WarmupEMA, ema_decay
 from ssdn.train import run
+from ssdn.training.ema import WarmupEMA, ema_decay
 from tests.conftest import TINY, compose_config
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ssdn.config import validate_config
+from ssdn.config.compose import validate_config
 from ssdn.train import run
 from tests.conftest import TINY, compose_config
 

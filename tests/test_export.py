@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 
 from ssdn.errors import UserError
 from ssdn.export import export, load_checkpoint, load_safetensors, main
-from ssdn.module import DenoiserModule
 from ssdn.nets import UNet
+from ssdn.training.module import DenoiserModule
 from tests.conftest import compose_config
 
 ONNX_ATOL, ONNX_MEAN = 1e-3, 2e-6

@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 from ssdn import evaluate
-from ssdn.checkpoints import CheckpointError, read_checkpoint
 from ssdn.data.testsets import get_testset
+from ssdn.training.checkpoints import CheckpointError, read_checkpoint
 from tests.cli_subprocess import TINY_CLI, clean_env
 
 pytestmark = pytest.mark.slow

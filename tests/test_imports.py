@@ -1,5 +1,5 @@
 """The package's import structure: no import cycle between ``ssdn`` modules, and importing any of them
-changes no global state (OmegaConf resolvers are registered by ``ssdn.config.prepare_hydra``, not at import).
+changes no global state (OmegaConf resolvers are registered by ``ssdn.config.compose.prepare_hydra``, not at import).
 
 How the import graph is built (``import_graph``): every ``import`` and ``from ... import`` statement of every
 module, at module level or inside a function (a cycle hidden in a function is still a design cycle), gives an
@@ -147,9 +147,9 @@ def test_cycle_finder_reports_the_cycle_and_follows_reexports(tmp_path: Path) ->
 
 def test_no_import_cycle_between_ssdn_modules() -> None:
     modules = module_files()
-    assert {"ssdn.train", "ssdn.config", "ssdn.noise", "ssdn.loggers"} <= set(modules)
+    assert {"ssdn.train", "ssdn.config.compose", "ssdn.noise", "ssdn.training.loggers"} <= set(modules)
     edges = import_graph(modules)
-    assert ("ssdn.train", "ssdn.config") in {(a, b) for a, b, _ in edges}
+    assert ("ssdn.train", "ssdn.config.compose") in {(a, b) for a, b, _ in edges}
     cycle = find_cycle(edges)
     assert cycle is None, (
         "import cycle: " + " -> ".join(f"{a} ({where})" for a, _, where in cycle) + (f" -> {cycle[0][0]}")
@@ -170,7 +170,9 @@ print(sorted(os.listdir(".")))
 """
 
 
-@pytest.mark.parametrize("modules", [["ssdn.train", "ssdn.config"], "all"], ids=["train+config", "all"])
+@pytest.mark.parametrize(
+    "modules", [["ssdn.train", "ssdn.config.compose"], "all"], ids=["train+config", "all"]
+)
 def test_importing_registers_no_resolver_and_writes_nothing(tmp_path: Path, modules: list[str] | str) -> None:
     names = sorted(module_files()) if modules == "all" else modules
     env = dict(os.environ, PYTHONPATH=str(PACKAGE_DIR.parent), WANDB_MODE="disabled")
@@ -190,7 +192,8 @@ def test_importing_registers_no_resolver_and_writes_nothing(tmp_path: Path, modu
 
 def test_prepare_hydra_registers_the_resolvers(tmp_path: Path) -> None:
     code = (
-        "from omegaconf import OmegaConf; from ssdn.config import prepare_hydra; prepare_hydra(); prepare_hydra(); "
+        "from omegaconf import OmegaConf; from ssdn.config.compose import prepare_hydra; "
+        "prepare_hydra(); prepare_hydra(); "
         "print(all(OmegaConf.has_resolver(r) for r in ('ssdn_row', 'ssdn_noise_tag', 'ssdn_num_gpus')))"
     )
     env = dict(os.environ, PYTHONPATH=str(PACKAGE_DIR.parent))

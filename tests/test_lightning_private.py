@@ -1,7 +1,8 @@
-"""The private Lightning names of ``ssdn.lightning_private`` still exist with the signatures we call them with.
+"""The private Lightning names of ``ssdn.training.lightning_private`` still exist with the signatures we call them with.
 
-When one of these fails after a Lightning upgrade, ``ssdn/lightning_private.py`` (and the overrides in
-``ssdn/distributed.py``) must be adapted to the new Lightning before DDP training or resumed CSV logs work again.
+When one of these fails after a Lightning upgrade, ``ssdn/training/lightning_private.py`` (and the overrides
+in ``ssdn/training/distributed.py``) must be adapted to the new Lightning before DDP training or resumed CSV logs
+work again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
-from ssdn import lightning_private as lp
+from ssdn.training import lightning_private as lp
 
 
 def _params(func: object) -> list[str]:
@@ -23,7 +24,7 @@ def _params(func: object) -> list[str]:
 def _changed(what: str) -> str:
     import lightning
 
-    return f"Lightning {lightning.__version__} changed {what}: adapt ssdn/lightning_private.py"
+    return f"Lightning {lightning.__version__} changed {what}: adapt ssdn/training/lightning_private.py"
 
 
 def test_subprocess_launcher_has_the_hooks_we_use() -> None:
@@ -38,7 +39,7 @@ def test_subprocess_launcher_has_the_hooks_we_use() -> None:
 @pytest.mark.parametrize(("cls", "name"), lp.OVERRIDDEN_HOOKS, ids=[n for _, n in lp.OVERRIDDEN_HOOKS])
 def test_overridden_hooks_exist(cls: type, name: str) -> None:
     assert callable(getattr(cls, name, None)), _changed(
-        f"{cls.__name__}.{name} (ssdn.distributed overrides it)"
+        f"{cls.__name__}.{name} (ssdn.training.distributed overrides it)"
     )
     assert _params(getattr(cls, name)) == ["self"], _changed(f"the signature of {cls.__name__}.{name}")
 

@@ -1,11 +1,11 @@
-"""ssdn.linalg: closed-form det / inverse against torch.linalg, exact values and gradients."""
+"""ssdn.noise.linalg: closed-form det / inverse against torch.linalg, exact values and gradients."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ssdn.linalg import det, inv, matvec, quad_form
+from ssdn.noise.linalg import det, inv, matvec, quad_form
 
 F64 = torch.float64
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ssdn.loggers import wandb_credentials_configured, wandb_mode
+from ssdn.training.loggers import wandb_credentials_configured, wandb_mode
 
 
 @pytest.fixture

@@ -16,15 +16,15 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ssdn.checkpoints import read_checkpoint
-from ssdn.config import ConfigError
+from ssdn.config.compose import ConfigError
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.io import check_one_bit_depth, load_native, to_unit
 from ssdn.data.settings import DataSettings
 from ssdn.denoise import main as denoise_main
-from ssdn.module import DenoiserModule
 from ssdn.noise import build_noise
 from ssdn.train import run
+from ssdn.training.checkpoints import read_checkpoint
+from ssdn.training.module import DenoiserModule
 from tests.cli_subprocess import logged_losses, train_cli
 from tests.conftest import TINY, compose_config
 

@@ -76,8 +76,8 @@ def test_installed_wheel_trains_and_runs_outside_the_checkout(
 ) -> None:
     site, env = installed
     probe = (
-        "import json, sys, ssdn, ssdn.config; "
-        "print(json.dumps([ssdn.__file__, str(ssdn.config.conf_dir()), sys.path]))"
+        "import json, sys, ssdn, ssdn.config.compose; "
+        "print(json.dumps([ssdn.__file__, str(ssdn.config.compose.conf_dir()), sys.path]))"
     )
     module_file, conf, path = json.loads(
         _run(sys.executable, "-c", probe, cwd=tmp_path, env=env).splitlines()[-1]

@@ -16,6 +16,7 @@ from torch.distributions import MultivariateNormal
 
 from ssdn.baselines.foi import fit_variance_line
 from ssdn.methods.levels import build_level_source, initialise_from_data
+from ssdn.methods.prior import split_prior
 from ssdn.nets import GlobalNoiseLevel, NoiseEstimator, level_from_raw
 from ssdn.noise import (
     GaussianNoise,
@@ -25,7 +26,6 @@ from ssdn.noise import (
     PoissonNoise,
     build_noise,
 )
-from ssdn.prior import split_prior
 from tests.test_posterior import make_raw, reference_eq6, reference_posterior_cov, ridge_tolerance
 
 F64 = torch.float64

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
+from ssdn.methods.prior import prior_channels, split_prior
 from ssdn.noise import GaussianNoise, ImpulseNoise, NoiseModel, PoissonNoise
-from ssdn.prior import prior_channels, split_prior
 
 F64 = torch.float64
 EPS = 1e-6  # the authors' ridge in the posterior means and on Σ_x for impulse

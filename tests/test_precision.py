@@ -1,4 +1,5 @@
-"""precision=auto: bf16 only where the CPU computes it natively (ssdn/precision.py says why); fp32 evaluation."""
+"""precision=auto: bf16 only where the CPU computes it natively (ssdn/training/precision.py says why); fp32
+evaluation."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ssdn.module import DenoiserModule
-from ssdn.precision import cpu_flags, resolve_precision
+from ssdn.training.module import DenoiserModule
+from ssdn.training.precision import cpu_flags, resolve_precision
 from tests.conftest import TINY, compose_config
 
 

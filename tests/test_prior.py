@@ -1,4 +1,4 @@
-"""ssdn.prior: channel counts, the authors' explicit Σ_x formulas, diagonal/mono/mean variants, PSD."""
+"""ssdn.methods.prior: channel counts, the authors' explicit Σ_x formulas, diagonal/mono/mean variants, PSD."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssdn.methods.objectives import PriorObjective
-from ssdn.prior import PriorKind, prior_channels, split_prior
+from ssdn.methods.prior import PriorKind, prior_channels, split_prior
 
 F64 = torch.float64
 

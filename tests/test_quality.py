@@ -11,8 +11,8 @@ import torch
 
 from ssdn.data.io import list_images, load_image
 from ssdn.eval.metrics import psnr
-from ssdn.module import DenoiserModule
 from ssdn.train import run
+from ssdn.training.module import DenoiserModule
 from tests.conftest import compose_config
 
 STEPS = 400

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ssdn.schedule import learning_rate, lp_exponent
+from ssdn.methods.schedule import learning_rate, lp_exponent
 
 T = 1000.0
 LR = 3e-4

@@ -13,8 +13,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from ssdn.config import conf_dir, prepare_hydra
-from ssdn.jobs import num_gpus
+from ssdn.config.compose import conf_dir, prepare_hydra
+from ssdn.training.hydra_job import num_gpus
 from tests.cli_subprocess import TINY_CLI, clean_env, train_cli
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssdn.checkpoints import CheckpointError, read_checkpoint
+from ssdn.training.checkpoints import CheckpointError, read_checkpoint
 from tests.cli_subprocess import TINY_CLI, clean_env
 
 pytestmark = pytest.mark.slow

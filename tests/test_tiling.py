@@ -13,8 +13,7 @@ from torch import nn
 
 from ssdn.eval.evaluator import evaluate
 from ssdn.eval.protocol import protocol_configs
-from ssdn.nets import UNet, crop, pad_to_multiple
-from ssdn.tiling import (
+from ssdn.inference.tiling import (
     axis_weights,
     check_tiling,
     denoise_tiled,
@@ -23,6 +22,7 @@ from ssdn.tiling import (
     tile_shape,
     tile_starts,
 )
+from ssdn.nets import UNet, crop, pad_to_multiple
 
 
 def _identity(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -183,7 +183,7 @@ def test_memory_is_bounded_by_the_tile_not_the_image() -> None:
         """
         import resource, torch
         from torch import nn
-        from ssdn.tiling import denoise_tiled
+        from ssdn.inference.tiling import denoise_tiled
         torch.set_num_threads(1)
         net = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 3, 3, padding=1)).eval()
         size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024

@@ -15,9 +15,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from ssdn.checkpoints import load_denoiser, read_checkpoint
-from ssdn.config import ConfigError
+from ssdn.config.compose import ConfigError
 from ssdn.train import run, train_job
+from ssdn.training.checkpoints import load_denoiser, read_checkpoint
 from tests.conftest import TINY, StopAfter, compose_config
 
 # (noise option, method option, noise_params option) for every trained row of Tables 1 and 3 (+ Figure 3).

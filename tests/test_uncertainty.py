@@ -11,7 +11,7 @@ from ssdn.data.testsets import TestImage
 from ssdn.errors import UserError
 from ssdn.eval.evaluator import evaluate
 from ssdn.eval.protocol import protocol_configs
-from ssdn.module import DenoiserModule
+from ssdn.training.module import DenoiserModule
 from tests.conftest import compose_config
 
 
@@ -37,7 +37,7 @@ def test_module_denoise_adds_the_posterior_std_of_the_noise_model(noise: str) ->
     assert std.shape == noisy.shape and std.dtype == torch.float32 and (std >= 0).all()
     torch.testing.assert_close(outs["pme"], plain["pme"], rtol=0, atol=0)
     # The same numbers as the noise model's own maths on the network's prior.
-    from ssdn.prior import split_prior
+    from ssdn.methods.prior import split_prior
 
     with torch.no_grad():
         mu, cov = split_prior(module(noisy), "full", 3)

@@ -9,7 +9,7 @@ cropped to H×W, batched among items of equal H×W, optionally in a process pool
 output key and for the noisy input; a set's score is the mean over its replicated list
 (``ssdn.eval.results``). What is scored is fixed by one ``ProtocolConfig`` per set (``ssdn.eval.protocol``);
 how it is run (device, batch size, workers, journal) cannot change a number. A network input square larger
-than ``tile`` (none of the paper's sets: they pad to at most 768) is denoised in tiles (``ssdn.tiling``), so
+than ``tile`` (none of the paper's sets: they pad to at most 768) is denoised in tiles (``ssdn.inference.tiling``), so
 memory stays bounded; squares up to ``tile`` run whole, as the protocol always ran them. With ``journal_dir`` an
 interrupted run resumes (``ssdn.eval.journal``).
 """
@@ -38,7 +38,7 @@ from ssdn.eval.metrics import mean_psnr, psnr, quantize, ssim
 from ssdn.eval.pool import run_in_pool
 from ssdn.eval.protocol import NoisyItem, PreparedSet, ProtocolConfig, generate, prepare_set
 from ssdn.eval.results import NOISY_KEY, UNCERTAINTY_KEY, ImageResult, Results, SetResult
-from ssdn.tiling import DEFAULT_OVERLAP, denoise_tiled
+from ssdn.inference.tiling import DEFAULT_OVERLAP, denoise_tiled
 from ssdn.utils import atomic_write_json, atomic_write_png, atomic_write_text
 
 EVAL_TILE = 1024

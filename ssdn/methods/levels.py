@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ssdn.config.schema import LevelSourceName
 from ssdn.nets import GlobalNoiseLevel, NoiseEstimator
 from ssdn.noise import NoiseModel
-from ssdn.schema import LevelSourceName
 
 
 class LevelSource(nn.Module, ABC):

@@ -12,13 +12,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ssdn.config.schema import Objective as ObjectiveName
+from ssdn.config.schema import Target
 from ssdn.errors import UserError
 from ssdn.methods.levels import LevelSource, build_level_source
 from ssdn.methods.masking import STRATEGIES, gather_pixels, mask_pixels, stratified_coords
 from ssdn.methods.objectives import MeanObjective, Objective, PriorObjective
 from ssdn.noise import NoiseModel
-from ssdn.schema import Objective as ObjectiveName
-from ssdn.schema import Target
 
 TARGETS = tuple(t.value for t in Target)
 OBJECTIVES = tuple(o.value for o in ObjectiveName)

@@ -11,9 +11,9 @@ from torch import Tensor, nn
 
 from ssdn.errors import UserError
 from ssdn.eval.results import UNCERTAINTY_KEY
+from ssdn.methods.prior import PriorKind, prior_channels, split_prior
+from ssdn.methods.schedule import lp_exponent
 from ssdn.noise import NoiseModel
-from ssdn.prior import PriorKind, prior_channels, split_prior
-from ssdn.schedule import lp_exponent
 
 REGRESSION_LOSSES = ("l2", "lp_anneal")
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ssdn.errors import UserError
-from ssdn.linalg import det, inv, matvec, quad_form
+from ssdn.noise.linalg import det, inv, matvec, quad_form
 
 __all__ = [
     "MIN_STD",

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ssdn.linalg import det, inv, quad_form
 from ssdn.noise.base import PME_EPS, NoiseModel, _eye, _f64
+from ssdn.noise.linalg import det, inv, quad_form
 
 __all__ = ["ImpulseNoise"]
 

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssdn.config import noise_tag, prepare_hydra
+from ssdn.config.compose import noise_tag, prepare_hydra
 from ssdn.errors import UserError
 from ssdn.report.paper import SETS
 from ssdn.report.train_files import read_train_files, train_files_from_checkpoint

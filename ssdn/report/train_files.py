@@ -13,7 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ssdn.checkpoints import CheckpointError, read_checkpoint
+from ssdn.training.checkpoints import CheckpointError, read_checkpoint
 from ssdn.utils import atomic_write_text
 
 log = logging.getLogger(__name__)

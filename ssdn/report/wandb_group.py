@@ -12,10 +12,13 @@ from ssdn.report.paper import SETS
 
 
 def wandb_credentials() -> bool:
-    """Whether W&B could be asked at all: credentials configured (``ssdn.loggers``) and W&B not switched off."""
+    """Whether W&B could be asked at all: credentials configured
+    (``ssdn.training.loggers``) and W&B not switched off."""
     if os.environ.get("WANDB_MODE", "").lower() in ("disabled", "offline", "dryrun"):
         return False
-    from ssdn.loggers import wandb_credentials_configured  # Lightning-heavy: only when a group is read
+    from ssdn.training.loggers import (
+        wandb_credentials_configured,  # Lightning-heavy: only when a group is read
+    )
 
     return wandb_credentials_configured()
 

@@ -1,7 +1,7 @@
 """The denoised example of a run: one held-out photo, noisy / denoised / clean, with their PSNRs.
 
 Noise is drawn on the padded square, as the evaluation protocol draws it; the denoising goes through
-``ssdn.tiling``, so an example larger than a tile is tiled and one that fits runs whole, as it always did.
+``ssdn.inference.tiling``, so an example larger than a tile is tiled and one that fits runs whole, as it always did.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from omegaconf import DictConfig
 from ssdn.data.embedded import embedded_photos
 from ssdn.data.io import load_image
 from ssdn.eval.metrics import psnr, quantize
-from ssdn.module import DenoiserModule
+from ssdn.inference.tiling import denoise_tiled
 from ssdn.nets import crop, pad_to_square
-from ssdn.tiling import denoise_tiled
+from ssdn.training.module import DenoiserModule
 from ssdn.utils import atomic_write_json, atomic_write_png
 
 

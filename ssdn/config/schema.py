@@ -161,7 +161,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     """Training length: ``images`` (the paper's way, exact) or, when set, ``minutes`` of wall time, over which
-    the same schedule is fitted from the measured throughput (``ssdn.budget``); ``minutes`` then replaces
+    the same schedule is fitted from the measured throughput (``ssdn.training.budget``); ``minutes`` then replaces
     ``images``, and ``trainer.max_steps`` must be left unset."""
 
     images: int = 800

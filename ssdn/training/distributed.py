@@ -1,4 +1,5 @@
-"""Multi-process training: the DDP launcher that survives Hydra multiruns (job placement and requeue: ``ssdn.jobs``).
+"""Multi-process training: the DDP launcher that survives Hydra multiruns (job placement and requeue:
+``ssdn.training.hydra_job``).
 
 Why a strategy of our own: Lightning's ``ddp`` starts ranks 1..N-1 by re-running ``sys.argv``. Inside a Hydra
 multirun that command still holds ``-m`` and the sweep, so every extra rank runs the *whole sweep* again (in
@@ -31,8 +32,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
-from ssdn.jobs import restore_environ
-from ssdn.lightning_private import (
+from ssdn.training.hydra_job import restore_environ
+from ssdn.training.lightning_private import (
     SubprocessScriptLauncher,
     check_can_spawn_children,
     set_num_threads_if_needed,
@@ -175,7 +176,7 @@ class HydraJobLauncher(SubprocessScriptLauncher):
             LOCAL_RANK="0",
             WORLD_SIZE=str(self.num_processes * self.num_nodes),
         )
-        package_root = str(Path(__file__).resolve().parents[1])
+        package_root = str(Path(__file__).resolve().parents[2])  # the folder holding ssdn/
         for local_rank in range(1, self.num_processes):
             command, cwd = rank_command(env.node_rank() * self.num_processes + local_rank)
             child_env = dict(os.environ, LOCAL_RANK=str(local_rank))

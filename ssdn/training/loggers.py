@@ -12,7 +12,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig
 
-from ssdn.lightning_private import csv_experiment
+from ssdn.training.lightning_private import csv_experiment
 from ssdn.utils import atomic_path
 
 WandbRunMode = Literal["online", "offline", "disabled", "shared"]

@@ -21,16 +21,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ssdn.budget import TimeBudget
 from ssdn.data.curriculum import CropSchedule
 from ssdn.eval.metrics import psnr, quantize
 from ssdn.methods import Method, StepBatch, build_method
 from ssdn.methods.levels import GlobalLevel
 from ssdn.methods.masking import gather_pixels, mask_pixels, stratified_coords
+from ssdn.methods.schedule import learning_rate
 from ssdn.nets import CompiledForward, UNet
 from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel, build_noise
-from ssdn.schedule import learning_rate
+from ssdn.training.budget import TimeBudget
 from ssdn.utils import atomic_write_png
 
 

@@ -18,7 +18,7 @@ import torch
 from ssdn.errors import UserError
 
 if TYPE_CHECKING:
-    from ssdn.module import DenoiserModule
+    from ssdn.training.module import DenoiserModule
 
 __all__ = ["CheckpointError", "load_denoiser", "read_checkpoint"]
 
@@ -56,7 +56,9 @@ def _first_line(exc: BaseException) -> str:
 
 def load_denoiser(checkpoint: str | Path, device: str | torch.device = "cpu") -> DenoiserModule:
     """Rebuild a trained module (network, noise model, method) from its checkpoint, in eval mode."""
-    from ssdn.module import DenoiserModule  # Lightning and the nets load only for a model, not to read a file
+    from ssdn.training.module import (
+        DenoiserModule,  # Lightning and the nets load only for a model, not to read a file
+    )
 
     state = read_checkpoint(checkpoint, map_location=torch.device(device))
     config = (state.get("hyper_parameters") or {}).get("config")

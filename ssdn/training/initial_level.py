@@ -13,9 +13,9 @@ import logging
 
 from omegaconf import DictConfig
 
+from ssdn.config.schema import LevelInit
 from ssdn.data.datamodule import DenoisingDataModule
-from ssdn.module import DenoiserModule
-from ssdn.schema import LevelInit
+from ssdn.training.module import DenoiserModule
 
 log = logging.getLogger(__name__)
 

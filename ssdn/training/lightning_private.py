@@ -1,9 +1,9 @@
 """Every private Lightning name ssdn relies on, in this one module, so that a Lightning upgrade that changes
 them breaks here, and ``tests/test_lightning_private.py`` says which name changed.
 
-Why private names at all: the DDP launcher of ``ssdn.distributed`` must start its ranks from the Hydra job's
+Why private names at all: the DDP launcher of ``ssdn.training.distributed`` must start its ranks from the Hydra job's
 saved config instead of re-running ``sys.argv``, which Lightning only allows by subclassing its subprocess
-launcher; and the resumable CSV log must know whether its writer exists yet. Subclasses in ``ssdn.distributed``
+launcher; and the resumable CSV log must know whether its writer exists yet. Subclasses in ``ssdn.training.distributed``
 also override the private hooks listed in ``OVERRIDDEN_HOOKS`` (Lightning calls them by these names).
 """
 
@@ -20,7 +20,7 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 #: Lightning's launcher that starts the extra local ranks as subprocesses (the base of ours).
 SubprocessScriptLauncher = _SubprocessScriptLauncher
 
-#: (class, private method) pairs that ``ssdn.distributed`` overrides: Lightning must still call them.
+#: (class, private method) pairs that ``ssdn.training.distributed`` overrides: Lightning must still call them.
 OVERRIDDEN_HOOKS: tuple[tuple[type, str], ...] = (
     (DDPStrategy, "_configure_launcher"),
     (_SubprocessScriptLauncher, "_call_children_scripts"),

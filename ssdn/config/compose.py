@@ -11,10 +11,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ssdn.config.schema import register_configs
 from ssdn.data.curriculum import CropSchedule, as_stages, curriculum_errors
 from ssdn.errors import UserError
 from ssdn.nets.unet import SIDE_MULTIPLE
-from ssdn.schema import register_configs
 
 #: Overrides the packaged config folder (``ssdn/conf``) as a whole; to add experiments, extend the search path.
 CONF_DIR_ENV = "SSDN_CONF_DIR"
@@ -59,7 +59,7 @@ def row_name(name: str, value: Any, method_tag: str, objective: str, params_tag:
 def register_resolvers() -> None:
     """Register the ``ssdn_*`` OmegaConf resolvers and the config schema (idempotent); call before Hydra
     composes a config."""
-    from ssdn.jobs import num_gpus
+    from ssdn.training.hydra_job import num_gpus
 
     register_configs()
     if not OmegaConf.has_resolver("ssdn_noise_tag"):
@@ -171,7 +171,7 @@ def _method_errors(cfg: DictConfig) -> list[str]:
 def noisy_target_methods(folder: Path | None = None) -> list[str]:
     """The trainable methods whose target is the noisy input itself, i.e. that can train on noisy data alone
     (``folder``: the config folder, default ``conf_dir()``)."""
-    from ssdn.schema import MethodConfig
+    from ssdn.config.schema import MethodConfig
 
     names = []
     for path in sorted(((folder or conf_dir()) / "method").glob("*.yaml")):
@@ -265,7 +265,7 @@ def _curriculum_errors(cfg: DictConfig) -> list[str]:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Check what the schema (``ssdn.schema``) cannot: combinations of settings. Raise ``ConfigError`` listing
+    """Check what the schema (``ssdn.config.schema``) cannot: combinations of settings. Raise ``ConfigError`` listing
     every problem found, each with the setting to change."""
     errors: list[str] = []
     channels = int(cfg.channels)

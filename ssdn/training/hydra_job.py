@@ -1,7 +1,7 @@
 """The job around a training run: its environment restored when it ends (multiruns reuse the process), a
 SLURM requeue continuing from the last checkpoint, and one GPU per job for local sweeps.
 
-Kept apart from ``ssdn.distributed`` (how one job spreads over several processes): these concern which job
+Kept apart from ``ssdn.training.distributed`` (how one job spreads over several processes): these concern which job
 runs where and with what environment, whatever the strategy.
 """
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def num_gpus() -> int:
     """Visible CUDA devices, at least 1, so that a launcher sized by it also runs (one job) on a CPU machine.
 
-    Launcher configs read it as ``${ssdn_num_gpus:}`` (registered by ``ssdn.config.prepare_hydra``)."""
+    Launcher configs read it as ``${ssdn_num_gpus:}`` (registered by ``ssdn.config.compose.prepare_hydra``)."""
     return max(1, torch.cuda.device_count())
 
 

@@ -1,0 +1,1 @@
+"""Inference on a user's images: tiled denoising."""
