@@ -82,6 +82,7 @@ def test_float_stack_refused(tmp_path):
     tifffile.imwrite(path, np.zeros((2, 4, 4), np.float32), photometric="minisblack", metadata={"axes": "ZYX"})
     with pytest.raises(UserError, match=r"f\.tif: float32 pixels"):
         st.read_stack(path)
+    assert st.read_stack(path, counts=False).dtype == np.float32  # clean references, uncertainty stacks
 
 
 def test_iter_planes_channels_kept_or_independent(tmp_path):

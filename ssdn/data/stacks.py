@@ -247,7 +247,9 @@ def _positional_axes(path: Path, file_axes: str, declared: str | None) -> str:
     return "".join(fixed.get(a) or next(rest) for a in file_axes)
 
 
-def _check_dtype(where: str | Path, dtype: np.dtype[Any]) -> None:
+def _check_dtype(where: str | Path, dtype: np.dtype[Any], counts: bool) -> None:
+    if not counts and dtype in (np.float32, np.float64):
+        return
     if dtype not in (np.uint8, np.uint16):
         raise StackError(
             f"{where}: {dtype} pixels; only 8-bit and 16-bit integer stacks have a defined [0, 1] scale (noisy "
@@ -267,12 +269,12 @@ def _lazy_tiff(path: Path, series: tifffile.TiffPageSeries) -> _Indexable:
     return zarr.open_array(series.aszarr(level=0), mode="r")
 
 
-def _open_tiff(path: Path, declared: str | None, lazy: bool) -> Stack:
+def _open_tiff(path: Path, declared: str | None, lazy: bool, counts: bool) -> Stack:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             dtype = np.dtype(series.dtype)
-            _check_dtype(path, dtype)
+            _check_dtype(path, dtype, counts)
             file_axes, shape = series.axes, tuple(series.shape)
             if _has_own_axes(tif, series):
                 if "S" in file_axes and "C" in file_axes:
@@ -308,7 +310,7 @@ def _make_stack(
     return Stack(source, source_axes, meta, path)
 
 
-def read_ome_zarr(path: str | Path, axes: str | None = None) -> Stack:
+def read_ome_zarr(path: str | Path, axes: str | None = None, counts: bool = True) -> Stack:
     """Level 0 of an OME-NGFF (OME-Zarr) image, lazily, with its axes, scale (physical sizes) and channel labels.
 
     Needs the optional ``zarr`` package (``pip install 'ssdn[zarr]'``).
@@ -337,7 +339,7 @@ def read_ome_zarr(path: str | Path, axes: str | None = None) -> Stack:
     if len(source_axes) != len(array.shape) or not set(source_axes) <= set(AXES_LETTERS):
         raise StackError(f"{path}: OME-Zarr axes {ax} do not name the {len(array.shape)} dimensions as t, z, c, y, x")
     dtype = np.dtype(array.dtype)
-    _check_dtype(path, dtype)
+    _check_dtype(path, dtype, counts)
     sizes: dict[str, tuple[float, str | None]] = {}
     for t in level0.get("coordinateTransformations", []):
         if t.get("type") == "scale":
@@ -349,33 +351,35 @@ def read_ome_zarr(path: str | Path, axes: str | None = None) -> Stack:
     return _make_stack(array, source_axes, final, dtype, sizes, labels if any(labels) else None, path)
 
 
-def _open(path: str | Path, axes: str | None, lazy: bool) -> Stack:
+def _open(path: str | Path, axes: str | None, lazy: bool, counts: bool) -> Stack:
     path = Path(path)
     declared = None if axes is None else check_axes(axes)
     if path.is_dir() and any((path / name).exists() for name in (".zattrs", ".zgroup", "zarr.json")):
-        return read_ome_zarr(path, declared)
+        return read_ome_zarr(path, declared, counts)
     if not path.is_file():
         raise StackError(f"{path}: stack file not found")
     if path.suffix.lower() not in _TIFF_SUFFIXES:
         raise StackError(f"{path}: not a TIFF / OME-TIFF (.tif, .tiff) file or an OME-Zarr folder")
-    return _open_tiff(path, declared, lazy)
+    return _open_tiff(path, declared, lazy, counts)
 
 
-def read_stack(path: str | Path, axes: str | None = None) -> Stack:
+def read_stack(path: str | Path, axes: str | None = None, counts: bool = True) -> Stack:
     """A TIFF / OME-TIFF stack (or OME-Zarr folder) read into memory.
 
     ``axes`` (``data.axes``) is used for files that do not name theirs, one letter per dimension; for files
     that do (OME, ImageJ), it must cover each of their axes longer than 1 and gives the stack its axis order.
+    ``counts``: only uint8 / uint16 (noisy data, whose [0, 1] scale is defined); False also reads float32 /
+    float64 stacks (clean references, uncertainty stacks).
     """
-    return _open(path, axes, lazy=False)
+    return _open(path, axes, lazy=False, counts=counts)
 
 
-def open_stack(path: str | Path, axes: str | None = None) -> Stack:
+def open_stack(path: str | Path, axes: str | None = None, counts: bool = True) -> Stack:
     """As :func:`read_stack`, but lazy: memory-mapped when stored uncompressed, read by chunk (zarr) otherwise.
 
     Planes and volumes taken from it are read on demand, so a stack larger than memory can be walked.
     """
-    return _open(path, axes, lazy=True)
+    return _open(path, axes, lazy=True, counts=counts)
 
 
 # ----------------------------------------------------------------------------------------- iteration
