@@ -196,15 +196,16 @@ def make_dataset(
     for level in LEVELS:
         for sub in ("train", "test"):
             (out / level / sub).mkdir(parents=True, exist_ok=True)
+    # child 0 is the held-out volume, child 1 + i training volume i: each is the same whatever --train says
     for i, vseed in enumerate(volume_seeds):
         structure_seed, *level_seeds = vseed.spawn(1 + len(LEVELS))
         density = structures(shape, np.random.default_rng(structure_seed), camera)
-        held_out = i == n_train
+        held_out = i == 0
         for (level, peak), lseed in zip(LEVELS.items(), level_seeds, strict=True):
             clean = photons(density, peak, camera)
             noisy = record(clean, np.random.default_rng(lseed), camera)
             folder = out / level / ("test" if held_out else "train")
-            name = "heldout" if held_out else f"vol{i:03d}"
+            name = "heldout" if held_out else f"vol{i - 1:03d}"
             write_stack(folder / f"{name}.ome.tif", noisy, noisy_meta, overwrite=True)
             if held_out:
                 write_stack(folder / f"{name}_clean.ome.tif", clean, clean_meta, overwrite=True)
