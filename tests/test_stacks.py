@@ -77,6 +77,22 @@ def test_plain_multipage_tiff_needs_declared_axes_matching_ndim(tmp_path):
     np.testing.assert_array_equal(back.read(), data)
 
 
+def test_imagej_hyperstack_axes_and_physical_sizes(tmp_path):
+    """Fiji's TIFFs: axes from the ImageJ description, sizes from the resolution tags, spacing and finterval."""
+    data = _data((3, 2, 8, 8), np.uint16)
+    path = tmp_path / "fiji.tif"
+    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.1625, 1 / 0.1625),
+                     metadata={"spacing": 0.5, "unit": "micron", "axes": "ZCYX", "finterval": 2.0})
+    stack = st.read_stack(path)
+    assert stack.axes == "ZCYX"
+    np.testing.assert_array_equal(stack.read(), data)
+    sizes = stack.meta.physical_sizes
+    assert sizes["Z"] == (0.5, "µm") and sizes["X"][1] == sizes["Y"][1] == "µm"
+    assert sizes["X"][0] == pytest.approx(0.1625, rel=1e-3) and "T" not in sizes  # no T axis: not kept
+    out = st.write_stack(tmp_path / "out.ome.tif", stack.read(), stack.meta)
+    assert st.read_stack(out).meta == stack.meta
+
+
 def test_float_stack_refused(tmp_path):
     path = tmp_path / "f.tif"
     tifffile.imwrite(path, np.zeros((2, 4, 4), np.float32), photometric="minisblack", metadata={"axes": "ZYX"})
@@ -211,7 +227,7 @@ def test_stack_writer_tiles_and_uncertainty_beside(tmp_path):
     std = np.random.default_rng(1).random(data.shape, dtype=np.float32)
     std_path = st.sibling_path(out, "std")
     assert std_path.name == "den.std.ome.tif"
-    st.write_stack(std_path, iter(std), st.StackMeta("ZYX", np.dtype(np.float32), meta.physical_sizes), std.shape)
+    st.write_stack(std_path, iter(std), meta.as_float32(), std.shape)
     with tifffile.TiffFile(std_path) as tif:
         assert tif.series[0].axes == "ZYX" and tif.series[0].dtype == np.float32
         np.testing.assert_array_equal(tif.series[0].asarray(), std)

@@ -20,7 +20,7 @@ import os
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -92,6 +92,10 @@ class StackMeta:
     physical_sizes: Mapping[str, tuple[float, str | None]] = field(default_factory=dict)
     """Axis letter (X, Y, Z, and T as a time increment) -> (size, unit or None when the file names none)."""
     channel_names: tuple[str, ...] | None = None
+
+    def as_float32(self) -> StackMeta:
+        """The same form for a float32 stack written beside this one (a per-voxel uncertainty)."""
+        return replace(self, dtype=np.dtype(np.float32))
 
     def ome_metadata(self) -> dict[str, Any]:
         """The ``metadata`` dict for ``tifffile.imwrite(..., ome=True)``."""
@@ -195,6 +199,27 @@ def _ome_meta(ome_xml: str | None) -> tuple[dict[str, tuple[float, str | None]],
 
 
 
+_IMAGEJ_UNITS = {"micron": "µm", "um": "µm", "\\u00B5m": "µm", "nm": "nm", "mm": "mm"}
+
+
+def _imagej_meta(tif: tifffile.TiffFile) -> dict[str, tuple[float, str | None]]:
+    """Physical sizes of an ImageJ (Fiji) hyperstack: X/Y from the resolution tags, Z ``spacing``, T ``finterval``."""
+    md = tif.imagej_metadata or {}
+    unit = md.get("unit")
+    unit = _IMAGEJ_UNITS.get(unit, unit) if isinstance(unit, str) and unit not in ("", "pixel") else None
+    sizes: dict[str, tuple[float, str | None]] = {}
+    if unit is not None:
+        for letter in "XY":
+            tag = tif.pages.first.tags.get(f"{letter}Resolution")
+            if tag is not None and tuple(tag.value) != (1, 1) and tag.value[0]:
+                sizes[letter] = (tag.value[1] / tag.value[0], unit)
+        if "spacing" in md:
+            sizes["Z"] = (float(md["spacing"]), unit)
+    if md.get("finterval"):
+        sizes["T"] = (float(md["finterval"]), "s")
+    return sizes
+
+
 def _has_own_axes(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> bool:
     """Whether the file names its axes (OME, ImageJ, or tifffile's shaped metadata with axes)."""
     if series.kind in ("ome", "imagej"):
@@ -285,6 +310,8 @@ def _open_tiff(path: Path, declared: str | None, lazy: bool, counts: bool) -> St
                 source_axes = _positional_axes(path, file_axes, declared)
                 axes = declared or source_axes
             sizes, names = _ome_meta(tif.ome_metadata if tif.is_ome else None)
+            if tif.is_imagej and not tif.is_ome:
+                sizes = _imagej_meta(tif)
             source = _lazy_tiff(path, series) if lazy else series.asarray()
     except (OSError, tifffile.TiffFileError) as exc:
         raise StackError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from exc
