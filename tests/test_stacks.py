@@ -129,10 +129,28 @@ def test_open_stack_reads_planes_without_loading_whole(tmp_path):
     data = _data((16, 64, 64), np.uint16)
     path = st.write_stack(tmp_path / "big.ome.tif", data, st.StackMeta("ZYX", data.dtype))
     stack = st.open_stack(path, "ZYX")
-    assert isinstance(stack.source, np.memmap)  # uncompressed: mapped, not read
-    plane = st.take_plane(stack, {"Z": 9})
-    assert plane.nbytes * 16 == data.nbytes and not isinstance(plane, np.memmap)
+    reads = []
+    real_open = open
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if str(file) == str(path):
+            real_read = handle.read
+            handle.read = lambda n=-1: reads.append(n) or real_read(n)
+        return handle
+
+    import builtins
+
+    builtins_open, builtins.open = builtins.open, counting_open
+    try:
+        plane = st.take_plane(stack, {"Z": 9})
+        block = stack.source[(slice(3, 5), slice(None), slice(None))]
+    finally:
+        builtins.open = builtins_open
+    assert reads == [64 * 64 * 2] * 3  # one plane, then two: never the whole stack
     np.testing.assert_array_equal(plane[0], data[9])
+    np.testing.assert_array_equal(block, data[3:5])
+    np.testing.assert_array_equal(stack.take({"Y": 5}), data[:, 5])  # a row through every plane
 
 
 def test_open_stack_compressed_is_read_by_chunk(tmp_path):
@@ -208,7 +226,7 @@ def test_write_refuses_existing_and_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(ValueError, match="2 planes given"):
         st.write_stack(fresh, iter(np.zeros((2, 4, 4), np.uint16)), meta, shape=(3, 4, 4))
     with pytest.raises(RuntimeError, match="crashed"), st.StackWriter(target, (3, 4, 4), meta, overwrite=True) as w:
-        w.array[0] = 7
+        w.write(0, np.full((4, 4), 7, np.uint16))
         raise RuntimeError("denoiser crashed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ome.tif"]
     assert target.read_bytes() == b"user's file"
@@ -218,9 +236,9 @@ def test_stack_writer_tiles_and_uncertainty_beside(tmp_path):
     data = _data((3, 8, 10), np.uint16)
     meta = st.StackMeta("ZYX", np.dtype(np.uint16), {"X": (0.2, "µm"), "Y": (0.2, "µm"), "Z": (0.6, "µm")})
     out = tmp_path / "den.ome.tif"
-    with st.StackWriter(out, data.shape, meta) as w:
+    with st.StackWriter(out, data.shape, meta, release_bytes=100) as w:  # released after each tile
         for y0 in (0, 4):  # tile by tile through every Z
-            w.array[:, y0 : y0 + 4] = data[:, y0 : y0 + 4]
+            w.write((slice(None), slice(y0, y0 + 4)), data[:, y0 : y0 + 4])
     back = st.read_stack(out, "ZYX")
     np.testing.assert_array_equal(back.read(), data)
     assert back.meta == meta
