@@ -60,6 +60,9 @@ def test_singleton_axes_kept_when_declared(tmp_path):
     back = st.read_stack(path, "TZCYX")
     assert back.shape == data.shape
     np.testing.assert_array_equal(back.read(), data)
+    np.testing.assert_array_equal(st.take_plane(back, {"T": 0, "Z": 2}), data[0, 2])
+    with pytest.raises(IndexError, match=r"T=1 outside 0\.\.0"):
+        back.take({"T": 1})
     with pytest.raises(UserError, match=r"a\.ome\.tif.*'ZYX'.*data\.axes='TYX'.*no Z"):
         st.read_stack(path, "TYX")
 

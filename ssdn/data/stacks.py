@@ -157,6 +157,9 @@ class Stack:
         unknown = set(index) - set(self.axes)
         if unknown:
             raise KeyError(f"axes {sorted(unknown)} not in {self.axes!r}")
+        for a, i in index.items():
+            if not 0 <= i < self.size(a):
+                raise IndexError(f"{a}={i} outside 0..{self.size(a) - 1} of {self.path}")
         key = tuple(
             index.get(a, slice(None)) if a in self.axes else 0
             for a in self.source_axes
