@@ -202,7 +202,6 @@ def _ome_meta(ome_xml: str | None) -> tuple[dict[str, tuple[float, str | None]],
     return sizes, (names if channels and any(names) else None)
 
 
-
 _IMAGEJ_UNITS = {"micron": "µm", "um": "µm", "\\u00B5m": "µm", "nm": "nm", "mm": "mm"}
 
 
