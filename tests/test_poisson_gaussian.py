@@ -14,7 +14,6 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from ssdn.baselines.foi import fit_variance_line
 from ssdn.methods.levels import build_level_source, initialise_from_data
 from ssdn.methods.prior import split_prior
 from ssdn.nets import GlobalNoiseLevel, NoiseEstimator, level_from_raw
@@ -309,16 +308,3 @@ def test_level_initialisation_within_15_percent(model: NoiseModel) -> None:
 def test_impulse_estimate_says_what_to_do() -> None:
     with pytest.raises(ValueError, match=r"noise_params\.init=paper"):
         ImpulseNoise(0.5).estimate_params([torch.rand(3, 32, 32)])
-
-
-def test_fit_variance_line_exact_and_clamped() -> None:
-    means = torch.linspace(0.1, 0.7, 7, dtype=F64)
-    counts = torch.full_like(means, 1000.0)
-    a, b = fit_variance_line(means, 0.01 * means + B5, counts)
-    assert a == pytest.approx(0.01, rel=1e-9) and b == pytest.approx(B5, rel=1e-9)
-    a, b = fit_variance_line(means, 0.002 - 0.001 * means, counts)  # decreasing: a clamped to 0
-    assert a == 0.0 and b > 0
-    a, b = fit_variance_line(means, 0.01 * means, counts, b_zero=True)
-    assert a == pytest.approx(0.01, rel=1e-12) and b == 0.0
-    with pytest.raises(ValueError, match="no intensity bin"):
-        fit_variance_line(means[:0], means[:0], counts[:0])

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ssdn.noise.estimate import estimate_sigma
 from ssdn.noise.base import MIN_STD, AdditiveGaussianNoise, _eye, _f64, _regulariser_weight, as_images
+from ssdn.noise.estimate import estimate_sigma
 
 __all__ = ["GaussianNoise"]
 

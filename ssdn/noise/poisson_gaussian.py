@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ssdn.noise.estimate import estimate_poisson_gaussian
 from ssdn.noise.base import MIN_STD, AdditiveGaussianNoise, _f64, _regulariser_weight, as_images
+from ssdn.noise.estimate import estimate_poisson_gaussian
 
 __all__ = ["PoissonGaussianNoise"]
 
