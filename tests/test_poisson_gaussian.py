@@ -25,11 +25,12 @@ from ssdn.noise import (
     PoissonNoise,
     build_noise,
 )
+from tests.conftest import shared_data_root
 from tests.test_posterior import make_raw, reference_eq6, reference_posterior_cov, ridge_tolerance
 
 F64 = torch.float64
 B5 = (5 / 255) ** 2
-KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+KODAK = (shared_data_root() or Path("/nonexistent")) / "kodak"  # $SSDN_DATA_ROOT or ../shared/data
 
 
 def gen(seed: int) -> torch.Generator:
@@ -301,8 +302,21 @@ def test_level_initialisation_within_15_percent(model: NoiseModel) -> None:
     estimate = initialise_from_data(source, model, list(noisy))
     truth = model.to_level(model.low)
     level = source(noisy[:1], model.sample_params(1), model)[0]
-    assert estimate.shape == model.low.shape
+    assert list(estimate) == list(model.param_names)
     assert ((level / truth - 1).abs() < 0.15).all(), (model, level, truth)
+    assert source.params(model) == pytest.approx(estimate, rel=1e-6)  # float32 raw
+
+
+def test_initialise_from_data_refuses_without_changing_the_level() -> None:
+    noisy = [torch.rand(3, 32, 32, generator=gen(71))]
+    source = build_level_source("global", 3)
+    with pytest.raises(ValueError, match=r"noise_params\.init=paper"):
+        initialise_from_data(source, ImpulseNoise(0.5), noisy)
+    assert source.params(ImpulseNoise(0.5)) == {
+        "alpha": pytest.approx(float(level_from_raw(torch.tensor(0.0))))
+    }
+    with pytest.raises(ValueError, match="not learned"):
+        initialise_from_data(build_level_source("known", 3), GaussianNoise(25), noisy)
 
 
 def test_impulse_estimate_says_what_to_do() -> None:
