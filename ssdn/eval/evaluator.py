@@ -74,7 +74,7 @@ def _batches(items: Iterable[NoisyItem], batch_size: int, key: Callable[[NoisyIt
 
 def _inputs(batch: list[NoisyItem], classical: bool) -> tuple[Tensor, Tensor]:
     noisy = torch.stack([it.noisy_unpadded() if classical else it.noisy for it in batch])
-    params = torch.tensor([it.param for it in batch], dtype=torch.float64)
+    params = torch.stack([it.params for it in batch])  # (N,) or (N, P) float64, paper units
     return noisy, params
 
 
@@ -349,6 +349,13 @@ def evaluate(
 # ----------------------------------------------------------------------------------------------- writing
 
 
+def _param_text(param: float | dict[str, float]) -> str:
+    """The CSV's ``param`` cell: ``25.0`` for one parameter (as always), ``a=0.01 b=0.000384`` for several."""
+    if isinstance(param, dict):
+        return " ".join(f"{k}={v!r}" for k, v in param.items())
+    return repr(param)
+
+
 def write_results(results: Results, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``results.json`` (summary) and ``per_image.csv`` (one row per scored item), each atomically;
     then remove the journals of the sets written, which these files supersede."""
@@ -366,7 +373,7 @@ def write_results(results: Results, out_dir: str | Path) -> tuple[Path, Path]:
     writer.writerow(base + [f"psnr_{k}" for k in keys] + [f"ssim_{k}" for k in keys])
     for r in rows:
         writer.writerow(
-            [r.set, r.index, r.rep, r.image, r.name, r.height, r.width, repr(r.param)]
+            [r.set, r.index, r.rep, r.image, r.name, r.height, r.width, _param_text(r.param)]
             + [repr(r.psnr.get(k, float("nan"))) for k in keys]
             + [repr(r.ssim.get(k, float("nan"))) for k in keys]
         )
