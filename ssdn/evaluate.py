@@ -25,6 +25,7 @@ from ssdn.eval.calibration import write_calibration
 from ssdn.eval.evaluator import Denoiser, evaluate, write_results
 from ssdn.eval.protocol import protocol_configs
 from ssdn.eval.results import Results
+from ssdn.eval.settings import EvalSettings
 
 
 def _parse_value(text: str) -> float | list[float]:
@@ -50,7 +51,8 @@ def log_to_wandb(results: Results, project: str, name: str, config: dict[str, An
         keys = sorted({k for r in rows for k in r.psnr})
         table = wandb.Table(columns=["set", "image", "rep", "param", *[f"psnr_{k}" for k in keys]])
         for r in rows:
-            table.add_data(r.set, r.name, r.rep, r.param, *[r.psnr.get(k) for k in keys])
+            param = json.dumps(r.param) if isinstance(r.param, dict) else r.param  # one column type per table
+            table.add_data(r.set, r.name, r.rep, param, *[r.psnr.get(k) for k in keys])
         run.log({"per_image": table})
     finally:
         wandb.finish()
@@ -139,9 +141,7 @@ def _evaluate(p: argparse.ArgumentParser, args: argparse.Namespace) -> Results:
         identity = {}
     out = Path(args.out)
     protocol = {k: getattr(args, k) for k in ("sets", "repeats", "seed", "pad_mode", "limit", "crop")}
-    results = evaluate(
-        denoiser,
-        protocol_configs(protocol, noise, channels),
+    settings = EvalSettings(
         root=args.root,
         batch_size=args.batch_size,
         device=args.device if args.checkpoint else None,
@@ -153,6 +153,7 @@ def _evaluate(p: argparse.ArgumentParser, args: argparse.Namespace) -> Results:
         calibrate=args.calibration,
         allow_modified=args.allow_modified,
     )
+    results = evaluate(denoiser, protocol_configs(protocol, noise, channels), settings)
     write_results(results, out)
     print(results.summary())
     if args.calibration:
