@@ -211,6 +211,10 @@ def test_config_and_noise_spec() -> None:
     assert NoiseSpec.of(build_noise("impulse", [0, 1])) == NoiseSpec("impulse", (0.0, 1.0))
     assert NoiseSpec.of(build_noise("gaussian", [25, 25])).label() == "gaussian25"
     assert NoiseSpec("impulse", 0.5).build().variable is False
+    assert NoiseSpec("gaussian", [25, 25]) == NoiseSpec("gaussian", 25.0)  # ranges of one value are values
+    pg = NoiseSpec("poisson_gaussian", {"a": [0.01, 0.01], "b": [0, 4e-4]})
+    assert pg.value == {"a": 0.01, "b": (0.0, 4e-4)} and pg.label() == "poisson_gaussian_a0.01_b0_0.0004"
+    assert NoiseSpec.of(pg.build()) == pg and len({pg, NoiseSpec.of(pg.build())}) == 1
 
 
 def test_protocol_configs_from_the_eval_section() -> None:

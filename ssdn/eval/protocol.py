@@ -65,6 +65,12 @@ class NoiseSpec:
     name: str
     value: Entry | Mapping[str, Entry]
 
+    def __post_init__(self) -> None:
+        """Numbers as floats and ranges as tuples (a config's lists too), so equal specs compare equal."""
+        value = self.value
+        plain = {str(k): _entry(v) for k, v in value.items()} if isinstance(value, Mapping) else _entry(value)
+        object.__setattr__(self, "value", plain)
+
     def __hash__(self) -> int:  # a mapping value is not hashable; the label names the spec exactly
         return hash((self.name, self.label()))
 
@@ -81,9 +87,7 @@ class NoiseSpec:
                 return cls(noise.name, entries[0])
             return cls(noise.name, dict(zip(noise.param_names, entries, strict=True)))
         name, value = noise
-        if isinstance(value, Mapping):
-            return cls(str(name), {str(k): _entry(v) for k, v in value.items()})
-        return cls(str(name), _entry(value))
+        return cls(str(name), value)
 
     def build(self) -> NoiseModel:
         if isinstance(self.value, Mapping):
