@@ -16,6 +16,7 @@ from ssdn.errors import UserError
 from ssdn.eval.evaluator import evaluate
 from ssdn.eval.protocol import NoiseSpec, ProtocolConfig, generate, prepare_set, protocol_configs
 from ssdn.eval.settings import EvalSettings
+from ssdn.evaluate import _parse_value
 from ssdn.evaluate import main as evaluate_main
 from ssdn.training.module import DenoiserModule
 from tests.conftest import compose_config
@@ -132,3 +133,18 @@ def test_a_poisson_gaussian_checkpoint_is_evaluated_with_calibration(
     calibration = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     assert set(calibration["sets"]["kodak"]["coverage"]) == {"1sigma", "2sigma"}
     assert "calibration ±1" in capsys.readouterr().out
+    # another (a, b) on the command line, one name=value per parameter; a single number is refused in one line
+    fixed = evaluate_main([*args, "--out", str(tmp_path / "fixed"), "--value", "a=0.01", "b=0.0001,0.0004"])
+    assert fixed.noise["label"] == "poisson_gaussian_a0.01_b0.0001_0.0004"
+    with pytest.raises(SystemExit) as info:
+        evaluate_main([*args, "--out", str(tmp_path / "bad"), "--value", "25"])
+    assert info.value.code == 2
+    assert "error: --noise poisson_gaussian --value: poisson_gaussian noise: the value must be a mapping" in (
+        capsys.readouterr().err
+    )
+    assert _parse_value(["5,50"]) == [5.0, 50.0] and _parse_value(["a=1", "b=2,3"]) == {
+        "a": 1.0,
+        "b": [2.0, 3.0],
+    }
+    with pytest.raises(ValueError, match="one, or a range"):
+        _parse_value(["1,2,3"])
