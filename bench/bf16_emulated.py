@@ -32,6 +32,7 @@ from torch import nn
 
 from ssdn.eval.evaluator import evaluate
 from ssdn.eval.protocol import protocol_configs
+from ssdn.eval.settings import EvalSettings
 from ssdn.training.checkpoints import load_denoiser
 from ssdn.utils import atomic_write_json
 
@@ -103,7 +104,7 @@ def main() -> None:
     for name, ctx in (("fp32", contextlib.nullcontext()), ("bf16_emulated", bf16_numerics())):
         start = time.monotonic()
         with ctx:
-            results = evaluate(module, protocols, root=args.root, progress=False)
+            results = evaluate(module, protocols, EvalSettings(root=args.root, progress=False))
         s = results.sets["kodak"]
         summary[name] = {"psnr": s.psnr[s.reported], "count": s.count, "seconds": time.monotonic() - start}
         print(f"{name}: KODAK ×1 {s.psnr[s.reported]:.4f} dB over {s.count} images")

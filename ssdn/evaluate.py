@@ -23,14 +23,47 @@ from ssdn.baselines import BASELINES, build_baseline
 from ssdn.errors import exit_on_user_error
 from ssdn.eval.calibration import write_calibration
 from ssdn.eval.evaluator import Denoiser, evaluate, write_results
-from ssdn.eval.protocol import protocol_configs
+from ssdn.eval.protocol import ProtocolConfig, protocol_configs
 from ssdn.eval.results import Results
+from ssdn.eval.settings import EvalSettings
+
+NoiseValue = float | list[float] | dict[str, float | list[float]]
 
 
-def _parse_value(text: str) -> float | list[float]:
-    """``25`` or ``5,50`` (a range drawn per image)."""
-    parts = [float(p) for p in text.split(",")]
-    return parts[0] if len(parts) == 1 else parts
+def _parse_value(tokens: Sequence[str]) -> NoiseValue:
+    """``25``, ``5,50`` (a range drawn per image), or one ``name=value`` per parameter of a noise with several
+    (``a=0.01 b=0.0001,0.0004``). Raises ValueError on anything else."""
+
+    def number_or_range(text: str) -> float | list[float]:
+        parts = [float(v) for v in text.split(",")]
+        if len(parts) > 2:
+            raise ValueError(f"{text!r} has {len(parts)} numbers; give one, or a range low,high")
+        return parts[0] if len(parts) == 1 else parts
+
+    if all("=" in t for t in tokens):
+        return {name: number_or_range(v) for name, v in (t.split("=", 1) for t in tokens)}
+    if len(tokens) != 1:
+        raise ValueError("give one value (25, or a range 5,50) or name=value per parameter (a=0.01 b=0.0004)")
+    return number_or_range(tokens[0])
+
+
+def _value_or_usage_error(p: argparse.ArgumentParser, tokens: Sequence[str]) -> NoiseValue:
+    try:
+        return _parse_value(tokens)
+    except ValueError as exc:
+        p.error(f"--value {' '.join(tokens)}: {exc}")
+
+
+def _protocols_or_usage_error(
+    p: argparse.ArgumentParser, protocol: dict[str, Any], noise: tuple[str, Any], channels: int
+) -> list[ProtocolConfig]:
+    """The protocol of each set, with the noise built once here so that a bad --noise/--value is one line."""
+    try:
+        protocols = protocol_configs(protocol, noise, channels)
+        protocols[0].noise.build()
+    except (ValueError, TypeError) as exc:
+        p.error(f"--noise {noise[0]} --value: {exc}")
+    return protocols
 
 
 def log_to_wandb(results: Results, project: str, name: str, config: dict[str, Any]) -> None:
@@ -50,7 +83,8 @@ def log_to_wandb(results: Results, project: str, name: str, config: dict[str, An
         keys = sorted({k for r in rows for k in r.psnr})
         table = wandb.Table(columns=["set", "image", "rep", "param", *[f"psnr_{k}" for k in keys]])
         for r in rows:
-            table.add_data(r.set, r.name, r.rep, r.param, *[r.psnr.get(k) for k in keys])
+            param = json.dumps(r.param) if isinstance(r.param, dict) else r.param  # one column type per table
+            table.add_data(r.set, r.name, r.rep, param, *[r.psnr.get(k) for k in keys])
         run.log({"per_image": table})
     finally:
         wandb.finish()
@@ -61,8 +95,14 @@ def main(argv: Sequence[str] | None = None) -> Results:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a .ckpt written by train.py")
     src.add_argument("--method", choices=tuple(BASELINES), help="a classical baseline")
-    p.add_argument("--noise", help="gaussian | poisson | impulse (default: the checkpoint's)")
-    p.add_argument("--value", type=_parse_value, help="25, or a range 5,50 (default: the checkpoint's)")
+    p.add_argument(
+        "--noise", help="gaussian | poisson | impulse | poisson_gaussian (default: the checkpoint's)"
+    )
+    p.add_argument(
+        "--value",
+        nargs="+",
+        help="25, or a range 5,50; for poisson_gaussian a=0.01 b=0.0001,0.0004 (default: the checkpoint's)",
+    )
     p.add_argument("--sets", nargs="+", default=["kodak", "bsd300", "set14"])
     p.add_argument(
         "--repeats", type=int, default=None, help="passes per set (default: KODAK 10, BSD300 3, SET14 20)"
@@ -110,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> Results:
 def _evaluate(p: argparse.ArgumentParser, args: argparse.Namespace) -> Results:
     if args.calibration and not args.checkpoint:
         p.error("--calibration needs --checkpoint (a classical method has no posterior std)")
+    if args.value is not None:
+        args.value = _value_or_usage_error(p, args.value)
     denoiser: Denoiser
     if args.checkpoint:
         from ssdn.training.checkpoints import load_denoiser
@@ -139,9 +181,8 @@ def _evaluate(p: argparse.ArgumentParser, args: argparse.Namespace) -> Results:
         identity = {}
     out = Path(args.out)
     protocol = {k: getattr(args, k) for k in ("sets", "repeats", "seed", "pad_mode", "limit", "crop")}
-    results = evaluate(
-        denoiser,
-        protocol_configs(protocol, noise, channels),
+    protocols = _protocols_or_usage_error(p, protocol, noise, channels)
+    settings = EvalSettings(
         root=args.root,
         batch_size=args.batch_size,
         device=args.device if args.checkpoint else None,
@@ -153,6 +194,7 @@ def _evaluate(p: argparse.ArgumentParser, args: argparse.Namespace) -> Results:
         calibrate=args.calibration,
         allow_modified=args.allow_modified,
     )
+    results = evaluate(denoiser, protocols, settings)
     write_results(results, out)
     print(results.summary())
     if args.calibration:

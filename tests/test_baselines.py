@@ -1,10 +1,9 @@
-"""ssdn.baselines: Chen et al. noise estimation, CBM3D (known / estimated σ), Anscombe + BM3D for Poisson."""
+"""ssdn.baselines: CBM3D (known / estimated σ), Anscombe + BM3D for Poisson."""
 
 from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,6 @@ from ssdn.baselines.anscombe import (
     inverse_anscombe_unbiased,
 )
 from ssdn.baselines.cbm3d import CBM3D, require_bm3d
-from ssdn.baselines.chen import estimate_sigma, noise_variance_from_eigenvalues, patch_covariance
-from ssdn.data.testsets import load_testset
 from ssdn.eval.metrics import psnr
 
 pytest.importorskip("bm3d")
@@ -34,48 +31,6 @@ def _astronaut_crop(size: int = 64) -> torch.Tensor:
 def _gauss(x: torch.Tensor, sigma: float, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return x + torch.randn(x.shape, generator=g) * sigma / 255
-
-
-# ------------------------------------------------------------------------------------------------ Chen
-
-
-def test_tail_mean_equals_median_rule() -> None:
-    # all 6: mean 50.7 has 2 above, 4 below; 5: mean 20.8, 1 above, 4 below; 4 ones: mean 1 = median → 1
-    assert noise_variance_from_eigenvalues(torch.tensor([200.0, 1, 1, 100, 1, 1])) == 1.0
-    # [1, 2, 3, 4] has mean 2.5 between its two middle values
-    assert noise_variance_from_eigenvalues(torch.tensor([1.0, 2, 3, 4, 50])) == 2.5
-
-
-def test_patch_covariance_matches_explicit_patches() -> None:
-    g = torch.Generator().manual_seed(0)
-    img = torch.rand(2, 75, 12, generator=g, dtype=torch.float64)  # > 64 patch rows exercise the chunking
-    cols = torch.nn.functional.unfold(img.unsqueeze(0), kernel_size=4)[0]  # (2·16, L)
-    ref = torch.cov(cols, correction=0)
-    torch.testing.assert_close(patch_covariance(img, patch=4), ref, rtol=1e-5, atol=1e-7)  # float32 products
-
-
-@pytest.mark.parametrize("sigma", [5.0, 15.0, 50.0])
-def test_chen_recovers_sigma_on_smooth_images(sigma: float) -> None:
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, 200), torch.linspace(0, 1, 160), indexing="ij")
-    smooth = torch.stack([0.2 + 0.5 * xx, 0.5 + 0.2 * torch.sin(3 * yy), torch.full_like(xx, 0.4)])
-    est = estimate_sigma(_gauss(smooth.unsqueeze(0), sigma)[0]) * 255
-    assert est == pytest.approx(sigma, rel=0.03)
-    mono = smooth[:1]
-    assert estimate_sigma(_gauss(mono.unsqueeze(0), sigma, seed=2)[0]) * 255 == pytest.approx(sigma, rel=0.05)
-
-
-@pytest.mark.slow
-def test_chen_on_kodak_sigma25(data_root: Path) -> None:
-    """Mean absolute error of σ on the 24 KODAK images at σ = 25: must be < 1 (8-bit units); got 0.052."""
-    g = torch.Generator().manual_seed(0)
-    errors = []
-    for im in load_testset("kodak", root=data_root):
-        x = torch.from_numpy(im.pixels).permute(2, 0, 1).float() / 255
-        y = x + torch.randn(x.shape, generator=g) * 25 / 255
-        errors.append(estimate_sigma(y) * 255 - 25)
-    mae = float(np.mean(np.abs(errors)))
-    assert mae < 1.0
-    assert mae == pytest.approx(0.0523, abs=0.01)
 
 
 # ------------------------------------------------------------------------------------------------ CBM3D

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from ssdn.eval.evaluator import evaluate, write_results
 from ssdn.eval.metrics import quantize
 from ssdn.eval.protocol import ProtocolConfig, protocol_configs
 from ssdn.eval.results import Results
+from ssdn.eval.settings import EvalSettings
 
 SETS = ("kodak", "bsd300", "set14")
 
@@ -73,9 +75,8 @@ def _rows(results: Results) -> list[tuple]:
 
 def test_network_path_end_to_end(data_root: Path, tmp_path: Path) -> None:
     net = IdentityNet()
-    res = evaluate(
-        net, protocols(SETS, repeats=2, limit=2, crop=64), root=data_root, progress=False, device="cpu"
-    )
+    run = EvalSettings(root=data_root, progress=False, device="cpu")
+    res = evaluate(net, protocols(SETS, repeats=2, limit=2, crop=64), run)
     assert net.device == torch.device("cpu")
     assert list(res.sets) == list(SETS) and res.method == "identity-net"
     for name, s in res.sets.items():
@@ -108,8 +109,8 @@ def test_network_path_end_to_end(data_root: Path, tmp_path: Path) -> None:
 def test_batch_size_does_not_change_inputs_or_scores(data_root: Path) -> None:
     kodak = protocols("kodak", ("poisson", [5, 50]), repeats=2, limit=3, crop=48)
     one, three = IdentityNet(), IdentityNet()
-    r1 = evaluate(one, kodak, batch_size=1, root=data_root, progress=False)
-    r3 = evaluate(three, kodak, batch_size=4, root=data_root, progress=False)
+    r1 = evaluate(one, kodak, EvalSettings(batch_size=1, root=data_root, progress=False))
+    r3 = evaluate(three, kodak, EvalSettings(batch_size=4, root=data_root, progress=False))
     assert [x[0].shape[0] for x in three.inputs] == [4, 2]  # 6 items of one padded size
     assert torch.equal(torch.cat([x[0] for x in one.inputs]), torch.cat([x[0] for x in three.inputs]))
     assert torch.equal(torch.cat([x[1] for x in one.inputs]), torch.cat([x[1] for x in three.inputs]))
@@ -124,7 +125,7 @@ def test_classical_methods_get_unpadded_inputs_batched_by_size() -> None:
     ]
     rec = ShapeRecorder()
     toy_protocol = protocols("toy", ("gaussian", 10), repeats=2)
-    res = evaluate(rec, toy_protocol, batch_size=4, images={"toy": toy}, progress=False)
+    res = evaluate(rec, toy_protocol, EvalSettings(batch_size=4, progress=False), images={"toy": toy})
     assert rec.shapes == [(2, 3, 20, 30), (1, 3, 24, 16), (2, 3, 20, 30), (1, 3, 24, 16)]
     assert res.sets["toy"].count == 6 and res.sets["toy"].protocol["padded_sizes"] == [32]
 
@@ -132,7 +133,7 @@ def test_classical_methods_get_unpadded_inputs_batched_by_size() -> None:
 def test_save_images_writes_the_first_pass(data_root: Path, tmp_path: Path) -> None:
     net = IdentityNet()
     kodak = protocols("kodak", repeats=2, limit=1, crop=40)
-    evaluate(net, kodak, root=data_root, progress=False, save_images=tmp_path / "img")
+    evaluate(net, kodak, EvalSettings(root=data_root, progress=False, save_images=tmp_path / "img"))
     folder = tmp_path / "img" / "kodak"
     names = ["000-kodim01-mu.png", "000-kodim01-noisy.png", "000-kodim01-pme.png"]
     assert sorted(p.name for p in folder.iterdir()) == names  # first pass only, no temp files
@@ -143,38 +144,42 @@ def test_save_images_writes_the_first_pass(data_root: Path, tmp_path: Path) -> N
 
 def test_errors_are_explicit(data_root: Path) -> None:
     kodak = protocols("kodak", repeats=1, limit=1, crop=40)
-    kw = {"root": data_root, "progress": False}
+    run = EvalSettings(root=data_root, progress=False)
     with pytest.raises(TypeError, match="denoise"):
-        evaluate(object(), kodak, **kw)
+        evaluate(object(), kodak, run)  # type: ignore[arg-type]
 
     class Bad(IdentityNet):
         def denoise(self, noisy: torch.Tensor, params: torch.Tensor) -> dict[str, torch.Tensor]:
             return {"out": noisy[:, :1]}
 
     with pytest.raises(ValueError, match=r"output 'out' must be a tensor \(N, C, H, W\)"):
-        evaluate(Bad(), kodak, **kw)
+        evaluate(Bad(), kodak, run)
 
     class Coarse(IdentityNet):
         requires_square_multiple = 128
 
     with pytest.raises(ValueError, match="multiple of 128"):
-        evaluate(Coarse(), kodak, **kw)
+        evaluate(Coarse(), kodak, run)
     with pytest.raises(ValueError, match="workers > 1"):
-        evaluate(IdentityNet(), kodak, workers=2, **kw)
+        evaluate(IdentityNet(), kodak, replace(run, workers=2))
     with pytest.raises(ValueError, match="one noise model"):
-        evaluate(IdentityNet(), kodak + protocols("set14", ("poisson", 30), repeats=1), **kw)
+        evaluate(IdentityNet(), kodak + protocols("set14", ("poisson", 30), repeats=1), run)
     with pytest.raises(ValueError, match="at least one ProtocolConfig"):
-        evaluate(IdentityNet(), [], **kw)
+        evaluate(IdentityNet(), [], run)
+    with pytest.raises(ValueError, match="batch_size and workers must be >= 1"):
+        EvalSettings(batch_size=0)
+    with pytest.raises(ValueError, match="calibrate needs every image"):
+        EvalSettings(calibrate=True, workers=2)
 
 
 @pytest.mark.gpu
 def test_device_does_not_change_inputs_or_scores(data_root: Path) -> None:
     """Noise is drawn on the CPU whatever the device, so a CUDA run scores exactly like a CPU run."""
     kodak = protocols("kodak", ("gaussian", [5, 50]), repeats=2, limit=2, crop=48)
-    kw = {"root": data_root, "progress": False, "batch_size": 2}
+    run = EvalSettings(root=data_root, progress=False, batch_size=2)
     cpu, gpu = IdentityNet(), IdentityNet()
-    r_cpu = evaluate(cpu, kodak, device="cpu", **kw)
-    r_gpu = evaluate(gpu, kodak, device="cuda", **kw)
+    r_cpu = evaluate(cpu, kodak, replace(run, device="cpu"))
+    r_gpu = evaluate(gpu, kodak, replace(run, device="cuda"))
     assert gpu.inputs[0][0].is_cuda and gpu.device == torch.device("cuda")
     assert torch.equal(torch.cat([x[0] for x in cpu.inputs]), torch.cat([x[0].cpu() for x in gpu.inputs]))
     assert _rows(r_cpu) == _rows(r_gpu)
@@ -184,12 +189,13 @@ def test_cbm3d_end_to_end_and_workers_give_identical_results(data_root: Path) ->
     """CBM3D (σ known) on two 64² crops of each set; then KODAK again in a pool of 2 workers."""
     pytest.importorskip("bm3d")
     kw = {"repeats": 1, "limit": 2, "crop": 64}
-    serial = evaluate(CBM3D("known"), protocols(SETS, **kw), root=data_root, progress=False)
+    serial = evaluate(CBM3D("known"), protocols(SETS, **kw), EvalSettings(root=data_root, progress=False))
     for s in serial.sets.values():
         assert s.count == 2 and s.reported == "out"
         assert s.psnr["out"] > s.psnr["noisy"] + 5
         assert s.ssim["out"] > s.ssim["noisy"]
-    parallel = evaluate(CBM3D("known"), protocols("kodak", **kw), workers=2, root=data_root, progress=False)
+    pool = EvalSettings(workers=2, root=data_root, progress=False)
+    parallel = evaluate(CBM3D("known"), protocols("kodak", **kw), pool)
     assert _rows(parallel) == [r for r in _rows(serial) if r[0] == "kodak"]
 
 
@@ -204,7 +210,7 @@ def test_cbm3d_pinned_on_two_kodak_images(data_root: Path) -> None:
     """CBM3D, σ = 25 known, KODAK kodim01–02, 256² centre crops, 1 pass, seed 0, authors padding."""
     pytest.importorskip("bm3d")
     kodak = protocols("kodak", ("gaussian", 25), repeats=1, limit=2, crop=256)
-    res = evaluate(CBM3D("known"), kodak, root=data_root, progress=False)
+    res = evaluate(CBM3D("known"), kodak, EvalSettings(root=data_root, progress=False))
     s = res.sets["kodak"]
     assert s.psnr["out"] == pytest.approx(PINNED_CBM3D_PSNR, abs=0.02)
     assert s.psnr["noisy"] == pytest.approx(PINNED_NOISY_PSNR, abs=1e-6)  # the inputs themselves are exact
@@ -240,21 +246,22 @@ def _toy_images(n: int = 3) -> dict[str, list[TestImage]]:
 
 def test_journal_resumes_an_interrupted_run_with_identical_results(tmp_path: Path) -> None:
     """Killed after 4 of 6 items, the rerun denoises only the last 2 and reports what one run reports."""
-    kw = {"images": _toy_images(), "progress": False}
+    images, quiet = _toy_images(), EvalSettings(progress=False)
+    journalled = replace(quiet, journal_dir=tmp_path)
     toy = protocols(
         "toy", ("gaussian", [5, 50]), repeats=2
     )  # per-item σ, so the recorded params identify items
     whole = Smoother()
-    reference = evaluate(whole, toy, **kw)
+    reference = evaluate(whole, toy, quiet, images)
     assert len(whole.params) == 6
 
     with pytest.raises(Interrupted):
-        evaluate(Smoother(die_after=4), toy, journal_dir=tmp_path, **kw)
+        evaluate(Smoother(die_after=4), toy, journalled, images)
     journal = tmp_path / "partial-toy.jsonl"
     assert len(journal.read_text().splitlines()) == 1 + 4  # key line + one line per scored item
 
     rest = Smoother()
-    resumed = evaluate(rest, toy, journal_dir=tmp_path, **kw)
+    resumed = evaluate(rest, toy, journalled, images)
     assert rest.params == whole.params[4:]
     assert _rows(resumed) == _rows(reference)
     assert resumed.sets["toy"].psnr == reference.sets["toy"].psnr
@@ -263,27 +270,28 @@ def test_journal_resumes_an_interrupted_run_with_identical_results(tmp_path: Pat
 
 
 def test_journal_of_another_evaluation_or_cut_short_line(tmp_path: Path) -> None:
-    kw = {"images": _toy_images(), "progress": False, "journal_dir": tmp_path}
+    images, run = _toy_images(), EvalSettings(progress=False, journal_dir=tmp_path)
+    run_b = replace(run, identity={"checkpoint": "b.ckpt"})
     toy, toy_seed1 = protocols("toy", repeats=2), protocols("toy", repeats=2, seed=1)
     with pytest.raises(Interrupted):
-        evaluate(Smoother(die_after=3), toy, **kw)
+        evaluate(Smoother(die_after=3), toy, run, images)
     journal = tmp_path / "partial-toy.jsonl"
     with journal.open("a") as f:
         f.write('{"set": "toy", "index": 3, "rep')  # the write a kill cut short
     again = Smoother()
-    evaluate(again, toy, **kw)
+    evaluate(again, toy, run, images)
     assert len(again.params) == 3  # the cut line is not an item
     complete = Smoother()
-    evaluate(complete, toy, **kw)
+    evaluate(complete, toy, run, images)
     assert complete.params == []  # the journal stays complete until write_results supersedes it
 
     other_seed = Smoother()
-    evaluate(other_seed, toy_seed1, **kw)  # another protocol: nothing is reused
+    evaluate(other_seed, toy_seed1, run, images)  # another protocol: nothing is reused
     assert len(other_seed.params) == 6
     other_identity = Smoother()
-    evaluate(other_identity, toy_seed1, identity={"checkpoint": "b.ckpt"}, **kw)
+    evaluate(other_identity, toy_seed1, run_b, images)
     assert len(other_identity.params) == 6
 
     journal.write_text(journal.read_text().splitlines()[0] + "\nnot json\n{}\n")
     with pytest.raises(ValueError, match=r"partial-toy.jsonl, line 2: not a scored item"):
-        evaluate(Smoother(), toy_seed1, identity={"checkpoint": "b.ckpt"}, **kw)
+        evaluate(Smoother(), toy_seed1, run_b, images)

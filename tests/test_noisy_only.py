@@ -24,6 +24,7 @@ from ssdn.denoise import main as denoise_main
 from ssdn.noise import build_noise
 from ssdn.train import run
 from ssdn.training.checkpoints import read_checkpoint
+from ssdn.training.initial_level import initialise_level
 from ssdn.training.module import DenoiserModule
 from tests.cli_subprocess import logged_losses, train_cli
 from tests.conftest import TINY, compose_config
@@ -187,7 +188,7 @@ def test_init_data_starts_the_level_near_the_truth(tmp_path: Path) -> None:
     settings = DataSettings.from_config(cfg.data, channels=1, seed=0)
     dm = DenoisingDataModule(settings, noise=module.noise)
     assert module.learned_level()["sigma"] == pytest.approx(4.9, abs=0.1)  # the authors' start
-    estimate = module.initialise_level(dm.estimation_images())
+    estimate = initialise_level(cfg, module, dm)  # noise_params.init=data, the default
     assert estimate["sigma"] == pytest.approx(25.0, rel=0.15)
     assert module.learned_level()["sigma"] == pytest.approx(estimate["sigma"], rel=1e-6)
 

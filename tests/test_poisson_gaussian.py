@@ -14,7 +14,6 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from ssdn.baselines.foi import fit_variance_line
 from ssdn.methods.levels import build_level_source, initialise_from_data
 from ssdn.methods.prior import split_prior
 from ssdn.nets import GlobalNoiseLevel, NoiseEstimator, level_from_raw
@@ -26,11 +25,12 @@ from ssdn.noise import (
     PoissonNoise,
     build_noise,
 )
+from tests.conftest import shared_data_root
 from tests.test_posterior import make_raw, reference_eq6, reference_posterior_cov, ridge_tolerance
 
 F64 = torch.float64
 B5 = (5 / 255) ** 2
-KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+KODAK = (shared_data_root() or Path("/nonexistent")) / "kodak"  # $SSDN_DATA_ROOT or ../shared/data
 
 
 def gen(seed: int) -> torch.Generator:
@@ -302,23 +302,23 @@ def test_level_initialisation_within_15_percent(model: NoiseModel) -> None:
     estimate = initialise_from_data(source, model, list(noisy))
     truth = model.to_level(model.low)
     level = source(noisy[:1], model.sample_params(1), model)[0]
-    assert estimate.shape == model.low.shape
+    assert list(estimate) == list(model.param_names)
     assert ((level / truth - 1).abs() < 0.15).all(), (model, level, truth)
+    assert source.params(model) == pytest.approx(estimate, rel=1e-6)  # float32 raw
+
+
+def test_initialise_from_data_refuses_without_changing_the_level() -> None:
+    noisy = [torch.rand(3, 32, 32, generator=gen(71))]
+    source = build_level_source("global", 3)
+    with pytest.raises(ValueError, match=r"noise_params\.init=paper"):
+        initialise_from_data(source, ImpulseNoise(0.5), noisy)
+    assert source.params(ImpulseNoise(0.5)) == {
+        "alpha": pytest.approx(float(level_from_raw(torch.tensor(0.0))))
+    }
+    with pytest.raises(ValueError, match="not learned"):
+        initialise_from_data(build_level_source("known", 3), GaussianNoise(25), noisy)
 
 
 def test_impulse_estimate_says_what_to_do() -> None:
     with pytest.raises(ValueError, match=r"noise_params\.init=paper"):
         ImpulseNoise(0.5).estimate_params([torch.rand(3, 32, 32)])
-
-
-def test_fit_variance_line_exact_and_clamped() -> None:
-    means = torch.linspace(0.1, 0.7, 7, dtype=F64)
-    counts = torch.full_like(means, 1000.0)
-    a, b = fit_variance_line(means, 0.01 * means + B5, counts)
-    assert a == pytest.approx(0.01, rel=1e-9) and b == pytest.approx(B5, rel=1e-9)
-    a, b = fit_variance_line(means, 0.002 - 0.001 * means, counts)  # decreasing: a clamped to 0
-    assert a == 0.0 and b > 0
-    a, b = fit_variance_line(means, 0.01 * means, counts, b_zero=True)
-    assert a == pytest.approx(0.01, rel=1e-12) and b == 0.0
-    with pytest.raises(ValueError, match="no intensity bin"):
-        fit_variance_line(means[:0], means[:0], counts[:0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +136,71 @@ def test_limit_and_centre_crop(data_root: Path) -> None:
     assert torch.equal(prepared.clean[0], ref)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "pad_mode", "digest"),
+    [
+        ("gaussian", 25.0, "authors", "87ba70fe943c182e54784fd369f2493dee47fcff6e57987f35ffbf40f2211832"),
+        ("gaussian", 25.0, "per_image", "fa7ec3630e653a725b85f61d8557e874842e3469d6755a3fc2558029bfdc0914"),
+        (
+            "gaussian",
+            (5.0, 50.0),
+            "authors",
+            "3c2b47cb6f2718b759b0aa92048f95222110a2625d9aca47d7b5454ff3dbab4e",
+        ),
+        (
+            "poisson",
+            (5.0, 50.0),
+            "per_image",
+            "eeb8d0c8644f6271ef8772c715930201efe9dbd74d87afefa8c197d7f233d126",
+        ),
+    ],
+)
+def test_single_parameter_noisy_inputs_are_those_of_before(
+    data_root: Path, name: str, value: float | tuple[float, float], pad_mode: str, digest: str
+) -> None:
+    """The authors' protocol must not move: SHA-256 of the noisy images and float64 params of the first KODAK
+    image, two passes at seed 0, equal those the protocol gave before it carried several parameters (values
+    computed with commit 987a78f, where ``NoisyItem.param`` was ``float(params[0])``)."""
+    cfg = ProtocolConfig("kodak", NoiseSpec(name, value), repeats=2, seed=0, limit=1, pad_mode=pad_mode)
+    h = hashlib.sha256()
+    for it in generate(prepare_set(cfg, root=data_root)):
+        assert it.params.shape == () and it.params.dtype == torch.float64 and it.param == it.params.item()
+        h.update(it.noisy.numpy().tobytes())
+        h.update(np.float64(it.param).tobytes())
+    assert h.hexdigest() == digest
+
+
+@pytest.mark.parametrize("pad_mode", ["authors", "per_image"])
+def test_poisson_gaussian_carries_both_parameters(pad_mode: str) -> None:
+    images = _images((20, 30), (24, 16))
+    value = OmegaConf.create({"a": 0.01, "b": [1e-4, 4e-4]})  # as a run config holds it
+    (cfg,) = protocol_configs(
+        {"sets": "toy", "repeats": 2, "seed": 7, "pad_mode": pad_mode}, ("poisson_gaussian", value), 3
+    )
+    spec = cfg.noise
+    assert spec == NoiseSpec("poisson_gaussian", {"a": 0.01, "b": (1e-4, 4e-4)})
+    assert spec.label() == "poisson_gaussian_a0.01_b0.0001_0.0004" and hash(spec) == hash(
+        NoiseSpec.of(spec.build())
+    )
+    assert NoiseSpec.of(spec.build()) == spec
+    items = list(generate(prepare_set(replace(cfg, multiple=8), images)))
+    g = torch.Generator().manual_seed(7)
+    noise = build_noise("poisson_gaussian", {"a": 0.01, "b": [1e-4, 4e-4]})
+    sizes = [32, 32] if pad_mode == "authors" else [32, 24]
+    for it in items:  # the documented order, with (1, 2) params
+        clean, size = _clean(images[it.image]), sizes[it.image]
+        params = noise.sample_params(1, generator=g)
+        if pad_mode == "authors":
+            ref = noise.corrupt(_reflect(clean, size)[None], params, generator=g)[0]
+        else:
+            ref = _reflect(noise.corrupt(clean[None], params, generator=g)[0], size)
+        assert torch.equal(it.noisy, ref)
+        assert torch.equal(it.params, params[0]) and it.params.shape == (2,)
+        a, b = params[0].tolist()
+        assert it.param == {"a": a, "b": b} and a == 0.01 and 1e-4 <= b <= 4e-4
+    assert items[0].param != items[2].param  # b is drawn per image
+
+
 def test_config_and_noise_spec() -> None:
     with pytest.raises(ValueError, match="pad_mode"):
         ProtocolConfig("kodak", NoiseSpec("gaussian", 25.0), repeats=1, pad_mode="official")
@@ -144,6 +211,10 @@ def test_config_and_noise_spec() -> None:
     assert NoiseSpec.of(build_noise("impulse", [0, 1])) == NoiseSpec("impulse", (0.0, 1.0))
     assert NoiseSpec.of(build_noise("gaussian", [25, 25])).label() == "gaussian25"
     assert NoiseSpec("impulse", 0.5).build().variable is False
+    assert NoiseSpec("gaussian", [25, 25]) == NoiseSpec("gaussian", 25.0)  # ranges of one value are values
+    pg = NoiseSpec("poisson_gaussian", {"a": [0.01, 0.01], "b": [0, 4e-4]})
+    assert pg.value == {"a": 0.01, "b": (0.0, 4e-4)} and pg.label() == "poisson_gaussian_a0.01_b0_0.0004"
+    assert NoiseSpec.of(pg.build()) == pg and len({pg, NoiseSpec.of(pg.build())}) == 1
 
 
 def test_protocol_configs_from_the_eval_section() -> None:

@@ -172,9 +172,10 @@ class _Identity:
 def test_results_record_the_checksums_of_what_was_scored(data_root: Path, tmp_path: Path) -> None:
     from ssdn.eval.evaluator import evaluate, write_results
     from ssdn.eval.protocol import protocol_configs
+    from ssdn.eval.settings import EvalSettings
 
     configs = protocol_configs({"sets": ["kodak"], "repeats": 1, "limit": 2, "crop": 32}, ("gaussian", 25), 3)
-    results = evaluate(_Identity(), configs, root=data_root, progress=False)
+    results = evaluate(_Identity(), configs, EvalSettings(root=data_root, progress=False))
     write_results(results, tmp_path)
     recorded = json.loads((tmp_path / "results.json").read_text())["sets"]["kodak"]["sha256"]
     spec = {f.name: f.sha256 for f in get_testset("kodak").files}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from torch import nn
 
 from ssdn.eval.evaluator import evaluate
 from ssdn.eval.protocol import protocol_configs
+from ssdn.eval.settings import EvalSettings
 from ssdn.inference.tiling import (
     axis_weights,
     check_tiling,
@@ -223,8 +225,9 @@ class _SmallNetDenoiser:
 def test_evaluator_tiles_inputs_larger_than_its_tile_with_the_same_scores(data_root: Path) -> None:
     protocol = protocol_configs({"sets": "kodak", "repeats": 1, "limit": 2, "crop": 100}, ("gaussian", 25), 3)
     whole, tiled = _SmallNetDenoiser(), _SmallNetDenoiser()
-    expected = evaluate(whole, protocol, root=data_root, progress=False, batch_size=2)
-    result = evaluate(tiled, protocol, root=data_root, progress=False, batch_size=2, tile=64)
+    run = EvalSettings(root=data_root, progress=False, batch_size=2)
+    expected = evaluate(whole, protocol, run)
+    result = evaluate(tiled, protocol, replace(run, tile=64))
     assert set(whole.sides) == {128} and set(tiled.sides) == {64}
     for a, b in zip(expected.sets["kodak"].rows, result.sets["kodak"].rows, strict=True):
         assert a.psnr == pytest.approx(b.psnr, abs=1e-3)

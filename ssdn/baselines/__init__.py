@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 from ssdn.baselines.anscombe import AnscombeBM3D, anscombe, inverse_anscombe_unbiased
 from ssdn.baselines.cbm3d import CBM3D, require_bm3d
-from ssdn.baselines.chen import estimate_sigma
 
 __all__ = [
     "BASELINES",
@@ -19,7 +18,6 @@ __all__ = [
     "AnscombeBM3D",
     "anscombe",
     "build_baseline",
-    "estimate_sigma",
     "inverse_anscombe_unbiased",
     "require_bm3d",
 ]

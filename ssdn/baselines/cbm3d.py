@@ -1,7 +1,7 @@
 """CBM3D (BM3D for grayscale) through the optional ``bm3d`` package, the paper's classical Gaussian baseline.
 
 σ is either the known per-image value (``params``, 8-bit units) or estimated from each noisy image with the
-method of Chen et al. (``ssdn.baselines.chen``), as in the paper's "CBM3D, σ unknown" row. ``bm3d``'s
+method of Chen et al. (``ssdn.noise.estimate``), as in the paper's "CBM3D, σ unknown" row. ``bm3d``'s
 licence allows non-commercial use only, so it is an extra (``pip install 'ssdn[bm3d]'``), imported only
 when a denoiser runs.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ssdn.baselines.chen import estimate_sigma
+from ssdn.noise.estimate import estimate_sigma
 
 SIGMA_MODES = ("known", "estimated")
 PROFILES = {

@@ -8,10 +8,10 @@ cropped to H×W, batched among items of equal H×W, optionally in a process pool
 ``ssdn.eval.pool``). Scores are per image on the output cropped to H×W (``ssdn.eval.metrics``), for every
 output key and for the noisy input; a set's score is the mean over its replicated list
 (``ssdn.eval.results``). What is scored is fixed by one ``ProtocolConfig`` per set (``ssdn.eval.protocol``);
-how it is run (device, batch size, workers, journal) cannot change a number. A network input square larger
-than ``tile`` (none of the paper's sets: they pad to at most 768) is denoised in tiles (``ssdn.inference.tiling``), so
-memory stays bounded; squares up to ``tile`` run whole, as the protocol always ran them. With ``journal_dir`` an
-interrupted run resumes (``ssdn.eval.journal``).
+how it is run (``ssdn.eval.settings.EvalSettings``: device, batch size, workers, journal) cannot change a
+number. A network input square larger than ``tile`` (none of the paper's sets: they pad to at most 768) is
+denoised in tiles (``ssdn.inference.tiling``), so memory stays bounded; squares up to ``tile`` run whole, as the
+protocol always ran them. With ``journal_dir`` an interrupted run resumes (``ssdn.eval.journal``).
 """
 
 from __future__ import annotations
@@ -38,11 +38,9 @@ from ssdn.eval.metrics import mean_psnr, psnr, quantize, ssim
 from ssdn.eval.pool import run_in_pool
 from ssdn.eval.protocol import NoisyItem, PreparedSet, ProtocolConfig, generate, prepare_set
 from ssdn.eval.results import NOISY_KEY, UNCERTAINTY_KEY, ImageResult, Results, SetResult
+from ssdn.eval.settings import EVAL_TILE, EvalSettings
 from ssdn.inference.tiling import DEFAULT_OVERLAP, denoise_tiled
 from ssdn.utils import atomic_write_json, atomic_write_png, atomic_write_text
-
-EVAL_TILE = 1024
-"""Largest network input square the evaluator runs whole; the paper's sets (≤ 768) always do."""
 
 
 @runtime_checkable
@@ -74,7 +72,7 @@ def _batches(items: Iterable[NoisyItem], batch_size: int, key: Callable[[NoisyIt
 
 def _inputs(batch: list[NoisyItem], classical: bool) -> tuple[Tensor, Tensor]:
     noisy = torch.stack([it.noisy_unpadded() if classical else it.noisy for it in batch])
-    params = torch.tensor([it.param for it in batch], dtype=torch.float64)
+    params = torch.stack([it.params for it in batch])  # (N,) or (N, P) float64, paper units
     return noisy, params
 
 
@@ -244,55 +242,21 @@ def _evaluate_set(
     )
 
 
-def _check_run(
-    denoiser: Denoiser, batch_size: int, workers: int, calibrate: bool, journal_dir: str | Path | None
-) -> None:
-    """Refuse run settings that cannot work, before any image is denoised."""
-    if batch_size < 1 or workers < 1:
-        raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
-    if calibrate and (workers > 1 or journal_dir is not None):
-        raise ValueError(
-            "calibrate needs every image denoised in this process: use workers=1 and no journal_dir"
-        )
-    if workers > 1 and denoiser.requires_square_multiple is not None:
-        raise ValueError(
-            "workers > 1 is for classical (CPU) methods; run networks with batch_size and a device"
-        )
-
-
 def evaluate(
     denoiser: Denoiser,
     protocols: ProtocolConfig | Sequence[ProtocolConfig],
-    *,
-    root: str | Path | None = None,
+    settings: EvalSettings | None = None,
     images: Mapping[str, Sequence[TestImage]] | None = None,
-    batch_size: int = 1,
-    device: torch.device | str | None = None,
-    workers: int = 1,
-    progress: bool = True,
-    save_images: str | Path | None = None,
-    journal_dir: str | Path | None = None,
-    identity: Mapping[str, Any] | None = None,
-    calibrate: bool = False,
-    tile: int = EVAL_TILE,
-    allow_modified: bool = False,
 ) -> Results:
-    """Run ``denoiser`` on each set, under its protocol (``protocol_configs`` builds them from a config).
+    """Run ``denoiser`` on each set, under its protocol (``protocol_configs`` builds them from a config), as
+    ``settings`` say (``EvalSettings``: device, batch size, journal, calibration, ...; default ones if None).
 
     All protocols share one noise model (a ``Results`` reports one). The clean images come from the registered
-    sets under ``root``, or from ``images`` by set name. ``save_images``: folder for PNGs of the first pass
-    (noisy input and every output). ``workers`` > 1 runs a classical method in a process pool. A denoiser with
-    ``.to`` is moved to ``device`` (inputs follow; noise is always drawn on the CPU); an ``nn.Module`` is put
-    in eval mode. ``journal_dir``: keep a per-set journal there and resume from it; ``identity`` says what else
-    distinguishes this denoiser from another of the same name (e.g. the checkpoint file), so a journal is
-    reused only for the same one. ``calibrate``: also ask the denoiser for its posterior std
-    (``denoise(..., uncertainty=True)``) and measure its calibration against the clean images
-    (``ssdn.eval.calibration``) into each set's ``calibration``; it needs every image, so no journal is resumed.
-    ``tile``: network inputs with a larger side are denoised in tiles of this side (a multiple of the network's
-    ``requires_square_multiple``).
-    Registered sets are verified against their checksums before scoring;
-    ``allow_modified`` scores a modified file with a warning instead of refusing it.
+    sets under ``settings.root``, or from ``images`` by set name. A denoiser with ``.to`` is moved to the
+    device; an ``nn.Module`` is put in eval mode. Registered sets are verified against their checksums before
+    scoring.
     """
+    run = settings if settings is not None else EvalSettings()
     if not isinstance(denoiser, Denoiser):
         raise TypeError("denoiser needs .name, .requires_square_multiple and .denoise(noisy, params) -> dict")
     configs = [protocols] if isinstance(protocols, ProtocolConfig) else list(protocols)
@@ -303,50 +267,60 @@ def evaluate(
         raise ValueError(
             f"all protocols must use one noise model, got {sorted({c.noise.label() for c in configs})}"
         )
-    _check_run(denoiser, batch_size, workers, calibrate, journal_dir)
-    dev = torch.device(device) if device is not None else None
+    if run.workers > 1 and denoiser.requires_square_multiple is not None:
+        raise ValueError(
+            "workers > 1 is for classical (CPU) methods; run networks with batch_size and a device"
+        )
+    dev = torch.device(run.device) if run.device is not None else None
     if dev is not None and hasattr(denoiser, "to"):
         denoiser.to(dev)
     if isinstance(denoiser, torch.nn.Module):
         denoiser.eval()  # a network is scored in inference mode, whatever state the caller left it in
-    out_dir = Path(save_images) if save_images is not None else None
+    out_dir = Path(run.save_images) if run.save_images is not None else None
 
     results: dict[str, SetResult] = {}
     for cfg in configs:
         prepared = prepare_set(
             cfg,
             None if images is None else images.get(cfg.set_name),
-            root=root,
-            allow_modified=allow_modified,
+            root=run.root,
+            allow_modified=run.allow_modified,
         )
         journal = None
-        if journal_dir is not None:
-            key = {"method": denoiser.name, "identity": dict(identity or {}), "protocol": asdict(cfg)}
-            journal = Journal(journal_path(journal_dir, cfg.set_name), key)
+        if run.journal_dir is not None:
+            key = {"method": denoiser.name, "identity": dict(run.identity), "protocol": asdict(cfg)}
+            journal = Journal(journal_path(run.journal_dir, cfg.set_name), key)
         results[cfg.set_name] = _evaluate_set(
             denoiser,
             prepared,
-            batch_size=batch_size,
+            batch_size=run.batch_size,
             device=dev,
-            workers=workers,
-            progress=progress,
+            workers=run.workers,
+            progress=run.progress,
             save_images=out_dir,
             journal=journal,
-            calibration=Calibration() if calibrate else None,
-            tile=tile,
+            calibration=Calibration() if run.calibrate else None,
+            tile=run.tile,
         )
     meta = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
         "device": str(dev) if dev is not None else "cpu",
-        "batch_size": batch_size,
-        "workers": workers,
+        "batch_size": run.batch_size,
+        "workers": run.workers,
     }
     noise_info = {"name": spec.name, "value": spec.value, "label": spec.label()}
     return Results(method=denoiser.name, noise=noise_info, sets=results, meta=meta)
 
 
 # ----------------------------------------------------------------------------------------------- writing
+
+
+def _param_text(param: float | dict[str, float]) -> str:
+    """The CSV's ``param`` cell: ``25.0`` for one parameter (as always), ``a=0.01 b=0.000384`` for several."""
+    if isinstance(param, dict):
+        return " ".join(f"{k}={v!r}" for k, v in param.items())
+    return repr(param)
 
 
 def write_results(results: Results, out_dir: str | Path) -> tuple[Path, Path]:
@@ -366,7 +340,7 @@ def write_results(results: Results, out_dir: str | Path) -> tuple[Path, Path]:
     writer.writerow(base + [f"psnr_{k}" for k in keys] + [f"ssim_{k}" for k in keys])
     for r in rows:
         writer.writerow(
-            [r.set, r.index, r.rep, r.image, r.name, r.height, r.width, repr(r.param)]
+            [r.set, r.index, r.rep, r.image, r.name, r.height, r.width, _param_text(r.param)]
             + [repr(r.psnr.get(k, float("nan"))) for k in keys]
             + [repr(r.ssim.get(k, float("nan"))) for k in keys]
         )

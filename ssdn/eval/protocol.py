@@ -41,35 +41,69 @@ from ssdn.noise import NoiseModel, build_noise
 PAD_MODES = ("authors", "per_image")
 
 
+Entry = float | tuple[float, float]
+"""One parameter in a ``NoiseSpec``: a fixed value or a ``(low, high)`` range drawn per image."""
+
+
+def _entry(value: object) -> Entry:
+    """A number, or a pair (a config's list too) -> a float, or a range unless both ends are equal."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        low, high = (float(v) for v in value)
+        return low if low == high else (low, high)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _plain(entry: Entry) -> float | list[float]:
+    return list(entry) if isinstance(entry, tuple) else entry
+
+
 @dataclass(frozen=True)
 class NoiseSpec:
-    """A noise model by config: ``build_noise(name, value)``; value a number or a ``(low, high)`` range."""
+    """A noise model by config: ``build_noise(name, value)``. ``value`` is a number or a ``(low, high)`` range, or
+    for a model with several parameters (Poisson–Gaussian) a mapping ``{name: number or (low, high)}``."""
 
     name: str
-    value: float | tuple[float, float]
+    value: Entry | Mapping[str, Entry]
+
+    def __post_init__(self) -> None:
+        """Numbers as floats and ranges as tuples (a config's lists too), so equal specs compare equal."""
+        value = self.value
+        plain = {str(k): _entry(v) for k, v in value.items()} if isinstance(value, Mapping) else _entry(value)
+        object.__setattr__(self, "value", plain)
+
+    def __hash__(self) -> int:  # a mapping value is not hashable; the label names the spec exactly
+        return hash((self.name, self.label()))
 
     @classmethod
     def of(cls, noise: NoiseSpec | NoiseModel | Sequence) -> NoiseSpec:
-        """Accept a spec, a built ``NoiseModel`` or a ``(name, value)`` pair (value a number or a range, which
-        may be a config's list)."""
+        """Accept a spec, a built ``NoiseModel`` or a ``(name, value)`` pair (value a number, a range, which may be
+        a config's list, or a mapping of them per parameter)."""
         if isinstance(noise, NoiseSpec):
             return noise
         if isinstance(noise, NoiseModel):
-            low, high = float(noise.low), float(noise.high)
-            return cls(noise.name, low if low == high else (low, high))
+            pairs = zip(noise.low.reshape(-1).tolist(), noise.high.reshape(-1).tolist(), strict=True)
+            entries = [_entry(pair) for pair in pairs]
+            if noise.num_params == 1:
+                return cls(noise.name, entries[0])
+            return cls(noise.name, dict(zip(noise.param_names, entries, strict=True)))
         name, value = noise
-        if isinstance(value, Sequence) and not isinstance(value, str):
-            low, high = (float(v) for v in value)
-            return cls(str(name), low if low == high else (low, high))
-        return cls(str(name), float(value))
+        return cls(str(name), value)
 
     def build(self) -> NoiseModel:
-        return build_noise(self.name, list(self.value) if isinstance(self.value, tuple) else self.value)
+        if isinstance(self.value, Mapping):
+            return build_noise(self.name, {k: _plain(v) for k, v in self.value.items()})
+        return build_noise(self.name, _plain(self.value))
 
     def label(self) -> str:
-        """E.g. ``gaussian25`` or ``gaussian5_50`` (the config naming of the authors)."""
-        vals = self.value if isinstance(self.value, tuple) else (self.value,)
-        return self.name + "_".join(f"{v:g}" for v in vals)
+        """E.g. ``gaussian25``, ``gaussian5_50`` (the config naming of the authors) or
+        ``poisson_gaussian_a0.01_b0.0001_0.0004``."""
+
+        def values(entry: Entry) -> str:
+            return "_".join(f"{v:g}" for v in (entry if isinstance(entry, tuple) else (entry,)))
+
+        if isinstance(self.value, Mapping):
+            return self.name + "".join(f"_{k}{values(v)}" for k, v in self.value.items())
+        return self.name + values(self.value)
 
 
 @dataclass(frozen=True)
@@ -147,7 +181,10 @@ def protocol_configs(
 
 @dataclass
 class NoisyItem:
-    """One entry of the replicated list: ``noisy`` is the network input (C, S, S); ``clean`` is (C, H, W)."""
+    """One entry of the replicated list: ``noisy`` is the network input (C, S, S); ``clean`` is (C, H, W).
+
+    ``params``: the image's noise parameters, () or (P,) float64 in the paper's units, as the denoiser gets them;
+    ``param``: the same for result rows, a number for one parameter, ``{name: value}`` for several."""
 
     index: int
     rep: int
@@ -155,7 +192,8 @@ class NoisyItem:
     name: str
     clean: Tensor
     noisy: Tensor
-    param: float
+    params: Tensor
+    param: float | dict[str, float]
 
     @property
     def height(self) -> int:
@@ -251,4 +289,11 @@ def generate(prepared: PreparedSet) -> Iterator[NoisyItem]:
                 noisy = noise.corrupt(_pad(clean, size).unsqueeze(0), params, generator=g)[0]
             else:
                 noisy = _pad(noise.corrupt(clean.unsqueeze(0), params, generator=g)[0], size)
-            yield NoisyItem(rep * n + i, rep, i, name, clean, noisy, float(params[0]))
+            yield NoisyItem(rep * n + i, rep, i, name, clean, noisy, params[0], _record(noise, params[0]))
+
+
+def _record(noise: NoiseModel, params: Tensor) -> float | dict[str, float]:
+    """One image's params for the result rows: a number for a one-parameter model (as results files always
+    held), ``{name: value}`` for several."""
+    values = {k: float(v) for k, v in noise.params_dict(params).items()}
+    return values[noise.param_name] if noise.num_params == 1 else values

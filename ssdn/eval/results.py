@@ -23,7 +23,8 @@ class ImageResult:
     name: str
     height: int
     width: int
-    param: float
+    param: float | dict[str, float]
+    """The image's noise parameter in the paper's units; ``{name: value}`` for a model with several."""
     psnr: dict[str, float]
     ssim: dict[str, float]
 

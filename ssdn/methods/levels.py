@@ -1,8 +1,14 @@
-"""Where the noise level comes from: the true parameter, one learned scalar, or an estimator network.
+"""Where the noise level comes from: the true parameter, one learned scalar, or an estimator network; and where
+a learned level starts (``initialise_from_data``).
 
 Names follow the authors' configs: ``sigma_known``, ``sigma_global``, ``sigma_per_image``. Every source
 returns the level in the noise model's internal units (σ/255, 1/λ, α, or (√a, √b)) as ``(N,)`` float64, or
 ``(N, P)`` for a noise model with P > 1 parameters.
+
+Why a data-driven start: the authors start every learned level at 4.9/255 and train for 2M images; a short run
+from there spends much of its budget walking the level to the truth, while the noise model's classical estimate
+(``NoiseModel.estimate_params``, ``ssdn.noise.estimate``) on a few noisy images lands near it before the first
+step. The training run calls it through ``ssdn.training.initial_level`` (``noise_params.init``).
 """
 
 from __future__ import annotations
@@ -59,6 +65,11 @@ class GlobalLevel(LevelSource):
     def initialise(self, level: Tensor) -> None:
         self.level.initialise(level)
 
+    def params(self, noise: NoiseModel) -> dict[str, float]:
+        """The learned level in paper units, ``{param name: value}`` (for logs, results and checkpoints)."""
+        level = self.level(torch.empty(1, device=self.level.raw.device))[0]
+        return dict(zip(noise.param_names, noise.to_params(level).reshape(-1).tolist(), strict=True))
+
 
 class PerImageLevel(LevelSource):
     """An auxiliary network that estimates each image's level (the variable-noise "σ unknown" rows)."""
@@ -92,9 +103,12 @@ def build_level_source(source: str, channels: int, num_params: int = 1) -> Level
     raise ValueError(f"noise_params.source must be one of {LEVEL_SOURCES}, got {source!r}")
 
 
-def initialise_from_data(source: LevelSource, noise: NoiseModel, noisy: Sequence[Tensor]) -> Tensor:
-    """Start a learned level at the noise model's classical estimate from noisy training images (C, H, W) or
-    batches; returns the estimate in paper units (for logging)."""
-    params = noise.estimate_params(noisy)
+def initialise_from_data(source: LevelSource, noise: NoiseModel, noisy: Sequence[Tensor]) -> dict[str, float]:
+    """Start a learned level at the noise model's classical estimate from noisy images (C, H, W) or batches
+    (N, C, H, W); returns the estimate in paper units, ``{param name: value}``. Raises ``ValueError`` for a
+    noise model without a classical estimator (impulse) or a source that is not learned, changing nothing."""
+    if not source.learned:
+        raise ValueError(f"the {source.name} level source is not learned; there is nothing to initialise")
+    params = noise.estimate_params(noisy).to(torch.float64)
     source.initialise(noise.to_level(params))
-    return params
+    return dict(zip(noise.param_names, params.reshape(-1).tolist(), strict=True))

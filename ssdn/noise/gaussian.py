@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ssdn.baselines.chen import estimate_sigma
 from ssdn.noise.base import MIN_STD, AdditiveGaussianNoise, _eye, _f64, _regulariser_weight, as_images
+from ssdn.noise.estimate import estimate_sigma
 
 __all__ = ["GaussianNoise"]
 
@@ -33,7 +33,7 @@ class GaussianNoise(AdditiveGaussianNoise):
         return _f64(level) * 255.0
 
     def estimate_params(self, noisy: Sequence[Tensor]) -> Tensor:
-        """Median over images of Chen et al.'s σ (ssdn.baselines.chen), in 8-bit units."""
+        """Median over images of Chen et al.'s σ (ssdn.noise.estimate), in 8-bit units."""
         sigmas = [255.0 * estimate_sigma(img) for img in as_images(noisy)]
         return torch.tensor(sigmas, dtype=torch.float64).median()
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ssdn.baselines.foi import estimate_poisson_gaussian
 from ssdn.noise.base import MIN_STD, AdditiveGaussianNoise, _f64, _regulariser_weight, as_images
+from ssdn.noise.estimate import estimate_poisson_gaussian
 
 __all__ = ["PoissonNoise"]
 
@@ -33,7 +33,7 @@ class PoissonNoise(AdditiveGaussianNoise):
         return 1.0 / _f64(level)
 
     def estimate_params(self, noisy: Sequence[Tensor]) -> Tensor:
-        """λ = 1/a from the median over images of the Foi-style fit var = a·x (b = 0, ssdn.baselines.foi)."""
+        """λ = 1/a from the median over images of the Foi-style fit var = a·x (b = 0, ssdn.noise.estimate)."""
         slopes = [estimate_poisson_gaussian(img, b_zero=True)[0] for img in as_images(noisy)]
         a = torch.tensor(slopes, dtype=torch.float64).median()
         if not a > 0:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ssdn.baselines.foi import estimate_poisson_gaussian
 from ssdn.noise.base import MIN_STD, AdditiveGaussianNoise, _f64, _regulariser_weight, as_images
+from ssdn.noise.estimate import estimate_poisson_gaussian
 
 __all__ = ["PoissonGaussianNoise"]
 
@@ -43,7 +43,7 @@ class PoissonGaussianNoise(AdditiveGaussianNoise):
         return _f64(level).square()
 
     def estimate_params(self, noisy: Sequence[Tensor]) -> Tensor:
-        """Median over images of the Foi-style (a, b) fit (ssdn.baselines.foi)."""
+        """Median over images of the Foi-style (a, b) fit (ssdn.noise.estimate)."""
         fits = [estimate_poisson_gaussian(img) for img in as_images(noisy)]
         return torch.tensor(fits, dtype=torch.float64).median(dim=0).values
 

@@ -1,10 +1,9 @@
-"""Where a learned noise level starts: a classical estimate from the training data (``noise_params.init``).
+"""The training run's side of a learned level's data-driven start (``noise_params.init``): which images, when,
+and what is logged. The estimate itself and why it helps: ``ssdn.methods.levels.initialise_from_data``.
 
-Why: the authors start every learned level at 4.9/255 and train for 2M images; a short run from that start
-spends much of its budget walking the level to the truth. A classical estimator (``NoiseModel.estimate_params``)
-on a few training images lands near the truth before the first step. ``init=paper`` keeps the authors' start,
-which the paper's rows use; a noise model without a classical estimator (impulse) also keeps it, with a warning.
-Every DDP rank computes the same value from the same files and seed.
+``init=paper`` keeps the authors' 4.9/255, which the paper's rows use; a noise model without a classical
+estimator (impulse) also keeps it, with a warning. Every DDP rank computes the same value from the same files
+and seed (``DenoisingDataModule.estimation_images``).
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from omegaconf import DictConfig
 
 from ssdn.config.schema import LevelInit
 from ssdn.data.datamodule import DenoisingDataModule
+from ssdn.methods.levels import initialise_from_data
 from ssdn.training.module import DenoiserModule
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,11 @@ def initialise_level(
 ) -> dict[str, float]:
     """With ``noise_params.init=data`` and a learned level, start it at the data's estimate (paper units,
     returned and logged); otherwise leave the module unchanged and return ``{}``."""
-    if cfg.noise_params.get("init", LevelInit.data) != LevelInit.data or not module.method.learned_level:
+    source = module.method.level_source
+    if cfg.noise_params.get("init", LevelInit.data) != LevelInit.data or source is None or not source.learned:
         return {}
     try:
-        estimate = module.initialise_level(datamodule.estimation_images(ESTIMATION_IMAGES))
+        estimate = initialise_from_data(source, module.noise, datamodule.estimation_images(ESTIMATION_IMAGES))
     except ValueError as exc:  # a noise model without a classical estimator (impulse) says so
         log.warning("%s; the learned level starts at the authors' value", exc)
         return {}
