@@ -155,11 +155,10 @@ def evaluate_on_testsets(
     """Score a denoiser on the configured test sets; writes ``results.json`` and ``per_image.csv``."""
     from ssdn.eval.evaluator import evaluate, write_results
     from ssdn.eval.protocol import protocol_configs
+    from ssdn.eval.settings import EvalSettings
 
     is_network = isinstance(denoiser, L.LightningModule)
-    results = evaluate(
-        denoiser,
-        protocol_configs(cfg.eval, (cfg.noise.name, cfg.noise.value), int(cfg.channels)),
+    settings = EvalSettings(
         root=cfg.eval.root,
         batch_size=int(cfg.eval.batch_size),
         device=denoiser.device if is_network else None,
@@ -168,6 +167,8 @@ def evaluate_on_testsets(
         journal_dir=None if is_network else output_dir,  # a rerun of a long classical row resumes
         allow_modified=bool(cfg.eval.get("allow_modified", False)),
     )
+    protocols = protocol_configs(cfg.eval, (cfg.noise.name, cfg.noise.value), int(cfg.channels))
+    results = evaluate(denoiser, protocols, settings)
     write_results(results, output_dir)
     metrics: dict[str, float] = {}
     for name, s in results.sets.items():
