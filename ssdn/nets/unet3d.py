@@ -81,8 +81,8 @@ class UNet3D(nn.Module):
     dec_conv5a…1b. Head: three 1×1×1 convs (``nin_a``, ``nin_b``, ``nin_c``), ``nin_a`` taking the six
     branches' 6·``dec_channels`` features (blind spot) or ``dec_channels`` (baseline).
 
-    Blind spot: branch order ``+Z, −Z, +Y, +X, −Y, −X`` on the feature channels (``+Z``: the output at z reads
-    slabs z' < z only). Branches whose rotated volumes have the same shape and pooling run as one batch through
+    Blind spot: the six branches' features are stacked on the channel axis in this order of the open
+    half-space the output at (z, y, x) reads: z' < z, z' > z, y' > y, x' < x, y' < y, x' > x. Branches whose rotated volumes have the same shape and pooling run as one batch through
     the trunk (all six for a cube with isotropic pooling); others run apart, as the 2D net's ``two_pass``.
     ``three_pass=True`` always runs the three pairs ±Z, ±Y, ±X apart (same function): a traced export then
     takes any D×H×W.
@@ -212,9 +212,10 @@ class UNet3D(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Input of ``nin_a``: the trunk output (baseline) or ROTATE → trunk → UNROTATE for the six branches.
 
-        +Z is the volume as it is, −Z its half turn in the ZY plane; the lateral four are the plane's quarter
-        turns k = 0..3 in YX (+Y, +X, −Y, −X), each then turned a quarter in the ZY plane, which puts the
-        turned Y/X axis up and Z on trunk axis 1 (the same Z axis for the four, unflipped).
+        The z' < z branch sees the volume as it is, the z' > z one its half turn in the ZY plane; the four
+        lateral ones the k = 0..3 quarter turns in the YX plane, each then turned a quarter in the ZY plane,
+        which puts the turned Y or X axis up and Z on trunk axis 1 (the same, unflipped Z for the four). All
+        six are rotations, none a mirror image.
         """
         if not self.blindspot:
             return self.trunk(x, self.pools(0))
