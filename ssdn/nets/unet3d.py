@@ -67,7 +67,9 @@ def padded_shape3d(d: int, h: int, w: int, multiple: Sequence[int]) -> tuple[int
     """(D, H, W) that holds a d×h×w volume, each side rounded up to its own ``multiple`` (e.g. a net's
     `UNet3D.side_multiple`)."""
     if len(multiple) != 3 or min(d, h, w, *multiple) < 1:
-        raise ValueError(f"padded_shape3d needs positive d, h, w and three multiples, got {d, h, w}, {multiple}")
+        raise ValueError(
+            f"padded_shape3d needs positive d, h, w and three multiples, got {d, h, w}, {multiple}"
+        )
     md, mh, mw = multiple
     return -(-d // md) * md, -(-h // mh) * mh, -(-w // mw) * mw
 
@@ -82,8 +84,9 @@ class UNet3D(nn.Module):
     branches' 6·``dec_channels`` features (blind spot) or ``dec_channels`` (baseline).
 
     Blind spot: the six branches' features are stacked on the channel axis in this order of the open
-    half-space the output at (z, y, x) reads: z' < z, z' > z, y' > y, x' < x, y' < y, x' > x. Branches whose rotated volumes have the same shape and pooling run as one batch through
-    the trunk (all six for a cube with isotropic pooling); others run apart, as the 2D net's ``two_pass``.
+    half-space the output at (z, y, x) reads: z' < z, z' > z, y' > y, x' < x, y' < y, x' > x. Branches whose
+    rotated volumes have the same shape and pooling run as one batch through the trunk (all six for a cube
+    with isotropic pooling); others run apart, as the 2D net's ``two_pass``.
     ``three_pass=True`` always runs the three pairs ±Z, ±Y, ±X apart (same function): a traced export then
     takes any D×H×W.
 
@@ -110,7 +113,9 @@ class UNet3D(nn.Module):
             )
         z_pools = levels if pool_z is True else 0 if pool_z is False else pool_z
         if not 0 <= z_pools <= levels:
-            raise ValueError(f"pool_z must be True, False or a count of poolings in 0..{levels}, got {pool_z!r}")
+            raise ValueError(
+                f"pool_z must be True, False or a count of poolings in 0..{levels}, got {pool_z!r}"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.blindspot = blindspot
@@ -154,15 +159,17 @@ class UNet3D(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(f"UNet3D expects (N, {self.in_channels}, D, H, W) input, got shape {tuple(x.shape)}")
-        size = tuple(x.shape[2:])
+            raise ValueError(
+                f"UNet3D expects (N, {self.in_channels}, D, H, W) input, got shape {tuple(x.shape)}"
+            )
+        d, h, w = x.shape[2:]
         m = self.side_multiple
-        if any(n == 0 or n % k for n, k in zip(size, m, strict=True)):
+        if any(n == 0 or n % k for n, k in zip((d, h, w), m, strict=True)):
             kind = "blind-spot UNet3D" if self.blindspot else "UNet3D"
-            want = "×".join(map(str, padded_shape3d(*(max(n, 1) for n in size), m)))
+            want = "×".join(map(str, padded_shape3d(max(d, 1), max(h, 1), max(w, 1), m)))
             raise ValueError(
                 f"the {kind} needs D, H, W to be positive multiples of {m[0]}, {m[1]}, {m[2]}, got "
-                f"{'×'.join(map(str, size))}; pad it to {want} (ssdn.nets.padded_shape3d) and crop the output"
+                f"{d}×{h}×{w}; pad it to {want} (ssdn.nets.padded_shape3d) and crop the output"
             )
 
     def pools(self, z_axis: int) -> Pools:
