@@ -236,6 +236,30 @@ def test_gradcheck() -> None:
     assert torch.autograd.gradcheck(f, (x, weight), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
+@pytest.mark.parametrize("blindspot", [True, False])
+def test_channels_last_3d_bf16_autocast(blindspot: bool) -> None:
+    """channels_last_3d (kept through the rotations) gives the same output in fp32; bf16 autocast is close and
+    trains (finite, non-zero gradients on every parameter)."""
+    net = _net(blindspot=blindspot, dtype=torch.float32)
+    x = _volume(2, 1, (4, 4, 8), dtype=torch.float32)
+    with torch.no_grad():
+        ref = net(x)
+        net = net.to(memory_format=torch.channels_last_3d)
+        xc = x.contiguous(memory_format=torch.channels_last_3d)
+        if blindspot:
+            assert net.features(xc).is_contiguous(memory_format=torch.channels_last_3d)
+        torch.testing.assert_close(net(xc), ref, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(xc)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    assert (out.float() - ref).norm() <= 0.05 * ref.norm()
+    out.float().square().mean().backward()
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+        for p in net.parameters()
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # Shapes, parameters, init, errors
 

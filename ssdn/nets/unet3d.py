@@ -63,6 +63,13 @@ def _upsample(x: torch.Tensor, window: tuple[int, int, int]) -> torch.Tensor:
     return x
 
 
+def _like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels_last_3d memory format if ``ref`` is unambiguously in it, else unchanged."""
+    if ref.is_contiguous(memory_format=torch.channels_last_3d) and not ref.is_contiguous():
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
 def padded_shape3d(d: int, h: int, w: int, multiple: Sequence[int]) -> tuple[int, int, int]:
     """(D, H, W) that holds a d×h×w volume, each side rounded up to its own ``multiple`` (e.g. a net's
     `UNet3D.side_multiple`)."""
@@ -226,6 +233,7 @@ class UNet3D(nn.Module):
         """
         if not self.blindspot:
             return self.trunk(x, self.pools(0))
+        fmt = cast(nn.Conv3d, self.encoder[1]).weight
         views = [x, torch.rot90(x, 2, dims=(2, 3))]
         views += [torch.rot90(torch.rot90(x, k, dims=(3, 4)), 1, dims=(2, 3)) for k in range(4)]
         z_axes = (0, 0, 1, 1, 1, 1)
@@ -236,14 +244,17 @@ class UNet3D(nn.Module):
             groups.setdefault(key, []).extend(pair)
         branches: list[torch.Tensor] = [x] * 6
         for members in groups.values():
-            out = self.trunk(torch.cat([views[i] for i in members]), self.pools(z_axes[members[0]]))
+            # torch.rot90 returns plain strides; restoring the weights' channels_last_3d (when in use) keeps the
+            # convs fast. The weights decide: a one-channel volume is in both memory formats at once.
+            batch = _like(torch.cat([views[i] for i in members]), fmt)
+            out = self.trunk(batch, self.pools(z_axes[members[0]]))
             for i, b in zip(members, out.chunk(len(members)), strict=True):
                 branches[i] = b
         unrotated = [branches[0], torch.rot90(branches[1], -2, dims=(2, 3))]
         unrotated += [
             torch.rot90(torch.rot90(b, -1, dims=(2, 3)), -k, dims=(3, 4)) for k, b in enumerate(branches[2:])
         ]
-        return torch.cat(unrotated, dim=1)
+        return torch.cat([_like(u, fmt) for u in unrotated], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, D, H, W) → (N, K, D, H, W); see the class docstring for the size rules."""
