@@ -14,12 +14,19 @@ Anisotropic voxels (Z steps coarser than Y/X, usual in light microscopy): ``pool
 Y/X, and ``pool_z=k`` lets only the k deepest poolings also halve Z (the first ones, at full resolution, pool
 Y/X alone until the voxels are about isotropic). Z then needs to be a multiple of 2**k only
 (`UNet3D.side_multiple`, `padded_shape3d`). The ±Y and ±X branches are the 2D net's four rotations of each
-Z plane, so Z keeps one trunk axis in all four.
+Z plane, so Z keeps one trunk axis in all four. The trunk is shared by all six as in the paper, so with
+anisotropic voxels its kernels see Z-up and Z-lateral views of different spacings; each branch keeps its own
+channels in the 1×1×1 head, which can weight them apart.
 
-Size: a 3×3×3 conv costs 3× a 3×3 one per voxel and there are six branches instead of four, so the paper's
-widths (48-channel encoder, 96-channel decoder) and five poolings cost about 4.5× the 2D net per voxel. They
-are the defaults; ``levels``, ``enc_channels`` and ``dec_channels`` trade receptive field and capacity for CPU
-time and memory (tests use 2 levels and a few channels). See the lead's bench/README.md for measured costs.
+Size: a 3×3×3 conv costs 3× a 3×3 one and there are six branches instead of four. The paper's widths
+(48-channel encoder, 96-channel decoder) and five poolings are the defaults, the 2D net carried over as it is:
+26 MFLOP per voxel for forward + backward (`torch.utils.flop_counter`), 4.4× the 2D net's per pixel, 3.4
+TFLOP for one 32×64×64 volume (31 MFLOP per voxel with ``pool_z=False``). That is minutes of CPU per
+minibatch, so for CPU budgets ``levels``, ``enc_channels`` and ``dec_channels`` trade receptive field and
+capacity for time: ``levels=4, enc_channels=32, dec_channels=64`` is 12 MFLOP per voxel (tests use 2 levels
+and a few channels). The baseline (``blindspot=False``, for Noise2Clean) costs 4 MFLOP per voxel. On CPUs,
+``net.to(memory_format=torch.channels_last_3d)`` (kept through the rotations) with bf16 autocast is the fast
+path, as channels_last is for the 2D net.
 """
 
 from __future__ import annotations
@@ -242,7 +249,7 @@ class UNet3D(nn.Module):
         for i, pair in enumerate(pairs):
             key = i if self.three_pass else (views[pair[0]].shape, self.pools(z_axes[pair[0]]))
             groups.setdefault(key, []).extend(pair)
-        branches: list[torch.Tensor] = [x] * 6
+        branches: dict[int, torch.Tensor] = {}
         for members in groups.values():
             # torch.rot90 returns plain strides; restoring the weights' channels_last_3d (when in use) keeps the
             # convs fast. The weights decide: a one-channel volume is in both memory formats at once.
@@ -252,7 +259,7 @@ class UNet3D(nn.Module):
                 branches[i] = b
         unrotated = [branches[0], torch.rot90(branches[1], -2, dims=(2, 3))]
         unrotated += [
-            torch.rot90(torch.rot90(b, -1, dims=(2, 3)), -k, dims=(3, 4)) for k, b in enumerate(branches[2:])
+            torch.rot90(torch.rot90(branches[2 + k], -1, dims=(2, 3)), -k, dims=(3, 4)) for k in range(4)
         ]
         return torch.cat([_like(u, fmt) for u in unrotated], dim=1)
 
