@@ -127,6 +127,27 @@ def test_output_never_reads_its_voxel_and_reads_all_26_neighbours(
         )
 
 
+@pytest.mark.parametrize(
+    ("levels", "pool_z", "shape"), [(5, True, (32, 32, 32)), (5, False, (3, 32, 64)), (4, 2, (4, 32, 16))]
+)
+def test_deep_nets_keep_the_blind_spot(levels: int, pool_z: bool | int, shape: tuple[int, int, int]) -> None:
+    """Nets as deep as the default (down to 1-voxel bottlenecks), two channels wide, at corners and inside."""
+    net = _randomise(UNet3D(1, 1, levels=levels, pool_z=pool_z, enc_channels=2, dec_channels=2)).float()
+    d, h, w = shape
+    probes = [(0, 0, 0), (d - 1, h - 1, w - 1), (d // 2, h // 2 - 1, w // 2), (d - 1, 1, w // 3)]
+    x = _volume(len(probes), 1, shape, dtype=torch.float32)
+    for b, q in enumerate(probes):
+        x[(b, 0, *q)] = NAN
+    with torch.no_grad():
+        read = net(x).isnan()[:, 0]
+    for b, q in enumerate(probes):
+        assert not read[(b, *q)], f"output {q} read its own voxel"
+        for dz, dy, dx in NEIGHBOURS:
+            p = (q[0] + dz, q[1] + dy, q[2] + dx)
+            if all(0 <= i < n for i, n in zip(p, shape, strict=True)):
+                assert read[(b, *p)], f"output {p} missed its neighbour {q}"
+
+
 @pytest.mark.parametrize(("pool_z", "d", "h", "w"), GRADIENT_GEOMETRIES)
 def test_gradient_zero_at_the_voxel_and_nonzero_at_its_neighbours(
     pool_z: bool | int, d: int, h: int, w: int
