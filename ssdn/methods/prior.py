@@ -45,18 +45,20 @@ def prior_channels(kind: PriorKind | str, channels: int) -> int:
 def split_prior(out: Tensor, kind: PriorKind | str, channels: int) -> tuple[Tensor, Tensor | None]:
     """Network output (N, K, H, W) -> μ_x (N, H, W, C) and Σ_x (N, H, W, C, C), float64 (Σ_x None for mean).
 
+    A volume's (N, K, D, H, W) gives (N, D, H, W, C) and (N, D, H, W, C, C): the prior is per pixel or voxel.
+
     Full: A is upper triangular, filled row-major from channels C..K-1, and Σ_x = A·Aᵀ. For RGB this
     reproduces the authors' explicit formulas (Σ00 = a0²+a1²+a2², Σ01 = a1a3+a2a4, …), so pretrained-weight
     semantics match. Diagonal: Σ_x = diag(a²). As the authors: μ_x raw, no positivity constraint on A, no
     epsilon."""
     kind = _as_kind(kind)
     k = prior_channels(kind, channels)
-    if out.ndim != 4 or out.shape[1] != k:
+    if out.ndim not in (4, 5) or out.shape[1] != k:
         raise ValueError(
-            f"{kind.value} prior with {channels} channels needs an output of shape (N, {k}, H, W), "
-            f"got {tuple(out.shape)}"
+            f"{kind.value} prior with {channels} channels needs an output of shape (N, {k}, H, W) or "
+            f"(N, {k}, D, H, W), got {tuple(out.shape)}"
         )
-    z = out.to(torch.float64).permute(0, 2, 3, 1)
+    z = out.to(torch.float64).permute(0, *range(2, out.ndim), 1)
     mu, a = z[..., :channels], z[..., channels:]
     if kind is PriorKind.MEAN:
         return mu, None
