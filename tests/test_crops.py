@@ -194,7 +194,9 @@ def test_missing_empty_and_unusable_sources_fail_before_training(tmp_path: Path)
     small.mkdir()
     random_rgb(small / "tiny.png", 20, 20)
     with pytest.warns(DataWarning, match=r"smaller than crop_size=32: tiny.png"):
-        with pytest.raises(ValueError, match=r"no usable training image.*1 are smaller than crop_size=32"):
+        with pytest.raises(
+            ValueError, match=r"no usable training image.*1 are smaller than crop_size=32"
+        ):
             RandomCropStream(DataSettings(small, crop_size=32))
     (small / "tiny.png").write_bytes(b"garbage")
     with pytest.warns(DataWarning, match="tiny.png"):
