@@ -118,9 +118,9 @@ class TrainingFiles:
         held = [i for i, (w, h) in enumerate(sizes) if min(w, h) >= s][:count]
         if not held:
             raise DataSourceError(
-                f"{self.setting}: no training image of at least val_size={s}² to hold out for validation "
-                "(data.add_noise=false with data.val_dir=null); lower data.val_size, set data.val_count=0, or "
-                "give data.val_dir a folder of clean images"
+                f"{self.setting}: none of the {len(usable)} usable image(s) is at least data.val_size={s}² to "
+                "hold out for validation (data.add_noise=false with data.val_dir=null); lower data.val_size, "
+                "set data.val_count=0, or give data.val_dir a folder of clean images"
             )
         self.held_out = [usable[i] for i in held]
         keep = [i for i in range(len(usable)) if i not in set(held)]
