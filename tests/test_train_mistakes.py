@@ -145,26 +145,28 @@ def test_mixed_bit_depths_are_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("changed", "named"),
+    ("changed", "resume", "named"),
     [
-        ("noise=poisson", "noise.name=gaussian (now poisson), noise.value=25 (now 30)"),
-        ("method=n2c", "method.blindspot=True (now False)"),
-        ("channels=1", "channels=3 (now 1)"),
+        ("noise=poisson", "auto", "noise.name=gaussian (now poisson), noise.value=25 (now 30)"),
+        ("method=n2c", "checkpoints/last.ckpt", "method.blindspot=True (now False)"),
+        ("channels=1", "auto", "channels=3 (now 1)"),
     ],
 )
-def test_resuming_another_model_names_the_differing_keys(tmp_path: Path, changed: str, named: str) -> None:
-    """A checkpoint of the default run (Gaussian σ=25, the blind-spot method, RGB), resumed under another
-    setting: refused before anything is trained, naming old and new values."""
+def test_resuming_another_model_names_the_differing_keys(
+    tmp_path: Path, changed: str, resume: str, named: str
+) -> None:
+    """A checkpoint of the default run (Gaussian σ=25, the blind-spot method, RGB), resumed (``resume=auto`` or
+    by its path) under another setting: refused before anything is trained, naming old and new values."""
     run = tmp_path / "run"
     saved = container(compose_config(*TINY_CLI, output_dir=run), enum_to_str=True)
-    (run / "checkpoints").mkdir(parents=True)
-    torch.save({"global_step": 2, "ssdn_config": saved}, run / "checkpoints" / "last.ckpt")
-    for resume in ("auto", str(run / "checkpoints" / "last.ckpt")):
-        line = _one_line_error(
-            *_run(*TINY_CLI, changed, f"resume={resume}", f"hydra.run.dir={run}", cwd=tmp_path)
-        )
-        assert f"resume={resume}: {run / 'checkpoints' / 'last.ckpt'} was trained with" in line, line
-        assert named in line, line
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"global_step": 2, "ssdn_config": saved}, ckpt)
+    resume = resume if resume == "auto" else str(run / resume)
+    line = _one_line_error(
+        *_run(*TINY_CLI, changed, f"resume={resume}", f"hydra.run.dir={run}", cwd=tmp_path)
+    )
+    assert f"resume={resume}: {ckpt} was trained with {named}" in line, line
 
 
 #: In the child: every torch.save writes into /dev/full, whose writes fail with ENOSPC as a full disk's do.
