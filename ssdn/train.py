@@ -451,7 +451,7 @@ def main() -> None:
         if asked:
             raise
         error: UserError = hydra_error(exc)
-    except UserError as exc:  # from a single run's train_job, re-raised for the traceback Hydra now shows
+    except UserError as exc:  # a bad $SSDN_CONF_DIR, or one raised while Hydra sets the run up
         if asked:
             raise
         error = exc
