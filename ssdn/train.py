@@ -7,8 +7,12 @@ that jobs of a multirun never share one.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +29,7 @@ from omegaconf import DictConfig
 from ssdn.config.compose import ConfigError, conf_dir, container, max_steps, prepare_hydra, validate_config
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.settings import DataSettings
-from ssdn.errors import UserError, exit_on_user_error, traceback_wanted
+from ssdn.errors import USER_ERROR_EXIT, UserError
 from ssdn.noise import NoiseModel
 from ssdn.training.checkpoints import read_checkpoint
 from ssdn.training.distributed import DestroyProcessGroup, build_strategy
@@ -37,7 +41,7 @@ from ssdn.training.last_checkpoint import LastCheckpoint
 from ssdn.training.loggers import build_loggers
 from ssdn.training.module import DenoiserModule
 from ssdn.training.precision import resolve_precision
-from ssdn.utils import atomic_path, atomic_write_json, keep_freed_memory
+from ssdn.utils import atomic_write, atomic_write_json, keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +50,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints are written to a temporary file and renamed, so a crash never leaves a truncated .ckpt."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        # Through a Python file: a full disk is then OSError(ENOSPC) naming the file, not torch's opaque
+        # "unexpected pos" from its own writer.
+        try:
+            atomic_write(path, lambda f: torch.save(checkpoint, f))
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
     def load_checkpoint(
         self, path: Any, map_location: Any = None, weights_only: bool | None = None
@@ -119,9 +127,46 @@ def build_trainer(
 RUN_FILES = ("checkpoints/last.ckpt", "metrics.json", "csv/metrics.csv")
 
 
+#: The settings a checkpoint's weights were trained for: resuming under others would train a different model.
+RUN_IDENTITY = ("noise", "noise_params.source", "method", "channels")
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}.{key}").items()}
+    return {prefix: value}
+
+
+def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in RUN_IDENTITY:
+        value: Any = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        out |= _flat(value, key) if value is not None else {}
+    return out
+
+
+def check_resume_matches(cfg: DictConfig, ckpt_path: str) -> None:
+    """Refuse to resume a checkpoint trained with another noise model, level source, method or channels,
+    naming each differing key (the checkpoint's value, then this run's). Keys only one side has are skipped: a
+    setting added to the schema later keeps its default."""
+    saved = read_checkpoint(ckpt_path).get("ssdn_config")
+    if not isinstance(saved, Mapping):
+        return  # not written by this module's runs: nothing to compare
+    old, new = _identity(saved), _identity(container(cfg, enum_to_str=True))
+    differ = [f"{k}={old[k]} (now {new[k]})" for k in sorted(old.keys() & new.keys()) if old[k] != new[k]]
+    if differ:
+        raise ConfigError(
+            f"resume={cfg.resume}: {ckpt_path} was trained with {', '.join(differ)}; resume it with its own "
+            "settings, or train this configuration into a new folder (hydra.run.dir=<folder>) without resume"
+        )
+
+
 def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
     """``resume=auto`` continues from the run directory's last checkpoint when there is one. Without ``resume``
-    a folder that already holds a run is refused: training into it would overwrite its history and results."""
+    a folder that already holds a run is refused: training into it would overwrite its history and results.
+    A checkpoint of another noise model, method or channel count is refused (:func:`check_resume_matches`)."""
     if cfg.resume is None:
         held = [name for name in RUN_FILES if (output_dir / name).exists()]
         if held:
@@ -132,12 +177,15 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
         return None
     if cfg.resume == "auto":
         last = output_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            log.info("resuming from %s", last)
-            return str(last)
-        log.info("resume=auto: no checkpoint in %s, starting fresh", last.parent)
-        return None
-    return str(cfg.resume)
+        if not last.is_file():
+            log.info("resume=auto: no checkpoint in %s, starting fresh", last.parent)
+            return None
+        log.info("resuming from %s", last)
+        path = str(last)
+    else:
+        path = str(cfg.resume)
+    check_resume_matches(cfg, path)
+    return path
 
 
 def finished_metrics(cfg: DictConfig, output_dir: Path, resume_step: int) -> dict[str, Any] | None:
@@ -280,6 +328,20 @@ def _log_through_hydra() -> None:
         logger.propagate = True
 
 
+def disk_full_error(exc: BaseException, output_dir: Path) -> UserError | None:
+    """A full disk anywhere in ``exc``'s chain as one line naming the file (or the run's folder), else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            where = seen.filename or output_dir
+            return UserError(
+                f"{where}: No space left on device; free space there (or train into a folder on another disk "
+                "with hydra.run.dir=<folder>), then continue the run with resume=auto"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def train_job(cfg: DictConfig) -> float | None:
     """One Hydra job. A user error (bad setting, missing file, damaged checkpoint) in a single run is one line
     ``ssdn-train: error: ...`` and exit status 2 (the traceback with ``HYDRA_FULL_ERROR=1``); caught here, inside
@@ -294,16 +356,24 @@ def train_job(cfg: DictConfig) -> float | None:
         with job_environment():
             pin_job_to_gpu(cfg)
             resume_after_requeue(cfg)
-            metrics = run(cfg)
+            try:
+                metrics = run(cfg)
+            except Exception as exc:
+                if (full := disk_full_error(exc, Path(cfg.output_dir))) is None:
+                    raise
+                raise full from exc
     except Exception as exc:
         if not _in_multirun():
-            with exit_on_user_error("ssdn-train"):
-                raise
+            if isinstance(exc, UserError) and not _traceback_asked():
+                # here, inside the job: raised further, Hydra would log it as a failed job first
+                print(f"ssdn-train: error: {exc}", file=sys.stderr)
+                raise SystemExit(USER_ERROR_EXIT) from None
+            raise
         import traceback
 
         from ssdn.utils import atomic_write_text
 
-        if isinstance(exc, UserError) and not traceback_wanted():
+        if isinstance(exc, UserError) and not _traceback_asked():
             log.error("job %s failed; the sweep goes on: %s", cfg.run.name, exc)
             report = f"{exc}\n"
         else:
@@ -315,12 +385,87 @@ def train_job(cfg: DictConfig) -> float | None:
     return psnr if isinstance(psnr, float) else None
 
 
+#: The user's own ``HYDRA_FULL_ERROR``, kept while :func:`main` sets it (inherited by DDP's child processes).
+_USER_FULL_ERROR = "SSDN_USER_HYDRA_FULL_ERROR"
+
+
+def _traceback_asked() -> bool:
+    """Whether the user asked for tracebacks (``HYDRA_FULL_ERROR=1``), whatever :func:`main` set for Hydra."""
+    return os.environ.get(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "")) == "1"
+
+
+def hydra_error(exc: Exception) -> UserError:
+    """One line for Hydra's and OmegaConf's multi-line errors about the command line: the key or group, what is
+    wrong, and the allowed values (a group's options, a section's keys, the expected type)."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, MissingConfigException) and exc.options and exc.missing_cfg_file:
+        group, _, option = str(exc.missing_cfg_file).rpartition("/")
+        return UserError(
+            f"{group}={option}: no such {group}; choose one of {', '.join(exc.options)} "
+            f"(the files in {conf_dir() / group})"
+        )
+    if isinstance(exc, OverrideParseException):
+        return UserError(f"cannot parse the override {exc.override!r}: {first}; write it as key=value")
+    cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__cause__
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        what = str(cause).strip().splitlines()[0]
+        key = str(cause.full_key)
+        given = first.rpartition(" ")[2] if first.startswith("Error merging override") else key
+        allowed = ""
+        section = getattr(cause, "object_type", None)
+        if (
+            isinstance(cause, ConfigKeyError | ConfigAttributeError)
+            and isinstance(section, type)
+            and dataclasses.is_dataclass(section)
+        ):
+            allowed = f"; the keys of {key.rpartition('.')[0] or 'the config'} are " + ", ".join(
+                f.name for f in dataclasses.fields(section)
+            )
+        elif "could not be converted to" in what:
+            allowed = f"; give {key} a value of that type"
+        return UserError(f"{given}: {what}{allowed}")
+    return UserError(f"{first} (HYDRA_FULL_ERROR=1 shows the details)")
+
+
 def main() -> None:
     """The ``ssdn-train`` command: Hydra's command line over :func:`train_job`. Hydra is set up here, not at
     import, so the config folder (``$SSDN_CONF_DIR`` or the packaged ``ssdn/conf``) is read when the command
-    starts and importing this module registers nothing."""
+    starts and importing this module registers nothing.
+
+    Hydra prints its own errors (a misspelt option or key, a value of the wrong type) over several lines and
+    exits with 1; with ``HYDRA_FULL_ERROR=1`` it raises them instead, so that is set here and each becomes one
+    line and exit status 2, unless the user set ``HYDRA_FULL_ERROR=1`` for the traceback."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     prepare_hydra()
-    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(train_job)()
+    asked = _traceback_asked()
+    saved = {k: os.environ.get(k) for k in (_USER_FULL_ERROR, "HYDRA_FULL_ERROR")}
+    os.environ[_USER_FULL_ERROR] = "1" if asked else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(train_job)()
+    except (HydraException, OmegaConfBaseException) as exc:
+        if asked:
+            raise
+        error: UserError = hydra_error(exc)
+    except UserError as exc:  # a bad $SSDN_CONF_DIR, or one raised while Hydra sets the run up
+        if asked:
+            raise
+        error = exc
+    else:
+        return
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    print(f"ssdn-train: error: {error}", file=sys.stderr)
+    raise SystemExit(USER_ERROR_EXIT)
 
 
 if __name__ == "__main__":

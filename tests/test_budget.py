@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -81,6 +81,81 @@ def test_resume_trains_for_what_is_left() -> None:
     assert clock.now == pytest.approx(106.0, abs=0.05)
     assert images == second.total_images == 80 + 60 * 2
     assert second.state_dict()["elapsed_s"] == pytest.approx(10.0, abs=0.05)
+
+
+def _lrs(
+    budget: TimeBudget, clock: FakeClock, step_s: Callable[[float], float], batch: int = 2
+) -> list[float]:
+    """Steps of ``step_s(now)`` seconds (the first 1 s: start-up) until the budget stops the run; returns the lr
+    (as a fraction of its peak) each step trained with, from the plan made before it."""
+    images = 0
+    budget.start(images, batch)
+    lrs = []
+    while not budget.done(images):
+        lrs.append(learning_rate(images, budget.total_images, 1.0))
+        clock.now += step_s(clock.now) if images else 1.0
+        images += batch
+        budget.update(images)
+    return lrs
+
+
+def test_a_slow_first_step_does_not_end_the_run() -> None:
+    """The first step (start-up) takes 7 of the 10 s, more than 2/3 of the time left: the run goes on and
+    fills the 3 s left with 0.1 s steps (a plan of round(3 / 7) = 0 more batches stopped it after one step)."""
+    clock = FakeClock()
+    budget = TimeBudget(10.0, clock)
+    images = _train(budget, clock, [7.0, 0.1])
+    assert clock.now == pytest.approx(10.0, abs=0.05)
+    assert images == budget.total_images == 2 + 30 * 2
+
+
+def test_while_time_is_left_the_plan_holds_another_batch() -> None:
+    clock = FakeClock()
+    budget = TimeBudget(10.0, clock)
+    budget.start(0, 2)
+    clock.now = 9.9  # a first step of 9.9 s: 0.1 s left, 1/99 of a step
+    assert budget.update(2) == 4 and not budget.done(2)
+    clock.now = 10.0
+    assert budget.update(4) == 4 and budget.done(4)  # no time left: the plan is what was seen
+
+
+def test_a_resumed_run_keeps_its_plan_through_its_start_up_step() -> None:
+    """The first step of a resumed session pays for start-up (2 s here, 20 steady steps): the plan saved at the
+    interruption stands until the second step measures, instead of dropping for one step."""
+    clock = FakeClock()
+    first = TimeBudget(10.0, clock)
+    first.start(0, 2)
+    for images in range(2, 82, 2):  # 4 s of 0.1 s steps
+        clock.now += 0.1
+        first.update(images)
+    saved_plan = first.total_images
+    assert saved_plan == 80 + 60 * 2
+    second = TimeBudget(10.0, clock)
+    second.load_state_dict(first.state_dict())
+    second.start(80, 2)
+    assert second.total_images == saved_plan
+    clock.now += 2.0
+    assert second.update(82) == saved_plan and not second.measured
+    clock.now += 0.1
+    assert second.update(84) == 84 + 2 * 39 and second.measured  # 3.9 s left at 0.1 s a step
+
+
+@pytest.mark.parametrize(
+    "step_s",
+    [
+        lambda now: 0.5 if now < 20 else 2.0,  # other work starts 10 s before the end: 4x slower steps
+        lambda now: 0.3 + 0.2 * max(now - 15, 0),  # the machine gets busier and busier from 15 s on
+    ],
+    ids=["4x-slower-at-20s", "slower-and-slower-from-15s"],
+)
+def test_a_slowdown_near_the_end_still_ends_with_lr_at_0(step_s: Callable[[float], float]) -> None:
+    """On a 30 s budget whose steps slow down near the end, the recent rate shortens the plan within a few steps
+    and the last step trains at the foot of the ramp-down (< 0.1% of the peak lr). The mean rate since the first
+    step kept planning fast steps, and the last step trained at 1.5% and 2.4% of the peak."""
+    clock = FakeClock()
+    lrs = _lrs(TimeBudget(30.0, clock), clock, step_s)
+    assert clock.now == pytest.approx(30.0, abs=1.0)  # within half a (slow) step
+    assert lrs[-1] < 1e-3
 
 
 def test_a_budget_must_be_positive() -> None:

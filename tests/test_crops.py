@@ -194,12 +194,30 @@ def test_missing_empty_and_unusable_sources_fail_before_training(tmp_path: Path)
     small.mkdir()
     random_rgb(small / "tiny.png", 20, 20)
     with pytest.warns(DataWarning, match=r"smaller than crop_size=32: tiny.png"):
-        with pytest.raises(ValueError, match=r"no usable training image.*1 are smaller than crop_size=32"):
+        with pytest.raises(
+            DataSourceError, match=r"no usable training image.*1 are smaller than crop_size=32"
+        ):
             RandomCropStream(DataSettings(small, crop_size=32))
     (small / "tiny.png").write_bytes(b"garbage")
     with pytest.warns(DataWarning, match="tiny.png"):
         with pytest.raises(ValueError, match="1 could not be decoded"):
             RandomCropStream(DataSettings(small, crop_size=32))
+
+
+def test_files_held_out_for_validation_are_counted_when_none_is_left(folder: Path) -> None:
+    """Noisy training without val_dir holds out val_count files: when that takes every file, the error says how
+    many were found and held out, and which settings to change."""
+    settings = DataSettings(folder, crop_size=32, add_noise=False, val_dir=None, val_size=32, val_count=7)
+    with pytest.raises(
+        DataSourceError,
+        match=r"no usable training image\. Of 7 file\(s\) found, .*, 7 held out for validation "
+        r"\(data\.val_count=7; lower it, or give data\.val_dir a folder of clean images\)",
+    ):
+        RandomCropStream(settings)
+    stream = RandomCropStream(
+        DataSettings(folder, crop_size=32, add_noise=False, val_dir=None, val_size=32, val_count=6)
+    )
+    assert len(stream.held_out) == 6 and len(stream.files) == 1
 
 
 def test_small_images_skipped_with_a_warning(folder: Path) -> None:

@@ -1,5 +1,5 @@
 """The report: the paper's numbers as typed from the paper, job folders mapped to rows, missing rows never
-filled, failed and off-protocol jobs marked, plots written, clear errors. Job folders are made by hand here
+filled, failed and off-protocol jobs marked, plots written, clear errors. Run folders are made by hand here
 (fast); tests/test_sweeps.py runs a real sweep end to end."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from ssdn import report
-from ssdn.report.jobs import Job
 from ssdn.report.paper import load_paper
 from ssdn.report.plots import figure3_unit, training_cost
+from ssdn.report.runs import RunRecord
 
 CONF = Path(__file__).resolve().parents[1] / "ssdn" / "conf" / "experiment"
 PAPER_SETS = ("kodak", "bsd300", "set14")
@@ -256,8 +256,10 @@ def test_plots_figure3_axis_and_noise_levels(tmp_path: Path) -> None:
 
 
 def test_training_cost_counts_masking_minibatches_four_times_cheaper() -> None:
-    blind = Job(source="a", name="a", experiment=None, status="ok", config={"method": {"masking": None}})
-    masking = Job(
+    blind = RunRecord(
+        source="a", name="a", experiment=None, status="ok", config={"method": {"masking": None}}
+    )
+    masking = RunRecord(
         source="b", name="b", experiment=None, status="ok", config={"method": {"masking": "random"}}
     )
     assert training_cost(blind, 2_000_000) == 1.0  # 0.5M minibatches of 4
@@ -266,9 +268,9 @@ def test_training_cost_counts_masking_minibatches_four_times_cheaper() -> None:
 
 
 def test_small_scale_figure3_counts_cost_in_its_blind_spot_run() -> None:
-    def job(masking: str | None, images: int) -> Job:
+    def job(masking: str | None, images: int) -> RunRecord:
         config = {"method": {"masking": masking}, "train": {"images": images}}
-        return Job(source="j", name="j", experiment="figure3/j", status="ok", config=config)
+        return RunRecord(source="j", name="j", experiment="figure3/j", status="ok", config=config)
 
     small = [job(None, 800), job("random", 3_200)]
     assert figure3_unit(small) == 800  # bench/masking.py: 200 blind-spot minibatches of 4 are cost 1

@@ -1,37 +1,18 @@
-"""Endless random-crop stream for training: deterministic, resumable, same for any worker count or DDP layout.
+"""Which crop: an endless stream of random training crops of the chosen files (``ssdn.data.training_files``).
 
-The authors train on uniform random 256² crops of shuffled epochs over an in-RAM image set (§3.1 of the
-reference notes). This stream does the same, but every random choice is a pure function of
-``(seed, global sample id)``, so that
+The authors train on uniform random 256² crops of shuffled epochs (§3.1 of the reference notes). Here every
+random choice is a pure function of ``(seed, global sample id)``, so that a resumed run continues with exactly
+the batches of an uninterrupted one, and the loader's worker count or the DDP layout changes only *who* builds
+a batch, never *what* it holds:
 
-- a run resumed at batch ``k`` (``start_batch = k``) continues with exactly the batches a fresh run yields;
-- ``num_workers`` only changes *who* builds a batch, never *what* it holds (worker ``w`` of ``W`` builds
-  batches ``start_batch + w, + W, …`` and the DataLoader reads its workers round-robin: same order);
-- DDP ranks split each global batch: per-rank batch ``Bl``, world size ``R``, global batch ``Bg = Bl·R``;
-  element ``e`` of batch ``b`` on rank ``r`` is global sample ``g = b·Bg + r·Bl + e``. The union over ranks
-  of batch ``b`` equals batch ``b`` of one process with batch ``Bg``, and ranks never share a sample.
+- sample ``g`` crops image ``perm_E[g mod n]`` of epoch ``E = g // n`` (every image once per epoch); its corner
+  and rotation are drawn from ``(seed, 1, g)``;
+- element ``e`` of batch ``b`` on rank ``r`` is ``g = b·Bg + r·Bl + e`` (per-rank batch ``Bl``, global batch
+  ``Bg``): ranks split each global batch and never share a sample. With a crop-size curriculum
+  (``ssdn.data.curriculum``), ``b·Bg`` is the number of images in the batches before ``b`` instead.
 
-Sample ``g`` takes image ``perm_E[g mod n]`` with ``E = g // n`` and ``perm_E`` drawn from
-``default_rng((seed, 0, E))`` (every image once per epoch); its crop corner (then the rotation k, when
-``rotate_aug``) comes from ``default_rng((seed, 1, g))``. The stream yields whole batches, so use it with
-``DataLoader(stream, batch_size=None)``.
-
-With a crop-size curriculum (``data.curriculum``) the crop size and batch size of batch ``b`` come from its
-stage in ``schedule`` (``ssdn.data.curriculum``), and its first global sample is the number of images in the
-batches before it, not ``b·Bg``: ids stay consecutive, so every image is still cropped once per epoch. Images
-smaller than the largest crop of any stage are skipped.
-
-A source may also be a packed set (a folder written by ``python -m ssdn.prepare``, detected by its
-``manifest.json``): ``files`` is then its images in packed order, and a crop is cut from a memory map of the
-shard, so only the crop window is read and copied (no decode per sample). Everything above is unchanged:
-the same ids, epochs and crop corners over ``files``, so a packed set and an image folder listing the same
-images in the same order yield identical batches.
-
-With ``add_noise=False`` the files are the noisy observations themselves: they are decoded at their own bit
-depth (``ssdn.data.io.load_native``; one depth for the whole collection) and batches carry ``"noisy"`` crops
-scaled to [0, 1] by that depth, and no ``"clean"``. With ``val_dir`` unset, the first ``val_count`` files
-(sorted listing) that are at least ``val_size`` on both sides are held out for validation (``held_out``) and
-never cropped for training.
+A packed set (``python -m ssdn.prepare``) is cropped from a memory map with the same ids, so it yields the
+batches of the folder it packs. The stream yields whole batches: use ``DataLoader(stream, batch_size=None)``.
 """
 
 from __future__ import annotations
@@ -40,7 +21,7 @@ import copy
 import itertools
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,25 +31,18 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ssdn.data.curriculum import CropSchedule, curriculum_errors
-from ssdn.data.io import ImageDecodeError, check_one_bit_depth, load_image, load_native, rgb_to_mono, to_unit
+from ssdn.data.io import ImageDecodeError, load_image, load_native, rgb_to_mono, to_unit
 from ssdn.data.settings import DataSettings
-from ssdn.data.sources import header_size, open_packed, resolve_sources
+from ssdn.data.training_files import SIZE_FILTER, DataWarning, TrainingFiles
 from ssdn.noise.base import NoiseModel
 
-SIZE_FILTER = (256, 512)
-"""The paper's training-set filter: keep images with 256 <= width, height <= 512 (inclusive)."""
+__all__ = ["SIZE_FILTER", "DataWarning", "RandomCropStream", "derived_seed"]
 
 _NOISE_CACHE_BYTES = 1 << 30
 """Per-worker budget for cached fixed-noise images; evicted ones are recomputed bit-identically."""
 
-_IN_MEMORY_WARN_BYTES = 4 << 30
-
 # Domain tags keep the random streams of the different uses of ``seed`` independent.
 _PERMUTATION, _CROP, _FIXED_NOISE = 0, 1, 2
-
-
-class DataWarning(UserWarning):
-    """Something in the data was skipped or looks wrong, but training can go on."""
 
 
 def derived_seed(*key: int) -> int:
@@ -87,18 +61,13 @@ class RandomCropStream(IterableDataset):
     generator seeded ``derived_seed(seed, 2, i)`` (params drawn first, then the noise), and each crop cuts the
     same window (and rotation) out of the clean and the noisy image.
 
-    The stream cuts ``settings.train_dir`` as ``settings`` say (``ssdn.data.settings``); its ``batch_size``
-    is the per-rank batch, ``settings.batch_size // world_size``. ``rank``, ``world_size``, ``batch_size``
-    and ``start_batch`` are plain attributes that may be changed before iteration starts. Setup (listing,
-    filtering, subset, decoding when ``in_memory``) runs in the constructor so that data problems surface
-    before training: undecodable files are skipped with one warning each and listed in ``skipped_files``;
-    images smaller than the crop are skipped with one warning (``too_small_files``).
-
-    For a packed source the sizes come from its index and nothing is decoded; ``in_memory`` and
-    ``recursive`` do not apply (the OS page cache keeps hot shards in RAM, shared by all workers and ranks).
+    The stream cuts the files ``TrainingFiles`` chooses from ``settings.train_dir`` (listing, filters, held-out
+    files, subset: all decided, and their problems reported, in the constructor, before training). Its
+    ``batch_size`` is the per-rank batch, ``settings.batch_size // world_size``; ``rank``, ``world_size``,
+    ``batch_size`` and ``start_batch`` are plain attributes that may be changed before iteration starts.
     """
 
-    setting = "train_dir"
+    setting = TrainingFiles.setting
     """The config key that names the source, for messages."""
 
     def __init__(
@@ -143,37 +112,14 @@ class RandomCropStream(IterableDataset):
         self.noisy_only = not settings.add_noise
         self._load = load_native if self.noisy_only else load_image
 
-        source = settings.train_dir
-        self.source = [str(s) for s in ([source] if isinstance(source, str | Path) else source)]
-        self._pack = open_packed(source, self.setting)
-        in_memory = settings.in_memory
-        size_of: Callable[[Path], tuple[int, int]]
-        if self._pack is None:
-            listed = resolve_sources(source, recursive=settings.recursive, setting=self.setting)
-            size_of = header_size
-        else:
-            listed = self._pack.paths
-            size_of = dict(zip(listed, map(self._pack.size, range(len(listed))), strict=True)).__getitem__
-            in_memory = False
-        self.listed_count = len(listed)
-        self.skipped_files: list[str] = []
-        self.too_small_files: list[str] = []
-        self.size_filtered_count = 0
-        usable, sizes = self._scan(listed, settings.size_filter, size_of)
-        self.held_out: list[Path] = []
-        if self.noisy_only and settings.val_dir is None and settings.val_count > 0:
-            usable, sizes = self._hold_out(usable, sizes)
-        self.bit_depth = (
-            check_one_bit_depth([*self.held_out, *usable], self.setting)
-            if self.noisy_only and self._pack is None
-            else 8
+        chosen = TrainingFiles(
+            settings, min_side=self.min_side, crop_setting=self._crop_setting, load=self._load
         )
-        self.files, self._images = self._choose(
-            usable, sizes, settings.subset, settings.subset_seed, in_memory, settings.size_filter
-        )
-        if self._pack is not None:
-            position = {p: i for i, p in enumerate(listed)}
-            self._pack_ids = [position[p] for p in self.files]
+        self.source, self._pack, self.listed_count = chosen.source, chosen.pack, chosen.listed_count
+        self.files, self._images, self._pack_ids = chosen.files, chosen.images, chosen.pack_ids
+        self.held_out, self.bit_depth = chosen.held_out, chosen.bit_depth
+        self.skipped_files, self.too_small_files = chosen.skipped_files, chosen.too_small_files
+        self.size_filtered_count = chosen.size_filtered_count
 
         self._perms: OrderedDict[int, np.ndarray] = OrderedDict()
         self._noisy: OrderedDict[int, tuple[np.ndarray, float]] = OrderedDict()
@@ -181,128 +127,11 @@ class RandomCropStream(IterableDataset):
         self._bad: set[int] = set()  # files that failed at crop time (indices into files)
         self._bad_reported: set[int] = set()  # of these, those already announced in a batch (``crop_failed``)
 
-    # ------------------------------------------------------------------ setup
-
-    def _skip_undecodable(self, path: Path, exc: Exception) -> None:
-        self.skipped_files.append(str(path))
-        warnings.warn(f"{self.setting}: skipping undecodable image {path}: {exc}", DataWarning, stacklevel=3)
-
-    def _scan(
-        self, listed: list[Path], size_filter: bool, size_of: Callable[[Path], tuple[int, int]]
-    ) -> tuple[list[Path], list[tuple[int, int]]]:
-        """Header pass: drop unreadable files, the size filter's rejects and images smaller than the crop."""
-        lo, hi = SIZE_FILTER
-        usable, sizes = [], []
-        for path in listed:
-            try:
-                w, h = size_of(path)
-            except ImageDecodeError as exc:
-                self._skip_undecodable(path, exc)
-                continue
-            if size_filter and not (lo <= w <= hi and lo <= h <= hi):
-                self.size_filtered_count += 1
-            elif min(w, h) < self.min_side:
-                self.too_small_files.append(str(path))
-            else:
-                usable.append(path)
-                sizes.append((w, h))
-        if self.too_small_files:
-            names = ", ".join(Path(p).name for p in self.too_small_files[:5])
-            more = f" and {len(self.too_small_files) - 5} more" if len(self.too_small_files) > 5 else ""
-            warnings.warn(
-                f"{self.setting}: skipped {len(self.too_small_files)} image(s) smaller than "
-                f"{self._crop_setting}: {names}{more}",
-                DataWarning,
-                stacklevel=3,
-            )
-        return usable, sizes
-
-    def _hold_out(
-        self, usable: list[Path], sizes: list[tuple[int, int]]
-    ) -> tuple[list[Path], list[tuple[int, int]]]:
-        """Move the first ``val_count`` files of at least ``val_size``² into ``held_out`` (noisy validation)."""
-        s, count = self.settings.val_size, self.settings.val_count
-        held = [i for i, (w, h) in enumerate(sizes) if min(w, h) >= s][:count]
-        if not held:
-            raise ValueError(
-                f"{self.setting}: no training image of at least val_size={s}² to hold out for validation "
-                "(data.add_noise=false with data.val_dir=null); lower val_size, set val_count=0, or give "
-                "val_dir a folder of clean images"
-            )
-        self.held_out = [usable[i] for i in held]
-        keep = [i for i in range(len(usable)) if i not in set(held)]
-        return [usable[i] for i in keep], [sizes[i] for i in keep]
-
     def load(self, path: Path) -> np.ndarray:
         """One image of this source as the stream reads it (its depth kept when ``add_noise=False``)."""
         if self._pack is not None:
             return self._as_channels(self._pack.image(self._pack.paths.index(path)))
         return self._load(path, self.channels)
-
-    def _nothing_left(self, size_filter: bool, what: str) -> ValueError:
-        lo, hi = SIZE_FILTER
-        return ValueError(
-            f"{self.setting}={self.source}: {what}. Of {self.listed_count} listed file(s), "
-            f"{len(self.skipped_files)} could not be decoded, {self.size_filtered_count} fall outside the "
-            f"size filter {lo}..{hi} px (size_filter={str(size_filter).lower()}) and "
-            f"{len(self.too_small_files)} are smaller than {self._crop_setting}. Add images, lower "
-            "crop_size, disable size_filter or lower subset."
-        )
-
-    def _warn_if_large(self, sizes: list[tuple[int, int]], count: int) -> None:
-        """Warn when ``count`` of the images (mean size from ``sizes``) would take a lot of memory decoded."""
-        est = sum(w * h for w, h in sizes) * self.channels * count / len(sizes)
-        if est > _IN_MEMORY_WARN_BYTES:
-            warnings.warn(
-                f"{self.setting}: in_memory=true will hold about {est / 2**30:.1f} GiB of decoded images;"
-                " set in_memory=false to decode on demand",
-                DataWarning,
-                stacklevel=4,
-            )
-
-    def _choose(
-        self,
-        usable: list[Path],
-        sizes: list[tuple[int, int]],
-        subset: int | None,
-        subset_seed: int,
-        in_memory: bool,
-        size_filter: bool,
-    ) -> tuple[list[Path], list[np.ndarray] | None]:
-        """Pick the training files (all, or ``subset`` of them) and decode them when ``in_memory``.
-
-        The subset walks a permutation drawn from ``default_rng(subset_seed)`` and keeps the first ``subset``
-        files that decode, so smaller subsets with the same seed are nested in larger ones (Table 2 sweeps).
-        """
-        if not usable:
-            raise self._nothing_left(size_filter, "no usable training image")
-        order = (
-            np.arange(len(usable))
-            if subset is None
-            else np.random.default_rng(subset_seed).permutation(len(usable))
-        )
-        if in_memory:
-            self._warn_if_large(sizes, len(usable) if subset is None else min(subset, len(usable)))
-        chosen: set[int] = set()
-        decoded: dict[int, np.ndarray] = {}  # in_memory only
-        for i in order.tolist():
-            if subset is not None and len(chosen) == subset:
-                break
-            try:
-                if in_memory:
-                    decoded[i] = self._load(usable[i], self.channels)
-            except (ImageDecodeError, OSError) as exc:
-                self._skip_undecodable(usable[i], exc)
-            else:
-                chosen.add(i)
-        if not chosen:
-            raise self._nothing_left(size_filter, "no usable training image")
-        if subset is not None and len(chosen) < subset:
-            raise self._nothing_left(
-                size_filter, f"subset={subset} asks for more images than the {len(chosen)} usable"
-            )
-        keep = sorted(chosen)
-        return [usable[i] for i in keep], ([decoded[i] for i in keep] if in_memory else None)
 
     def set_noise(self, noise: NoiseModel) -> None:
         """Replace the noise model (a CPU copy is kept); drops fixed-noise images made with the old one."""

@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ssdn.report.jobs import Job, config_value
 from ssdn.report.paper import Paper
+from ssdn.report.runs import RunRecord, config_value
 from ssdn.utils import atomic_write
 
 #: Training cost unit of Figure 3: 0.5M blind-spot minibatches of 4 images.
@@ -43,18 +43,18 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_curves(jobs: list[Job], out: Path) -> list[Path]:
+def plot_curves(runs: list[RunRecord], out: Path) -> list[Path]:
     """Validation PSNR against images seen, one plot per noise setting, one line per row."""
-    by_noise: dict[str, list[Job]] = {}
-    for job in jobs:
-        if job.curve:
-            by_noise.setdefault(job.noise, []).append(job)
+    by_noise: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        if run.curve:
+            by_noise.setdefault(run.noise, []).append(run)
     written = []
     for noise, group in sorted(by_noise.items()):
         fig, (ax,) = _figure()
-        for job in group:
-            x, y = zip(*job.curve, strict=True)
-            ax.plot(x, y, marker="." if len(x) < 20 else None, label=job.name)
+        for run in group:
+            x, y = zip(*run.curve, strict=True)
+            ax.plot(x, y, marker="." if len(x) < 20 else None, label=run.name)
         ax.set(
             xlabel="training images seen", ylabel="validation PSNR (dB)", title=f"{noise}: validation PSNR"
         )
@@ -64,29 +64,29 @@ def plot_curves(jobs: list[Job], out: Path) -> list[Path]:
     return written
 
 
-def training_cost(job: Job, images: float, unit: float = FIGURE3_UNIT_IMAGES) -> float:
+def training_cost(run: RunRecord, images: float, unit: float = FIGURE3_UNIT_IMAGES) -> float:
     """Figure 3's x axis: blind-spot images / ``unit`` (the paper: 0.5M minibatches of 4); a masking minibatch
     counts 4× cheaper."""
     cost = images / unit
-    return cost * MASKING_COST if config_value(job.config, "method.masking") else cost
+    return cost * MASKING_COST if config_value(run.config, "method.masking") else cost
 
 
-def figure3_unit(jobs: list[Job]) -> float:
+def figure3_unit(runs: list[RunRecord]) -> float:
     """The images of cost 1: the paper's 2M, or the training length of the group's blind-spot run when that is
     shorter (a small-scale Figure 3 such as bench/masking.py's, where 1 = what the blind-spot run was given)."""
     lengths = [
         float(config_value(j.config, "train.images"))
-        for j in jobs
+        for j in runs
         if not config_value(j.config, "method.masking") and config_value(j.config, "train.images")
     ]
     return min([FIGURE3_UNIT_IMAGES, *lengths])
 
 
-def plot_figure3(jobs: list[Job], paper: Paper, out: Path) -> Path | None:
+def plot_figure3(runs: list[RunRecord], paper: Paper, out: Path) -> Path | None:
     """The Figure 3 analogue: Kodak validation PSNR against training cost, masking vs the blind-spot net."""
     group = [
         j
-        for j in jobs
+        for j in runs
         if (j.experiment or "").startswith("figure3/") or config_value(j.config, "method.masking")
     ]
     group = [j for j in group if j.curve or "kodak" in j.psnr]
@@ -94,21 +94,21 @@ def plot_figure3(jobs: list[Job], paper: Paper, out: Path) -> Path | None:
         return None
     unit = figure3_unit(group)
     fig, (ax,) = _figure()
-    for job in group:
+    for run in group:
         line = None
-        if job.curve:
+        if run.curve:
             (line,) = ax.plot(
-                [training_cost(job, x, unit) for x, _ in job.curve], [y for _, y in job.curve], label=job.name
+                [training_cost(run, x, unit) for x, _ in run.curve], [y for _, y in run.curve], label=run.name
             )
-        if "kodak" in job.psnr and job.images_seen:
-            protocol = ", ".join(job.off_protocol) if job.off_protocol else "full protocol"
+        if "kodak" in run.psnr and run.images_seen:
+            protocol = ", ".join(run.off_protocol) if run.off_protocol else "full protocol"
             ax.plot(
-                [training_cost(job, float(job.images_seen), unit)],
-                [job.psnr["kodak"]],
+                [training_cost(run, float(run.images_seen), unit)],
+                [run.psnr["kodak"]],
                 marker="o",
                 ls="none",
                 color=line.get_color() if line else None,
-                label=f"{job.name}: KODAK ({protocol})",
+                label=f"{run.name}: KODAK ({protocol})",
             )
     ref = paper.cells.get(("figure3", "gauss25-blindspot-sigma_known-ema", "kodak"))
     if ref is not None:
@@ -133,19 +133,19 @@ def plot_figure3(jobs: list[Job], paper: Paper, out: Path) -> Path | None:
     return _save(fig, out / "figure3.png")
 
 
-def plot_noise_levels(jobs: list[Job], out: Path) -> Path | None:
+def plot_noise_levels(runs: list[RunRecord], out: Path) -> Path | None:
     """Learned noise level (paper units: σ, λ, α) against the truth for the unknown-parameter rows.
 
     The log holds the batch mean of the estimates: for a fixed level it should approach the true value, for a
     range it should stay inside it (around the mean of the uniform draw)."""
-    group = [j for j in jobs if j.levels]
+    group = [j for j in runs if j.levels]
     if not group:
         return None
     fig, axes = _figure(len(group))
-    for ax, job in zip(axes, group, strict=False):
-        x, y = zip(*job.levels, strict=True)
+    for ax, run in zip(axes, group, strict=False):
+        x, y = zip(*run.levels, strict=True)
         ax.plot(x, y, label="estimated (batch mean)")
-        value = config_value(job.config, "noise.value")
+        value = config_value(run.config, "noise.value")
         if isinstance(value, list):
             ax.axhspan(float(value[0]), float(value[1]), color="green", alpha=0.1, label="true range")
             ax.axhline(
@@ -155,8 +155,8 @@ def plot_noise_levels(jobs: list[Job], out: Path) -> Path | None:
             ax.axhline(float(value), color="green", ls="--", lw=1, label="true value")
         ax.set(
             xlabel="training images seen",
-            ylabel=LEVEL_LABELS.get(config_value(job.config, "noise.name"), "noise level"),
-            title=job.name,
+            ylabel=LEVEL_LABELS.get(config_value(run.config, "noise.name"), "noise level"),
+            title=run.name,
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

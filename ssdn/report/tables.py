@@ -1,5 +1,5 @@
 """Tables 1-3 in the paper's layout (Markdown) and as CSV: our number, the paper's and Δ for every cell;
-``runs.csv`` lists every job found. Rows that were not run stay missing ("—"); a number is never invented."""
+``runs.csv`` lists every run found. Rows that were not run stay missing ("—"); a number is never invented."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssdn.report.jobs import Job
 from ssdn.report.paper import SETS, Paper, PaperRow
-from ssdn.report.rows import failed_rows, row_job, row_of, stand_in_job
+from ssdn.report.rows import failed_rows, row_of, row_run, stand_in_run
+from ssdn.report.runs import RunRecord
 
 MISSING = "—"
 
@@ -28,21 +28,21 @@ def _csv_num(x: float | None) -> str:
     return "" if x is None else f"{x:.4f}"
 
 
-def _status(job: Job | None, stand_in: bool, failed: bool) -> str:
+def _status(run: RunRecord | None, stand_in: bool, failed: bool) -> str:
     """The CSV's status: ok (with where it came from and protocol caveats), failed or missing."""
-    if job is None:
+    if run is None:
         return "failed" if failed else "missing"
     tags = ["ok"]
     if stand_in:
-        tags.append(f"from {job.source} (same configuration)")
-    if job.off_protocol:
-        tags.append("off-protocol: " + "; ".join(job.off_protocol))
+        tags.append(f"from {run.source} (same configuration)")
+    if run.off_protocol:
+        tags.append("off-protocol: " + "; ".join(run.off_protocol))
     return ", ".join(tags)
 
 
-def _mark(job: Job | None, stand_in: bool) -> str:
+def _mark(run: RunRecord | None, stand_in: bool) -> str:
     """Markdown marks on our numbers: * off-protocol, † taken from the identical configuration's run."""
-    return "" if job is None else ("*" if job.off_protocol else "") + ("†" if stand_in else "")
+    return "" if run is None else ("*" if run.off_protocol else "") + ("†" if stand_in else "")
 
 
 @dataclass
@@ -56,10 +56,10 @@ class Cell:
 
 
 def sets_table(
-    table: str, paper: Paper, jobs: list[Job], chosen: dict[tuple[str, str], Job]
+    table: str, paper: Paper, runs: list[RunRecord], chosen: dict[tuple[str, str], RunRecord]
 ) -> tuple[str, str]:
     """Table 1 or 3 in the paper's layout: (Markdown, CSV)."""
-    failed = failed_rows(jobs, paper)
+    failed = failed_rows(runs, paper)
     known = "σ known?" if table == "1" else "λ/α known?"
     cols = [*SETS, "average"]
     head = (
@@ -83,15 +83,15 @@ def sets_table(
     )
     previous = None
     for row in paper.table(table):
-        job, stand_in = row_job(row, chosen)
+        run, stand_in = row_run(row, chosen)
         cells = {
-            s: Cell(job.psnr.get(s) if job else None, paper.cells.get((table, row.row, s))) for s in SETS
+            s: Cell(run.psnr.get(s) if run else None, paper.cells.get((table, row.row, s))) for s in SETS
         }
-        cells["average"] = Cell(job.average if job else None, paper.cells.get((table, row.row, "average")))
-        status = _status(job, stand_in, (table, row.row) in failed)
+        cells["average"] = Cell(run.average if run else None, paper.cells.get((table, row.row, "average")))
+        status = _status(run, stand_in, (table, row.row) in failed)
         noise = row.noise_label if row.noise != previous else ""
         previous = row.noise
-        mark = _mark(job, stand_in)
+        mark = _mark(run, stand_in)
         md.append(
             "| "
             + " | ".join(
@@ -118,15 +118,15 @@ def sets_table(
             ]
             + [
                 status,
-                "" if job is None or job.images_seen is None else int(job.images_seen),
-                "" if job is None else job.source,
+                "" if run is None or run.images_seen is None else int(run.images_seen),
+                "" if run is None else run.source,
             ]
         )
     md += ["", *_footnotes(paper.table(table), chosen)]
     return "\n".join(md) + "\n", buf.getvalue()
 
 
-def _footnotes(rows: list[PaperRow], chosen: dict[tuple[str, str], Job]) -> list[str]:
+def _footnotes(rows: list[PaperRow], chosen: dict[tuple[str, str], RunRecord]) -> list[str]:
     notes = [
         "Our numbers: PSNR (dB) of the reported output, mean over the replicated set; paper: Laine et al. "
         "2019; Δ = ours − paper; — = not run (never filled in)."
@@ -141,9 +141,9 @@ def _footnotes(rows: list[PaperRow], chosen: dict[tuple[str, str], Job]) -> list
     return [f"- {n}" for n in notes]
 
 
-def table2(paper: Paper, jobs: list[Job], chosen: dict[tuple[str, str], Job]) -> tuple[str, str]:
+def table2(paper: Paper, runs: list[RunRecord], chosen: dict[tuple[str, str], RunRecord]) -> tuple[str, str]:
     """Table 2 (average PSNR against training-set size, ± rotation augmentation): (Markdown, CSV)."""
-    failed = failed_rows(jobs, paper)
+    failed = failed_rows(runs, paper)
     rows = paper.table("2")
     sizes: list[Any] = list(dict.fromkeys(r.extra["images"] for r in rows))
     methods = list(dict.fromkeys(r.method for r in rows))
@@ -179,14 +179,14 @@ def table2(paper: Paper, jobs: list[Job], chosen: dict[tuple[str, str], Job]) ->
         line = [method]
         for size in sizes:
             row = next(r for r in rows if r.method == method and r.extra["images"] == size)
-            job, stand_in = row_job(row, chosen)
-            cell = Cell(job.average if job else None, paper.cells.get(("2", row.row, "average")))
-            mark = _mark(job, stand_in)
+            run, stand_in = row_run(row, chosen)
+            cell = Cell(run.average if run else None, paper.cells.get(("2", row.row, "average")))
+            mark = _mark(run, stand_in)
             line.append(
                 f"{_fmt(cell.ours)}{mark if cell.ours is not None else ''} / {_fmt(cell.paper)} / "
                 f"{_fmt(cell.diff, signed=True)}"
             )
-            files = job.train_files if job else None
+            files = run.train_files if run else None
             digest = (
                 hashlib.sha1("\n".join(Path(f).name for f in files).encode()).hexdigest()[:12]
                 if files
@@ -202,42 +202,42 @@ def table2(paper: Paper, jobs: list[Job], chosen: dict[tuple[str, str], Job]) ->
                     _csv_num(cell.ours),
                     _csv_num(cell.paper),
                     _csv_num(cell.diff),
-                    *[_csv_num(job.psnr.get(s) if job else None) for s in SETS],
+                    *[_csv_num(run.psnr.get(s) if run else None) for s in SETS],
                     "" if files is None else len(files),
                     digest,
-                    _status(job, stand_in, ("2", row.row) in failed),
-                    "" if job is None else job.source,
+                    _status(run, stand_in, ("2", row.row) in failed),
+                    "" if run is None else run.source,
                 ]
             )
         md.append("| " + " | ".join(line) + " |")
     md += ["", *_footnotes(rows, chosen)]
-    if any(stand_in_job(r, chosen) and ("2", r.row) not in chosen for r in rows):
+    if any(stand_in_run(r, chosen) and ("2", r.row) not in chosen for r in rows):
         md.append("- † the identical Table 1 configuration's run (same data, length and method).")
     return "\n".join(md) + "\n", buf.getvalue()
 
 
-def runs_csv(jobs: list[Job], paper: Paper, chosen: dict[tuple[str, str], Job]) -> str:
-    """Every job found, its row and whether the tables use it (superseded duplicates, failures, strays)."""
+def runs_csv(runs: list[RunRecord], paper: Paper, chosen: dict[tuple[str, str], RunRecord]) -> str:
+    """Every run found, its row and whether the tables use it (superseded duplicates, failures, strays)."""
     used = {id(j) for j in chosen.values()}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
         ["run", "name", "experiment", "table", "row", "status", "used", "off_protocol", "images_seen", *SETS]
     )
-    for job in jobs:
-        row = row_of(job, paper)
+    for run in runs:
+        row = row_of(run, paper)
         w.writerow(
             [
-                job.source,
-                job.name,
-                job.experiment or "",
+                run.source,
+                run.name,
+                run.experiment or "",
                 row.table if row else "",
                 row.row if row else "",
-                job.status,
-                "yes" if id(job) in used else "no",
-                "; ".join(job.off_protocol),
-                "" if job.images_seen is None else int(job.images_seen),
-                *[_csv_num(job.psnr.get(s)) for s in SETS],
+                run.status,
+                "yes" if id(run) in used else "no",
+                "; ".join(run.off_protocol),
+                "" if run.images_seen is None else int(run.images_seen),
+                *[_csv_num(run.psnr.get(s)) for s in SETS],
             ]
         )
     return buf.getvalue()

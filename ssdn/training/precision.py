@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ssdn.errors import UserError
+
 #: CPU flags (Linux ``/proc/cpuinfo``) of native bf16 arithmetic.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
@@ -26,9 +28,30 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
+#: Lightning's precisions (with their short aliases), and ``auto``.
+PRECISIONS = (
+    "auto",
+    "32-true",
+    "bf16-mixed",
+    "16-mixed",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "32",
+    "bf16",
+    "16",
+    "64",
+)
+
+
 def resolve_precision(precision: str, accelerator: str, flags: frozenset[str] | None = None) -> str:
     """``auto`` → ``bf16-mixed`` on accelerators and on CPUs with native bf16, ``32-true`` on other CPUs; any
-    other value is returned as given (an explicit choice is never second-guessed)."""
+    other value is returned as given (an explicit choice is never second-guessed), or refused when Lightning has
+    no such precision."""
+    if precision not in PRECISIONS:
+        raise UserError(
+            f"trainer.precision={precision} is not a precision; choose one of {', '.join(PRECISIONS)}"
+        )
     if precision != "auto":
         return precision
     if accelerator != "cpu":

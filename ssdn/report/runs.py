@@ -1,5 +1,6 @@
-"""Jobs: one training/evaluation run each, read from its folder (``results.json``, ``metrics.json``,
-``.hydra/``, ``csv/metrics.csv``, ``train_files.txt``) with its status kept when it failed or has no results."""
+"""A finished training/evaluation run read back for the report (``RunRecord``) from its folder (``results.json``,
+``metrics.json``, ``.hydra/``, ``csv/metrics.csv``, ``train_files.txt``), its status kept when it failed or has
+no results."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ssdn.errors import UserError
 from ssdn.report.paper import SETS
 from ssdn.report.train_files import read_train_files, train_files_from_checkpoint
 
-#: The parts of a job's config the report reads.
+#: The parts of a run's config the report reads.
 CONFIG_KEYS = (
     "run",
     "noise",
@@ -37,7 +38,7 @@ class ReportError(UserError, ValueError):
 
 
 @dataclass
-class Job:
+class RunRecord:
     """One training/evaluation run, read from its folder or from W&B."""
 
     source: str
@@ -76,9 +77,9 @@ def config_value(config: dict[str, Any], dotted: str, default: Any = None) -> An
     return node
 
 
-def _load_config(job_dir: Path) -> dict[str, Any]:
-    """The job's config with the keys the report needs resolved (``${hydra:...}`` cannot be, outside Hydra)."""
-    path = job_dir / ".hydra" / "config.yaml"
+def _load_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config with the keys the report needs resolved (``${hydra:...}`` cannot be, outside Hydra)."""
+    path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
         return {}
     prepare_hydra()
@@ -106,8 +107,8 @@ def experiment_choice(key: str, value: Any) -> str | None:
     return None
 
 
-def _experiment(job_dir: Path) -> str | None:
-    path = job_dir / ".hydra" / "hydra.yaml"
+def _experiment(run_dir: Path) -> str | None:
+    path = run_dir / ".hydra" / "hydra.yaml"
     if not path.is_file():
         return None
     choices = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices", default=None) or {}
@@ -155,44 +156,44 @@ def _read_metrics_csv(path: Path, batch: int) -> tuple[list[tuple[float, float]]
     return sorted(curve), sorted(levels)
 
 
-def read_job(job_dir: Path) -> Job:
-    """Everything the report uses from one job folder; a job without ``results.json`` is kept with its status."""
-    config = _load_config(job_dir)
-    name = config_value(config, "run.name") or job_dir.name.split("-", 1)[-1]
-    results = job_dir / "results.json"
-    status = "ok" if results.is_file() else "failed" if (job_dir / "failed.txt").is_file() else "no results"
-    job = Job(
-        source=str(job_dir), name=str(name), experiment=_experiment(job_dir), status=status, config=config
+def read_run(run_dir: Path) -> RunRecord:
+    """Everything the report uses from one run folder; a run without ``results.json`` is kept with its status."""
+    config = _load_config(run_dir)
+    name = config_value(config, "run.name") or run_dir.name.split("-", 1)[-1]
+    results = run_dir / "results.json"
+    status = "ok" if results.is_file() else "failed" if (run_dir / "failed.txt").is_file() else "no results"
+    run = RunRecord(
+        source=str(run_dir), name=str(name), experiment=_experiment(run_dir), status=status, config=config
     )
     if results.is_file():
         data = json.loads(results.read_text())
         sets = data.get("sets", {})
-        job.psnr = {name: float(s["psnr"][s["reported"]]) for name, s in sets.items()}
-        job.off_protocol = off_protocol({name: s.get("protocol", {}) for name, s in sets.items()})
-        job.mtime = results.stat().st_mtime
-    metrics = job_dir / "metrics.json"
+        run.psnr = {name: float(s["psnr"][s["reported"]]) for name, s in sets.items()}
+        run.off_protocol = off_protocol({name: s.get("protocol", {}) for name, s in sets.items()})
+        run.mtime = results.stat().st_mtime
+    metrics = run_dir / "metrics.json"
     if metrics.is_file():
-        job.images_seen = json.loads(metrics.read_text()).get("images_seen")
+        run.images_seen = json.loads(metrics.read_text()).get("images_seen")
     batch = int(config_value(config, "data.batch_size", 4))
-    job.curve, job.levels = _read_metrics_csv(job_dir / "csv" / "metrics.csv", batch)
+    run.curve, run.levels = _read_metrics_csv(run_dir / "csv" / "metrics.csv", batch)
     if config_value(config, "data.subset") is not None:
-        job.train_files = read_train_files(job_dir)
-        if job.train_files is None:
-            job.train_files = train_files_from_checkpoint(job_dir)
-    return job
+        run.train_files = read_train_files(run_dir)
+        if run.train_files is None:
+            run.train_files = train_files_from_checkpoint(run_dir)
+    return run
 
 
-def find_jobs(root: Path) -> list[Job]:
-    """Every job folder under ``root`` (recursively): one with results.json, failed.txt or .hydra/config.yaml."""
+def find_runs(root: Path) -> list[RunRecord]:
+    """Every run folder under ``root`` (recursively): one with results.json, failed.txt or .hydra/config.yaml."""
     if not root.is_dir():
         raise ReportError(f"{root}: no such folder (give a sweep directory, e.g. multirun/table1)")
     dirs = {p.parent for p in root.rglob("results.json")} | {p.parent for p in root.rglob("failed.txt")}
     dirs |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
-    jobs = [read_job(d) for d in sorted(dirs)]
-    if not any(j.status == "ok" for j in jobs):
-        failed = sum(j.status == "failed" for j in jobs)
+    runs = [read_run(d) for d in sorted(dirs)]
+    if not any(j.status == "ok" for j in runs):
+        failed = sum(j.status == "failed" for j in runs)
         raise ReportError(
-            f"{root}: no results.json in this folder or below ({len(jobs)} job folder(s), {failed} failed); "
-            "give the sweep directory of finished jobs (runs need eval.sets to write results.json)"
+            f"{root}: no results.json in this folder or below ({len(runs)} run folder(s), {failed} failed); "
+            "give the sweep directory of finished runs (runs need eval.sets to write results.json)"
         )
-    return jobs
+    return runs
