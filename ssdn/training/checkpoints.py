@@ -1,10 +1,11 @@
 """Reading checkpoints a user hands us, without running code hidden in them.
 
 A ``.ckpt`` is a pickle, and unpickling an untrusted file may execute anything it names. Every checkpoint ssdn
-reads (``resume=``, ``resume=auto``, ``denoise``, ``export``, ``evaluate``, ``report``) goes through :func:`read_checkpoint`,
-which loads with ``weights_only=True``: tensors, containers and plain values only. ssdn's checkpoints hold
-nothing else (configs are stored as plain dicts with enums as strings), so a file that needs more is refused
-with its path rather than trusted.
+reads (``resume=``, ``resume=auto``, ``denoise``, ``export``, ``evaluate``, ``report``) goes through
+:func:`read_checkpoint`, which loads with ``weights_only=True``: tensors, containers and plain values only.
+ssdn's checkpoints hold nothing else (configs are stored as plain dicts with enums as strings), so a file that
+needs more is refused with its path rather than trusted. What is not a checkpoint at all (a folder, a pipe, a
+text file) is named as such before torch reads it.
 """
 
 from __future__ import annotations
