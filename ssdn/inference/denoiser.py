@@ -38,8 +38,8 @@ class ChannelError(UserError, ValueError):
 
 def model_input(pixels: np.ndarray, channels: int, name: object) -> np.ndarray:
     """(H, W, k) stored pixels as the model's ``channels``: gray repeated to RGB for a colour model (written
-    back gray, ``ssdn.inference.write``); an RGB image for a grayscale model is refused, as no conversion to
-    gray is the user's obvious intent and the output would lose its colour."""
+    back gray, ``ssdn.inference.write``). An RGB image for a grayscale model is refused: which mix of R, G and B
+    makes the gray is the user's choice, and writing it back gray would lose the colour unasked."""
     stored = pixels.shape[2]
     if stored == channels:
         return pixels

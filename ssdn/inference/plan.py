@@ -49,6 +49,15 @@ def _inside(path: Path, folder: Path | None) -> bool:
     return folder is not None and path.resolve().is_relative_to(folder)
 
 
+def _below(out: Path | None, root: Path) -> Path | None:
+    """``out`` when it lies strictly inside the walked ``root``, else None: an output folder that is the input
+    folder itself, or above it, cannot be told apart from the inputs, and the plan's overwrite checks cover it."""
+    if out is None:
+        return None
+    root = root.resolve()
+    return out if out != root and out.is_relative_to(root) else None
+
+
 NOT_REGULAR = "not a regular file (a pipe, socket or device); skipped, give image files"
 
 
@@ -64,9 +73,9 @@ def collect_images(
     for entry in map(str, inputs):
         path = Path(entry)
         if path.is_dir():
-            images = [p for p in list_images(path, recursive=True) if not _inside(p, skip)]
+            images = [p for p in list_images(path, recursive=True) if not _inside(p, _below(skip, path))]
             if not images:
-                rejected.append((path, "a folder with no image files in it (outside --out)"))
+                rejected.append((path, "a folder with no image files in it (its --out folder aside)"))
             found += [(p, p.relative_to(path)) for p in images]
         elif path.is_file():
             found.append((path, Path(path.name)))
@@ -85,6 +94,7 @@ def _add_matches(
     """A glob's image-named matches (sorted) into ``found``, mirrored below its fixed part; matches that are
     not files into ``rejected``."""
     fixed = Path(*_glob_root(Path(pattern).parts))
+    skip = _below(skip, fixed)
     matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
     matches = [p for p in matches if p.suffix.lower() in IMAGE_EXTENSIONS and not _inside(p, skip)]
     if not matches:
