@@ -58,7 +58,7 @@ def _below(out: Path | None, root: Path) -> Path | None:
     return out if out != root and out.is_relative_to(root) else None
 
 
-NOT_REGULAR = "not a regular file (a pipe, socket or device); skipped, give image files"
+NOT_REGULAR = "not a regular file (a pipe, socket or device); give image files"
 
 
 def collect_images(
@@ -103,7 +103,7 @@ def _add_matches(
         if match.is_file():
             found.append((match, match.relative_to(fixed)))
         elif match.is_dir():
-            rejected.append((match, "a folder named like an image, not an image file; skipped"))
+            rejected.append((match, "a folder named like an image, not an image file"))
         else:
             rejected.append((match, NOT_REGULAR))
 
