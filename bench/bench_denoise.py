@@ -27,9 +27,10 @@ import torch
 from PIL import Image
 
 from ssdn.data.testsets import load_testset
-from ssdn.denoise import denoise_pixels, load_denoiser
 from ssdn.eval.metrics import psnr, quantize
+from ssdn.inference.denoiser import denoise_pixels
 from ssdn.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tile_count
+from ssdn.training.checkpoints import load_denoiser
 from ssdn.training.module import DenoiserModule
 
 CHECKPOINT = "outputs/bench-noisy-only/runs/gauss-synthetic/checkpoints/best.ckpt"
@@ -124,7 +125,7 @@ def big(args: argparse.Namespace) -> None:
         Image.fromarray(pixels).save(src, compress_level=1)
         del pixels
         code = (
-            "import sys, ssdn.denoise as d, ssdn.inference.tiling as t\n"
+            "import sys, ssdn.denoise as d, ssdn.inference.denoiser as r, ssdn.inference.tiling as t\n"
             f"limit = {0 if args.full else args.tiles}\n"
             "if limit:\n"
             "    real = t.denoise_tiled\n"
@@ -138,7 +139,7 @@ def big(args: argparse.Namespace) -> None:
             "        except KeyboardInterrupt:\n"
             "            print('stopped after', limit, 'tiles', file=sys.stderr)\n"
             "            raise SystemExit(0) from None\n"
-            "    d.denoise_tiled = stop\n"
+            "    r.denoise_tiled = stop\n"
             "d.main(sys.argv[1:])\n"
         )
         cmd = [

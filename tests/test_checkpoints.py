@@ -4,6 +4,8 @@ hidden in it never runs (resume=, resume=auto, denoise, evaluate, report)."""
 from __future__ import annotations
 
 import json
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +114,76 @@ def test_damaged_checkpoint_is_a_named_error(tmp_path: Path, damage: str) -> Non
         read_checkpoint(bad)
     assert read_checkpoint(good)["global_step"] == 3
     assert json.dumps(read_checkpoint(good)["global_step"]) == "3"
+
+
+class _SystemPayload:
+    """A payload through ``os.system``, whose module torch blocks outright (a different refusal than exec's)."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, ("true",)
+
+
+@pytest.mark.parametrize("payload", ["exec", "os.system", "bare pickle"])
+def test_crafted_checkpoint_is_refused_for_safety_without_suggesting_to_disable_it(
+    tmp_path: Path, payload: str
+) -> None:
+    path = tmp_path / "crafted.ckpt"
+    if payload == "exec":
+        plant_malicious(path, tmp_path / "marker")
+    elif payload == "os.system":
+        torch.save({"state_dict": {}, "x": _SystemPayload()}, path)
+    else:
+        path.write_bytes(pickle.dumps({"x": _SystemPayload()}, protocol=2))
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    text = str(err.value)
+    assert (
+        text.startswith(f"{path}: refused to load: it holds objects other than weights")
+        and len(text.splitlines()) == 1
+    )
+    assert "refused for safety" in text
+    assert "weights_only" not in text and "truncated" not in text and "trusted source" not in text
+
+
+def test_a_text_file_is_not_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "notes.ckpt"
+    path.write_text("hello, this is text\n")
+    with pytest.raises(
+        CheckpointError, match=r"notes.ckpt: not a checkpoint \(torch.save writes a zip"
+    ) as err:
+        read_checkpoint(path)
+    assert "(101)" not in str(err.value)
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.ckpt: empty, not a checkpoint"):
+        read_checkpoint(tmp_path / "empty.ckpt")
+
+
+def test_a_folder_names_the_checkpoint_inside_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    with pytest.raises(
+        CheckpointError, match=r"run is a folder, not a checkpoint; pass the .ckpt file inside"
+    ):
+        read_checkpoint(run_dir)
+    torch.save({"global_step": 1}, run_dir / "checkpoints" / "last.ckpt")
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(run_dir)
+    assert (
+        str(err.value)
+        == f"{run_dir} is a folder, not a checkpoint; pass {run_dir / 'checkpoints' / 'last.ckpt'}"
+    )
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    with pytest.raises(SystemExit) as exit_info:
+        denoise.main(
+            [str(run_dir), str(image), "--out", str(tmp_path / "o"), "--device", "cpu", "--param", "25"]
+        )
+    err_text = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "is a folder, not a checkpoint; pass" in err_text
+    assert len(err_text.splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_a_pipe_is_not_a_checkpoint(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.ckpt")
+    with pytest.raises(CheckpointError, match=r"pipe\.ckpt is not a regular file"):
+        read_checkpoint(tmp_path / "pipe.ckpt")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +11,16 @@ import png
 import pytest
 import tifffile
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from ssdn import denoise
-from ssdn.data.io import load_native, load_native_with_alpha
+from ssdn.data.io import load_as_stored, load_native, load_native_with_alpha
 from ssdn.errors import UserError
+from ssdn.inference.denoiser import network_bf16
 from ssdn.noise import NoiseParamError, build_noise
 from ssdn.train import run
+from ssdn.training import precision
 from ssdn.training.module import DenoiserModule
 from tests.conftest import TINY, compose_config
 
@@ -32,8 +37,10 @@ def identity(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> DenoiserModul
     """The tiny model with a denoiser that returns its input and a constant std of 0.01: what is written must
     then equal what was read, bit for bit."""
     module = denoise.load_denoiser(checkpoint)
+    module.asked_bf16 = []  # type: ignore[attr-defined]
 
     def fake(noisy: torch.Tensor, params: torch.Tensor, bf16: bool | None = None, uncertainty: bool = False):
+        module.asked_bf16.append(bf16)  # type: ignore[attr-defined]
         out = {"pme": noisy.float().clone()}
         return out | ({"posterior_std": torch.full_like(noisy, 0.01)} if uncertainty else {})
 
@@ -155,9 +162,9 @@ def test_alpha_is_passed_through(identity: DenoiserModule, checkpoint: Path, tmp
     assert _main(checkpoint, str(tmp_path / "in"), "--out", str(out), "--param", "25") == 0
     colour, alpha = load_native_with_alpha(out / "see-through.png")
     assert alpha is not None and np.array_equal(np.dstack([colour, alpha]), rgba)
-    colour, alpha = load_native_with_alpha(out / "ga.png")  # gray in, the RGB model's output: RGB + alpha
+    gray, alpha = load_as_stored(out / "ga.png")  # gray in, gray + alpha out (the RGB model's mean)
     assert alpha is not None and np.array_equal(alpha[:, :, 0], gray_alpha[:, :, 1])
-    assert np.array_equal(colour, np.repeat(gray_alpha[:, :, :1], 3, axis=2))
+    assert np.array_equal(gray, gray_alpha[:, :, :1])
 
 
 def test_folders_are_recursive_and_globs_mirror_below_their_fixed_part(
@@ -276,3 +283,180 @@ def test_real_model_tiles_and_uncertainty(checkpoint: Path, tmp_path: Path) -> N
     assert load_native(tmp_path / "o" / "strip.png").shape == (40, 300, 3)
     std = tifffile.imread(tmp_path / "o" / "strip.std.tif")
     assert std.shape == (40, 300, 3) and np.isfinite(std).all() and (std >= 0).all()
+
+
+def test_gray_and_deep_gray_keep_their_channels_and_depth(
+    identity: DenoiserModule, checkpoint: Path, tmp_path: Path
+) -> None:
+    """A colour model denoises gray as RGB and writes it gray, at the input's depth (PIL's I;16 included)."""
+    gen = np.random.default_rng(5)
+    deep = gen.integers(0, 65536, (40, 30), dtype=np.uint16)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(deep).save(tmp_path / "in" / "deep.png")  # PIL mode I;16
+    tifffile.imwrite(tmp_path / "in" / "deep.tif", deep, photometric="minisblack")
+    gray = _png(tmp_path / "in" / "gray.png", (40, 30))
+    out = tmp_path / "out"
+    assert _main(checkpoint, str(tmp_path / "in"), "--out", str(out), "--param", "25") == 0
+    with Image.open(out / "deep.png") as img:
+        assert img.mode == "I;16" and np.array_equal(np.asarray(img), deep)
+    assert tifffile.imread(out / "deep.tif").dtype == np.uint16
+    assert np.array_equal(tifffile.imread(out / "deep.tif"), deep)
+    with Image.open(out / "gray.png") as img:
+        assert img.mode == "L" and np.array_equal(np.asarray(img), gray)
+
+
+def test_gray_output_is_the_mean_of_the_colour_models_channels(
+    identity: DenoiserModule, checkpoint: Path, tmp_path: Path
+) -> None:
+    """Channel outputs 0.2, 0.4, 0.9 of a gray image are written as their mean, 0.5 (8-bit 128)."""
+    levels = torch.tensor([0.2, 0.4, 0.9]).view(1, 3, 1, 1)
+    identity.denoise = lambda noisy, *_a, **_k: {"pme": levels.expand_as(noisy).clone()}  # type: ignore[method-assign]
+    _png(tmp_path / "g.png", (20, 20))
+    assert _main(checkpoint, str(tmp_path / "g.png"), "--out", str(tmp_path / "o"), "--param", "25") == 0
+    with Image.open(tmp_path / "o" / "g.png") as img:
+        assert img.mode == "L" and (np.asarray(img) == 128).all()
+
+
+def test_palette_images_come_out_rgb_and_say_so(
+    identity: DenoiserModule, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rgb = _png(tmp_path / "rgb.png", (20, 24, 3))
+    Image.open(tmp_path / "rgb.png").convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(
+        tmp_path / "p.png"
+    )
+    expected = np.asarray(Image.open(tmp_path / "p.png").convert("RGB"))
+    assert not np.array_equal(
+        expected, rgb
+    )  # the palette changed the colours: what is written is its colours
+    assert _main(checkpoint, str(tmp_path / "p.png"), "--out", str(tmp_path / "o"), "--param", "25") == 0
+    with Image.open(tmp_path / "o" / "p.png") as img:
+        assert img.mode == "RGB" and np.array_equal(np.asarray(img), expected)
+    assert "palette image written as RGB" in capsys.readouterr().out
+
+
+def test_rgb_into_a_grayscale_model_is_refused_per_image(
+    identity: DenoiserModule, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    identity.channels = 1
+    _png(tmp_path / "in" / "a.png", (20, 20, 3))
+    gray = _png(tmp_path / "in" / "b.png", (20, 20))
+    out = tmp_path / "out"
+    assert _main(checkpoint, str(tmp_path / "in"), "--out", str(out), "--param", "25") == 1
+    err = capsys.readouterr().err
+    assert "a.png: a 3-channel image, but the model takes 1-channel (grayscale) images; convert it" in err
+    assert "1 written, 0 skipped (outputs exist), 1 failed" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["b.png"]
+    assert np.array_equal(np.asarray(Image.open(out / "b.png")), gray)
+
+
+def test_out_inside_an_input_folder_is_never_read_back(
+    identity: DenoiserModule, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A killed batch with --out inside the input folder resumes with --skip-existing (its outputs are not
+    inputs), and a glob over the input folder does not match them either."""
+    for name in ("a", "b"):
+        _png(tmp_path / "in" / f"{name}.png", (20, 20, 3))
+    out = tmp_path / "in" / "denoised"
+    args = ["--out", str(out), "--param", "25"]
+    assert _main(checkpoint, str(tmp_path / "in"), *args) == 0
+    (out / "b.png").unlink()
+    capsys.readouterr()
+    assert _main(checkpoint, str(tmp_path / "in"), *args, "--skip-existing") == 0
+    assert "1 written, 1 skipped (outputs exist), 0 failed" in capsys.readouterr().err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.png", "b.png"]
+    assert _main(checkpoint, str(tmp_path / "in" / "**" / "*.png"), *args, "--overwrite") == 0
+    assert "2 written, 0 skipped (outputs exist), 0 failed" in capsys.readouterr().err
+
+
+def test_a_pipe_or_a_folder_named_like_an_image_is_reported_and_the_rest_written(
+    identity: DenoiserModule, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "in" / "pipe.png"
+    _png(tmp_path / "in" / "a.png", (20, 20, 3))
+    os.mkfifo(fifo)
+    (tmp_path / "in" / "x.png").mkdir()
+    out = tmp_path / "out"
+    assert (
+        _main(checkpoint, str(fifo), str(tmp_path / "in" / "a.png"), "--out", str(out), "--param", "25") == 1
+    )
+    err = capsys.readouterr().err
+    assert f"skipped {fifo}: not a regular file" in err and "no such file" not in err
+    assert "1 written, 0 skipped (outputs exist), 1 failed" in err and (out / "a.png").is_file()
+    pattern = str(tmp_path / "in" / "[ax].png")
+    assert _main(checkpoint, pattern, "--out", str(out), "--param", "25", "--overwrite") == 1
+    err = capsys.readouterr().err
+    assert "x.png: a folder named like an image, not an image file" in err and "1 written" in err
+    assert _main(checkpoint, str(fifo), "--out", str(out), "--param", "25") == 2  # nothing else to do
+    err = capsys.readouterr().err
+    assert "no images found" in err and "not a regular file" in err and len(err.splitlines()) == 1
+
+
+def test_an_out_folder_that_cannot_be_written_is_one_usage_error(
+    identity: DenoiserModule,
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("a", "b", "c"):
+        _png(tmp_path / "in" / f"{name}.png", (20, 20, 3))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:  # root writes through permissions: fail the probe the way a read-only folder would
+
+        def refuse(*_args: object, **_kw: object) -> tuple[int, str]:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    status = _main(checkpoint, str(tmp_path / "in"), "--out", str(locked / "sub"), "--param", "25")
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"python -m ssdn.denoise: error: --out {locked / 'sub'}: cannot write there")
+    assert "Permission denied" in err and not (locked / "sub").exists()
+    file_in_the_way = tmp_path / "file"
+    file_in_the_way.write_text("x")
+    monkeypatch.undo()
+    assert (
+        _main(checkpoint, str(tmp_path / "in"), "--out", str(file_in_the_way / "sub"), "--param", "25") == 2
+    )
+
+
+def test_param_given_to_a_learned_level_model_is_used_and_said(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = compose_config(*TINY, "noise_params=sigma_global", output_dir=tmp_path)
+    module = DenoiserModule(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)).eval()
+    monkeypatch.setattr(denoise, "load_denoiser", lambda *_args, **_kw: module)
+    _png(tmp_path / "x.png", (32, 32, 3))
+    args = [str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]
+    assert _main(checkpoint, *args) == 0  # its learned level (about 4.9 at initialisation)
+    learned = module.noise.to_params(
+        module.method.level(torch.zeros(1, 3, 32, 32), torch.zeros(0), module.noise)
+    )
+    assert float(capsys.readouterr().out.split("sigma=")[1].split()[0]) == pytest.approx(
+        float(learned), rel=1e-5
+    )
+    assert _main(checkpoint, *args, "--param", "25", "--overwrite") == 0
+    captured = capsys.readouterr()
+    assert float(captured.out.split("sigma=")[1].split()[0]) == pytest.approx(25.0, rel=1e-9)
+    assert "this model learned its noise level (global); using the level given instead" in captured.err
+
+
+@pytest.mark.parametrize(("flags", "expected"), [({"avx2", "avx512_bf16"}, True), ({"avx2"}, False)])
+def test_precision_auto_follows_the_cpu_flags(
+    identity: DenoiserModule,
+    checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: set[str],
+    expected: bool,
+) -> None:
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    _png(tmp_path / "x.png", (20, 20, 3))
+    args = [str(tmp_path / "x.png"), "--param", "25", "--overwrite", "--out", str(tmp_path / "o")]
+    assert _main(checkpoint, *args) == 0
+    assert _main(checkpoint, *args, "--precision", "fp32") == 0
+    assert _main(checkpoint, *args, "--precision", "bf16") == 0
+    assert identity.asked_bf16 == [expected, False, True]  # type: ignore[attr-defined]
+    assert network_bf16("auto", "cuda", frozenset()) and not network_bf16("auto", "cpu", frozenset())

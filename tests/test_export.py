@@ -1,5 +1,6 @@
 """ssdn.export: TorchScript and ONNX (through onnxruntime) give the module's outputs on random inputs of
-sizes other than the traced one, square or not; safetensors round-trips to an equal module; bad input is a UserError."""
+sizes other than the traced one, square or not, multiples of 32 or not (the graph pads); safetensors round-trips
+to an equal module; bad input is a UserError; an existing file is replaced only when asked."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ import torch
 from omegaconf import OmegaConf
 
 from ssdn.errors import UserError
-from ssdn.export import export, load_checkpoint, load_safetensors, main
+from ssdn.export import main
+from ssdn.inference.export_formats import export, export_bf16, load_safetensors
 from ssdn.nets import UNet
+from ssdn.nets.padding import crop, pad_to_multiple
+from ssdn.training import precision
+from ssdn.training.checkpoints import CheckpointError, load_denoiser
 from ssdn.training.module import DenoiserModule
 from tests.conftest import compose_config
 
@@ -39,15 +44,20 @@ def build(*overrides: str) -> DenoiserModule:
     return module
 
 
-def reference(module: DenoiserModule, noisy: torch.Tensor, param: float | None) -> torch.Tensor:
-    """What the module reports; with ``param`` the level is that value whatever the level source."""
+def reference(
+    module: DenoiserModule, noisy: torch.Tensor, param: float | None, bf16: bool = False
+) -> torch.Tensor:
+    """What the module reports on ``noisy`` mirror-padded to multiples of 32 and cropped back (what
+    ``python -m ssdn.denoise`` does); with ``param`` the level is that value whatever the level source."""
+    h, w = noisy.shape[-2:]
+    noisy = pad_to_multiple(noisy)[0]
     if param is None:
         params = module.noise.sample_params(noisy.shape[0])
-        return next(iter(module.denoise(noisy, params, bf16=False).values()))
-    with torch.no_grad():
+        return crop(next(iter(module.denoise(noisy, params, bf16=bf16).values())), h, w)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         level = module.noise.to_level(torch.full((noisy.shape[0],), param, dtype=torch.float64))
         outs = module.method.objective.outputs(module.net(noisy), noisy, module.noise, level)
-    return next(iter(outs.values()))
+    return crop(next(iter(outs.values())), h, w)
 
 
 CASES = [
@@ -67,7 +77,8 @@ def test_torchscript_and_onnx_equal_the_module(
 
     module = build(*overrides)
     params = None if param is None else [param]
-    ts = torch.jit.load(str(export(module, "torchscript", tmp_path / "m.pt", params, size=32)))
+    ts_path = export(module, "torchscript", tmp_path / "m.pt", params, size=32, precision="fp32")
+    ts = torch.jit.load(str(ts_path))
     onnx_path = export(module, "onnx", tmp_path / "m.onnx", params, size=32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     # traced at 32², batch 1; run on a larger square and on non-square inputs both ways round
@@ -85,6 +96,28 @@ def test_torchscript_and_onnx_equal_the_module(
     assert all(
         not m.two_pass for m in module.modules() if isinstance(m, UNet)
     )  # the module is left as it was
+
+
+@pytest.mark.slow  # ~45 s on the shared 2-core CPU: two traces and an ONNX export
+def test_any_height_and_width_are_padded_inside_the_graph(tmp_path: Path) -> None:
+    """33×33 (once a broadcast error) and 64×96 through TorchScript and onnxruntime: the graph mirror-pads to
+    multiples of 32 and crops back, with H and W dynamic (traced at 64²)."""
+    import onnxruntime as ort
+
+    module = build("noise=gaussian", "method=ssdn")
+    ts = torch.jit.load(str(export(module, "torchscript", tmp_path / "m.pt", [25.0], precision="fp32")))
+    session = ort.InferenceSession(
+        str(export(module, "onnx", tmp_path / "m.onnx", [25.0])), providers=["CPUExecutionProvider"]
+    )
+    for shape in ((1, 3, 33, 33), (1, 3, 64, 96)):
+        noisy = torch.rand(shape, generator=torch.Generator().manual_seed(4))
+        expected = reference(module, noisy, 25.0)
+        with torch.no_grad():
+            torch.testing.assert_close(ts(noisy), expected, rtol=0, atol=0)
+        (out,) = session.run(None, {"noisy": noisy.numpy()})
+        assert out.shape == shape
+        diff = (torch.from_numpy(out) - expected).abs()
+        assert diff.max() <= ONNX_ATOL and diff.mean() <= ONNX_MEAN
 
 
 def test_safetensors_round_trip_without_pickle(tmp_path: Path) -> None:
@@ -124,14 +157,13 @@ def test_cli_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     ckpt = _checkpoint(module, tmp_path / "m.ckpt")
     out = main([str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "m.pt"), "--param", "25"])
     assert out.is_file() and json.loads(capsys.readouterr().out.splitlines()[-1])["format"] == "torchscript"
-    with pytest.raises(UserError, match="checkpoint not found"):
-        load_checkpoint(tmp_path / "missing.ckpt")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_denoiser(tmp_path / "missing.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match=r"junk\.ckpt is not an ssdn training checkpoint"):
-        load_checkpoint(tmp_path / "junk.ckpt")
     with pytest.raises(SystemExit) as exc:  # one line, exit status 2
         main([str(tmp_path / "junk.ckpt"), "--format", "onnx", "--out", str(tmp_path / "x.onnx")])
-    assert exc.value.code == 2 and "is not an ssdn training checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "junk.ckpt: not a checkpoint" in err and len(err.splitlines()) == 1
     with pytest.raises(UserError, match="--format must be one of"):
         export(module, "tflite", tmp_path / "x")
     with pytest.raises(UserError, match="sigma must satisfy"):
@@ -146,3 +178,60 @@ def test_cli_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(UserError, match="no 'ssdn_config' metadata"):
         load_safetensors(tmp_path / "plain.safetensors")
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x").exists()
+
+
+def _main_status(*argv: str) -> int:
+    try:
+        main(list(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_an_existing_out_is_replaced_only_with_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _checkpoint(build("noise=gaussian", "method=ssdn"), tmp_path / "m.ckpt")
+    for fmt, name in (("safetensors", "w.safetensors"), ("torchscript", "m.pt")):
+        target = tmp_path / name
+        target.write_bytes(b"the user's own file")
+        args = [str(ckpt), "--format", fmt, "--out", str(target)]
+        args += [] if fmt == "safetensors" else ["--param", "25"]
+        assert _main_status(*args) == 2
+        err = capsys.readouterr().err
+        assert f"--out {target} exists already; pass --overwrite" in err and len(err.splitlines()) == 1
+        assert target.read_bytes() == b"the user's own file"
+        assert _main_status(*args, "--overwrite") == 0
+        assert target.read_bytes() != b"the user's own file"
+    assert _main_status(str(ckpt), "--format", "onnx", "--out", str(tmp_path)) == 2
+    assert "is a folder; give the file to write" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~25 s: two TorchScript traces
+def test_bf16_torchscript_is_the_modules_bf16_and_auto_follows_the_cpu_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = build("noise=gaussian", "method=ssdn")
+    ts = torch.jit.load(str(export(module, "torchscript", tmp_path / "b.pt", [25.0], precision="bf16")))
+    noisy = torch.rand((1, 3, 33, 40), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(ts(noisy), reference(module, noisy, 25.0, bf16=True), rtol=0, atol=0)
+    assert (ts(noisy) - reference(module, noisy, 25.0)).abs().max() > 1e-4  # really bf16
+    for flags, fmt, expected in (
+        ({"avx512_bf16"}, "torchscript", True),
+        ({"amx_bf16"}, "torchscript", True),
+        ({"avx2"}, "torchscript", False),
+        ({"avx512_bf16"}, "onnx", False),
+    ):
+        monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert export_bf16(fmt, "auto") is expected
+        assert export_bf16(fmt, "fp32") is False
+    ckpt = _checkpoint(module, tmp_path / "m.ckpt")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    main([str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "auto.pt"), "--param", "25"])
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["precision"] == "fp32"
+    assert (
+        _main_status(str(ckpt), "--format", "onnx", "--out", str(tmp_path / "x.onnx"), "--precision", "bf16")
+        == 2
+    )
+    assert "--precision bf16 does not apply to ONNX" in capsys.readouterr().err

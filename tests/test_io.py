@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from ssdn.data.io import ImageDecodeError, list_images, load_image, rgb_to_mono
+from ssdn.data.io import ImageDecodeError, is_palette, list_images, load_as_stored, load_image, rgb_to_mono
 
 # sha256 of the raw decoded RGB bytes (H, W, 3 row-major) of kodim01.png; cross-checked with an independent
 # zlib + PNG-unfilter decoder, which by construction ignores the file's gAMA/sRGB chunks.
@@ -159,3 +159,21 @@ def test_list_images(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError, match="nowhere"):
         list_images(tmp_path / "nowhere")
+
+
+def test_load_as_stored_keeps_channels_and_depth(tmp_path: Path) -> None:
+    """What ``python -m ssdn.denoise`` reads: gray stays (H, W, 1) at its depth (PIL's I;16 included), gray +
+    alpha splits off the alpha, a palette image gives its colours."""
+    deep = np.random.default_rng(0).integers(0, 65536, (6, 5), dtype=np.uint16)
+    pixels, alpha = load_as_stored(_save(tmp_path, "deep.png", Image.fromarray(deep)))
+    assert pixels.dtype == np.uint16 and pixels.shape == (6, 5, 1) and alpha is None
+    assert np.array_equal(pixels[:, :, 0], deep)
+    la = np.random.default_rng(1).integers(0, 256, (6, 5, 2), dtype=np.uint8)
+    pixels, alpha = load_as_stored(_save(tmp_path, "la.png", Image.fromarray(la)))
+    assert pixels.shape == (6, 5, 1) and alpha is not None
+    assert np.array_equal(pixels[:, :, 0], la[:, :, 0]) and np.array_equal(alpha[:, :, 0], la[:, :, 1])
+    rgb = Image.fromarray(np.random.default_rng(2).integers(0, 256, (6, 5, 3), dtype=np.uint8))
+    palette = _save(tmp_path, "p.png", rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=4))
+    pixels, alpha = load_as_stored(palette)
+    assert np.array_equal(pixels, np.asarray(Image.open(palette).convert("RGB"))) and alpha is None
+    assert is_palette(palette) and not is_palette(tmp_path / "la.png")

@@ -203,11 +203,19 @@ def load_native(path: str | Path, channels: int = 3) -> np.ndarray:
 
 
 def load_native_with_alpha(path: str | Path, channels: int = 3) -> tuple[np.ndarray, np.ndarray | None]:
-    """``load_native`` and the file's alpha channel (H, W, 1) at the same depth, or None when it has none.
+    """``load_native`` and the file's alpha channel (H, W, 1) at the same depth, or None when it has none."""
+    pixels, alpha = load_as_stored(_image_path(path, channels))
+    return _to_channels(pixels, channels), alpha
 
-    For ``python -m ssdn.denoise``, which passes alpha through untouched: it is not part of the noisy signal.
+
+def load_as_stored(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A file's colour channels as stored, (H, W, 1) gray or (H, W, 3), at its own depth, and its alpha
+    (H, W, 1) or None. Palette images come out RGB (their colours, not their indices).
+
+    For ``python -m ssdn.denoise``, which writes each image back with the channels and depth it came with and
+    passes alpha through untouched: it is not part of the noisy signal.
     """
-    path = _image_path(path, channels)
+    path = _image_path(path, 3)
     try:
         pixels = _decode_native(path, keep_alpha=True)
     except ImageDecodeError:
@@ -217,7 +225,16 @@ def load_native_with_alpha(path: str | Path, channels: int = 3) -> tuple[np.ndar
     alpha = None
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
         alpha = np.ascontiguousarray(pixels[:, :, -1:])
-    return _to_channels(_drop_alpha(pixels, path), channels), alpha
+    return np.ascontiguousarray(_drop_alpha(pixels, path)), alpha
+
+
+def is_palette(path: str | Path) -> bool:
+    """Whether ``path`` stores palette indices (PIL mode P/PA), read from the header alone."""
+    try:
+        with Image.open(path) as img:
+            return img.mode in ("P", "PA")
+    except _DECODE_ERRORS:
+        return False
 
 
 def bit_depth(pixels: np.ndarray) -> int:

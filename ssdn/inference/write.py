@@ -1,0 +1,92 @@
+"""Writing a denoised image the way its input came: same bit depth, same channels, alpha untouched, atomically.
+
+A grayscale image denoised by a colour model (the gray channel repeated, ``ssdn.inference.denoiser``) is
+written gray as the mean of the three outputs: each is an estimate of the same gray value, and their mean is
+the one with the least noise (it is also how ``ssdn.data.io`` makes mono of RGB). A palette image is denoised
+and written as RGB: its colours, not its indices, are the signal, and a denoised image has more colours than a
+palette holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import png
+import tifffile
+from torch import Tensor
+
+from ssdn.utils import atomic_path
+
+
+def as_channels(image: Tensor, channels: int) -> Tensor:
+    """(C, H, W) model output as the input's ``channels``: the channel mean for a gray input of a colour model."""
+    if image.shape[0] == channels:
+        return image
+    if channels == 1:
+        return image.mean(0, keepdim=True)
+    raise ValueError(f"cannot write a {image.shape[0]}-channel output as {channels} channels")
+
+
+def _quantize(image: Tensor, depth: int) -> np.ndarray:
+    """(C, H, W) in [0, 1] → (H, W, C) integers at ``depth`` bits, floor(x·peak + 0.5) clipped (at 8 bits
+    exactly ssdn.eval.metrics.quantize), a band of rows at a time so a large image needs no float64 copy."""
+    peak = 2**depth - 1
+    c, h, w = image.shape
+    out = np.empty((h, w, c), np.uint16 if depth == 16 else np.uint8)
+    for top in range(0, h, 256):
+        band = image[:, top : top + 256].permute(1, 2, 0).double().numpy()
+        out[top : top + 256] = np.clip(np.floor(band * peak + 0.5), 0, peak)
+    return out
+
+
+def _write_pixels(path: Path, pixels: np.ndarray, has_alpha: bool) -> None:
+    """(H, W, K) integers atomically: TIFF for .tif, PNG (8 or 16 bits, via pypng) otherwise."""
+    with atomic_path(path) as tmp:
+        h, w, k = pixels.shape
+        if path.suffix == ".tif":
+            photometric = "rgb" if k >= 3 else "minisblack"
+            tifffile.imwrite(
+                tmp,
+                pixels[:, :, 0] if k == 1 else pixels,
+                photometric=photometric,
+                extrasamples=["unassalpha"] if has_alpha else None,
+            )
+        else:
+            depth = 16 if pixels.dtype == np.uint16 else 8
+            writer = png.Writer(w, h, greyscale=k - has_alpha == 1, alpha=has_alpha, bitdepth=depth)
+            with Path(tmp).open("wb") as f:
+                writer.write(f, pixels.reshape(h, w * k))
+
+
+def write_output(
+    path: Path, image: Tensor, depth: int, alpha: np.ndarray | None = None, channels: int | None = None
+) -> Path:
+    """Write (C, H, W) in [0, 1] atomically at ``depth`` bits (a PNG, or a TIFF when ``path`` says .tif) with
+    the input's ``channels`` (default C), ``alpha`` (H, W, 1) at the same depth appended unchanged."""
+    pixels = _quantize(as_channels(image, channels or image.shape[0]), depth)
+    if alpha is not None:
+        pixels = np.concatenate([pixels, alpha.astype(pixels.dtype)], axis=2)
+    _write_pixels(path, pixels, alpha is not None)
+    return path
+
+
+def write_uncertainty(
+    tif_path: Path, png_path: Path, std: Tensor, depth: int, channels: int | None = None
+) -> float:
+    """The posterior std (C, H, W, [0, 1] units): float32 TIFF in the image's units (×(2^depth − 1)) and an
+    8-bit false-colour PNG of its channel mean, black to yellow up to the 99.5th percentile, which is returned
+    (image units) so the colours can be read. For a gray input of a colour model (``channels`` 1) the TIFF holds
+    the channel mean of the stds, an upper bound on the std of the gray output (the mean of the channels)."""
+    from matplotlib import colormaps  # only --uncertainty needs it; keeps the CLI's start-up light
+
+    units = as_channels(std.float(), channels or std.shape[0]).permute(1, 2, 0).numpy() * np.float32(
+        2**depth - 1
+    )
+    with atomic_path(tif_path) as tmp:
+        tifffile.imwrite(tmp, units[:, :, 0] if units.shape[2] == 1 else units, photometric="minisblack")
+    mean = units.mean(axis=2)
+    top = float(np.percentile(mean, 99.5)) or 1.0
+    colours = colormaps["inferno"](np.clip(mean / top, 0, 1), bytes=True)[:, :, :3]
+    _write_pixels(png_path, np.ascontiguousarray(colours), False)
+    return top
