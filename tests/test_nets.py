@@ -64,6 +64,48 @@ def test_matches_paper_literal_network(blindspot: bool, c: int) -> None:
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9 * r.abs().max().item(), msg=name)
 
 
+@pytest.mark.parametrize("hole", [3, 5])
+def test_matches_paper_literal_network_with_a_hole(hole: int) -> None:
+    """The hole (SHIFT by (hole + 1) / 2 rows) against the reference's repeated one-row SHIFT, one and two pass."""
+    net = _net(k=5)
+    net.blind_hole = hole
+    with torch.no_grad():
+        for shape in ((1, 3, 32, 32), (1, 3, 32, 64)):
+            x = torch.rand(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+            out = net(x)
+            torch.testing.assert_close(out, table4_forward(net, x), rtol=1e-10, atol=1e-10)
+        net.blind_hole = 1  # the reference's own argument overrides the net's hole
+        torch.testing.assert_close(table4_forward(net, x, blind_hole=hole), out, rtol=1e-10, atol=1e-10)
+        assert (table4_forward(net, x) - out).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_default_hole_is_the_papers_shift_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    """blind_hole=1 (the default) runs the one-row SHIFT the net had before holes existed: outputs and input
+    gradients equal bit for bit to the net with that SHIFT put back, on both paths."""
+    net = _net(dtype=dtype)
+    assert net.blind_hole == 1
+    xs = [
+        torch.rand(s, generator=torch.Generator().manual_seed(6), dtype=dtype)
+        for s in ((2, 3, 32, 32), (1, 3, 32, 64))
+    ]
+
+    def run() -> list[torch.Tensor]:
+        outs = []
+        for x in xs:
+            x = x.clone().requires_grad_(True)
+            out = net(x)
+            outs += [out.detach(), *torch.autograd.grad(out.square().sum(), x)]
+        return outs
+
+    now = run()
+    monkeypatch.setattr(unet_module, "_shift_down", lambda h, rows: F.pad(h, (0, 0, 1, -1)))
+    for a, b in zip(now, run(), strict=True):
+        assert torch.equal(a, b)
+
+
 # --------------------------------------------------------------------------------------------------
 # Shapes, parameters, init, errors
 
@@ -277,7 +319,7 @@ def test_blindspot_end_to_end_at_corners_edges_centre() -> None:
 
 
 def test_removing_the_final_shift_leaks_the_centre(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(unet_module, "_shift_down", lambda h: h)
+    monkeypatch.setattr(unet_module, "_shift_down", lambda h, rows: h)
     read = _nan_probe(_net(dtype=torch.float32), 32, [(0, 0), (16, 16), (31, 5)])
     assert read[0, 0, 0] and read[1, 16, 16] and read[2, 31, 5]
 

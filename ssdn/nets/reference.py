@@ -9,7 +9,8 @@ equal to 1e-10 in float64). It is slow (it builds every upsampled map) and is no
 Blind-spot rules (Section 2): every 3×3 convolution and 2×2 max pooling may look only upwards (a zero row
 on top, a SAME convolution, the bottom row cropped; SHIFT before pooling), four rotations of the input run
 through the same trunk, and SHIFT moves the trunk's output down one row, so that after UNROTATE the output
-at a pixel has seen all its neighbours but never the pixel itself.
+at a pixel has seen all its neighbours but never the pixel itself. A blind hole of side 2k - 1 (`UNet.blind_hole`)
+is SHIFT by k rows instead of one, here one zero row at a time.
 """
 
 from __future__ import annotations
@@ -24,14 +25,26 @@ from ssdn.nets.unet import UNet
 SLOPE = 0.1
 
 
-def table4_forward(net: UNet, x: torch.Tensor) -> torch.Tensor:
-    """Table 4 applied to ``x`` (N, C, H, W) with ``net``'s weights; the blind-spot variant when
-    ``net.blindspot``. Same output as ``net(x)`` (to rounding)."""
-    blindspot = net.blindspot
+def shift(h: torch.Tensor) -> torch.Tensor:
+    """SHIFT: one zero row on top, the last row dropped."""
+    return F.pad(h, (0, 0, 1, 0))[:, :, :-1]
 
-    def shift(h: torch.Tensor) -> torch.Tensor:
-        """SHIFT: one zero row on top, the last row dropped."""
-        return F.pad(h, (0, 0, 1, 0))[:, :, :-1]
+
+def shift_hole(hole: int, h: torch.Tensor) -> torch.Tensor:
+    """SHIFT (hole + 1) / 2 times: the branch output at row i sees rows <= i - (hole + 1) / 2."""
+    for _ in range((hole + 1) // 2):
+        h = shift(h)
+    return h
+
+
+def table4_forward(net: UNet, x: torch.Tensor, blind_hole: int | None = None) -> torch.Tensor:
+    """Table 4 applied to ``x`` (N, C, H, W) with ``net``'s weights; the blind-spot variant when
+    ``net.blindspot``, with a blind hole of side ``blind_hole`` (default ``net.blind_hole``). Same output as
+    ``net(x)`` with that hole (to rounding)."""
+    blindspot = net.blindspot
+    hole = net.blind_hole if blind_hole is None else blind_hole
+    if hole < 1 or hole % 2 == 0:
+        raise ValueError(f"blind_hole must be an odd integer >= 1, got {hole}")
 
     def conv3x3(layer: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
         """Convolution 3×3 + leaky ReLU; in the blind-spot net its receptive field extends upwards only."""
@@ -72,7 +85,8 @@ def table4_forward(net: UNet, x: torch.Tensor) -> torch.Tensor:
         # the channel axis. The paper stacks the rotations on the minibatch axis, which needs a square input;
         # one branch call per rotation is the same function and takes any H×W.
         turns = [
-            torch.rot90(shift(branch(torch.rot90(x, k, dims=(2, 3)))), -k, dims=(2, 3)) for k in range(4)
+            torch.rot90(shift_hole(hole, branch(torch.rot90(x, k, dims=(2, 3)))), -k, dims=(2, 3))
+            for k in range(4)
         ]
         h = torch.cat(turns, dim=1)
     else:

@@ -9,6 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 SIDE_MULTIPLE = 32  # five 2×2 poolings
+MAX_BLIND_HOLE = 11
+"""Largest `UNet.blind_hole` offered: up to it, every pixel farther than the hole's ring (Chebyshev distance
+k = (hole + 1) / 2) was read wherever tested (tests/test_blind_region.py); at 13, pixels beyond the ring went
+unread at some positions, so the blind region would no longer be the square and its ring's corners."""
 _SLOPE = 0.1
 _ENC = 48
 _DEC = 96
@@ -27,9 +31,10 @@ def _half_plane_pad(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (1, 1, 2, 0))
 
 
-def _shift_down(x: torch.Tensor) -> torch.Tensor:
-    """SHIFT: one zero row on top, last row dropped, so a branch output sees only rows strictly above it."""
-    return F.pad(x, (0, 0, 1, -1))
+def _shift_down(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """SHIFT: ``rows`` zero rows on top, as many dropped at the bottom, so a branch output at row i sees only
+    rows <= i - rows (``rows`` = 1: strictly above it, the paper's SHIFT)."""
+    return F.pad(x, (0, 0, rows, -rows))
 
 
 def _like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -56,6 +61,17 @@ class UNet(nn.Module):
     stacks the four rotations on the batch axis (one pass, as the paper); an H×W one with H ≠ W cannot (90°
     turns it W×H), so it runs the trunk twice, on [x, rot180 x] and on [rot90 x, rot270 x] (`two_pass`):
     same function, no padding to a square. Input: H and W positive multiples of 32, for both variants.
+
+    ``blind_hole`` (odd, default 1: the paper's net) widens the blind spot to a square, for noise that is
+    correlated between neighbouring pixels (camera processing), where a one-pixel hole lets the net read the
+    noise from its neighbours: each branch is shifted down k = (hole + 1) / 2 rows instead of one, so output
+    (i, j) never reads an input pixel with |di| < k and |dj| < k (exact, by construction). It reads the ring
+    just outside along its axes, (±k, 0) and (0, ±k), since every branch reads the three pixels above its
+    apex; the ring's other pixels depend on where the pixel sits in the 32-pixel pooling grid: for hole 3 all
+    of them were read at every position tried, for hole >= 5 a pixel at |di|, |dj| >= 3 on the ring is
+    sometimes unseen (the apex row of a branch reads ±2 columns at some positions), so the blind region is
+    the square plus, at some pixels, parts of its ring's corners. Settable after construction (a shift has
+    no weights), so one trained net can run with a larger hole at inference.
     Padding to those sizes is the caller's job (`ssdn.nets.padding`).
 
     Layer names are the authors' (``enc_conv0`` … ``dec_conv1b``, ``nin_a`` … ``nin_c``) and decoder convs
@@ -67,12 +83,18 @@ class UNet(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 3, out_channels: int = 9, blindspot: bool = True, zero_last: bool = False
+        self,
+        in_channels: int = 3,
+        out_channels: int = 9,
+        blindspot: bool = True,
+        zero_last: bool = False,
+        blind_hole: int = 1,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.blindspot = blindspot
+        self.blind_hole = blind_hole
         #: Blind spot: square inputs take the two-pass path of non-square ones too (same output); traced exports
         #: set it, so that one graph, free of the shape test, takes any H×W.
         self.two_pass = False
@@ -98,6 +120,32 @@ class UNet(nn.Module):
         self.nin_b = nn.Conv2d(head, _DEC, 1)
         self.nin_c = nn.Conv2d(_DEC, out_channels, 1)
         self.reset_parameters(zero_last)
+
+    @property
+    def blind_hole(self) -> int:
+        """Side of the square blind region (odd; 1 is the paper's single pixel). Settable at any time: the
+        hole is a shift of the trunk's output, not a weight, so one trained net runs with any hole."""
+        return self._blind_hole
+
+    @blind_hole.setter
+    def blind_hole(self, hole: int) -> None:
+        if isinstance(hole, bool) or not isinstance(hole, int) or hole < 1 or hole % 2 == 0:
+            raise ValueError(f"blind_hole must be an odd integer >= 1 (1, 3, 5, ...), got {hole!r}")
+        if hole > MAX_BLIND_HOLE:
+            raise ValueError(
+                f"blind_hole must be at most {MAX_BLIND_HOLE}, got {hole}: beyond that the trunk's field of view "
+                "leaves pixels outside the hole's ring unseen (see ssdn.nets.unet.blind_region)"
+            )
+        if hole != 1 and not self.blindspot:
+            raise ValueError(
+                f"blind_hole={hole} needs the blind-spot net (blindspot=True); the baseline has no hole"
+            )
+        self._blind_hole = hole
+
+    @property
+    def blind_shift(self) -> int:
+        """Rows each branch is shifted down: k = (hole + 1) / 2 hides the (2k - 1)² square around a pixel."""
+        return (self._blind_hole + 1) // 2
 
     def reset_parameters(self, zero_last: bool = False) -> None:
         """The authors' init: weights N(0, gain²/fan_in), gain √2 (1 on ``nin_c``, or zeros), zero biases."""
@@ -177,7 +225,7 @@ class UNet(nn.Module):
             (self.dec_conv1a, self.dec_conv1b),
         ):
             h = self._conv(b, self._conv_input(self._up_conv(a, h, skips.pop())))
-        return _shift_down(h) if self.blindspot else h
+        return _shift_down(h, self.blind_shift) if self.blindspot else h
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Input of ``nin_a``: the trunk output (baseline) or ROTATE → trunk → UNROTATE (blind spot).
