@@ -83,18 +83,26 @@ def _channel_ids(channels: Sequence[str]) -> list[str]:
 
 
 def _check_inputs(
-    axes: str, channels: Sequence[str], test_input: np.ndarray, test_output: np.ndarray,
-    steps: Mapping[str, int], bit_depth: int | None,
+    axes: str,
+    channels: Sequence[str],
+    test_input: np.ndarray,
+    test_output: np.ndarray,
+    steps: Mapping[str, int],
+    bit_depth: int | None,
 ) -> None:
     if axes not in _MODEL_AXES:
-        raise PackageError(f"axes={axes!r}: a denoiser's tensor is one of {_MODEL_AXES} (a batch axis is added)")
+        raise PackageError(
+            f"axes={axes!r}: a denoiser's tensor is one of {_MODEL_AXES} (a batch axis is added)"
+        )
     shape = (1, len(channels), *test_input.shape[2:])
     if test_input.ndim != len(axes) + 1 or test_input.shape[:2] != shape[:2]:
         raise PackageError(
             f"test input of shape {test_input.shape} is not (1, {len(channels)}, {', '.join(axes[1:])})"
         )
     if test_output.shape != test_input.shape:
-        raise PackageError(f"test output of shape {test_output.shape} differs from the input's {test_input.shape}")
+        raise PackageError(
+            f"test output of shape {test_output.shape} differs from the input's {test_input.shape}"
+        )
     for letter, n in zip(axes[1:], test_input.shape[2:], strict=True):
         step = steps.get(letter)
         if step is None or n % step:
@@ -102,13 +110,21 @@ def _check_inputs(
     if bit_depth is not None:
         want = {8: np.uint8, 16: np.uint16}.get(bit_depth)
         if want is None or test_input.dtype != want:
-            raise PackageError(f"bit_depth={bit_depth}: the test input must hold the stored counts as uint8 or uint16")
+            raise PackageError(
+                f"bit_depth={bit_depth}: the test input must hold the stored counts as uint8 or uint16"
+            )
     elif test_input.dtype != np.float32:
         raise PackageError("without bit_depth the test input is the graph's own [0, 1] float32 input")
 
 
-def _readme(name: str, description: str, axes: str, channels: Sequence[str], bit_depth: int | None,
-            steps: Mapping[str, int]) -> str:
+def _readme(
+    name: str,
+    description: str,
+    axes: str,
+    channels: Sequence[str],
+    bit_depth: int | None,
+    steps: Mapping[str, int],
+) -> str:
     sizes = ", ".join(f"{a} a multiple of {steps[a]}" for a in axes[1:])
     if bit_depth is None:
         units = "Input: noisy float32 values in [0, 1]. Output: the denoised image in the same units."
@@ -131,7 +147,7 @@ def _readme(name: str, description: str, axes: str, channels: Sequence[str], bit
 
         ## Use
 
-        - Tensor axes: batch, {', '.join(axes.lower())} (channels: {', '.join(channels)}); {sizes}.
+        - Tensor axes: batch, {", ".join(axes.lower())} (channels: {", ".join(channels)}); {sizes}.
         - {units}
         - Weights: TorchScript (original) and ONNX (opset {ONNX_OPSET}) of the same graph.
         - The model expects noise like that it was trained on (the same microscope, camera and settings).
@@ -147,7 +163,10 @@ def _readme(name: str, description: str, axes: str, channels: Sequence[str], bit
 def _tensor_axes(axes: str, channel_ids: Sequence[str], steps: Mapping[str, int], output: bool) -> list[Any]:
     from bioimageio.spec.model import v0_5 as spec
 
-    out: list[Any] = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in channel_ids])]
+    out: list[Any] = [
+        spec.BatchAxis(),
+        spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in channel_ids]),
+    ]
     for letter in axes[1:]:
         axis_id = spec.AxisId(letter.lower())
         if output:
@@ -225,9 +244,9 @@ def write_package(
             torchscript=spec.TorchscriptWeightsDescr(
                 source=Path(torchscript), pytorch_version=spec.Version(torch_version)
             ),
-            onnx=None if onnx is None else spec.OnnxWeightsDescr(
-                source=Path(onnx), opset_version=ONNX_OPSET, parent="torchscript"
-            ),
+            onnx=None
+            if onnx is None
+            else spec.OnnxWeightsDescr(source=Path(onnx), opset_version=ONNX_OPSET, parent="torchscript"),
         )
         descr = spec.ModelDescr(
             name=name,
@@ -236,24 +255,34 @@ def write_package(
             cite=[spec.CiteEntry(text=PAPER_CITATION, doi=spec.Doi(PAPER_DOI), url=spec.HttpUrl(PAPER_URL))],
             license=spec.LicenseId(license),
             documentation=spec.FileDescr(source=work / "README.md"),
-            tags=["denoising", "self-supervised", "ssdn", "fluorescence-light-microscopy",
-                  "2d" if axes == "CYX" else "3d", *tags],
-            inputs=[spec.InputTensorDescr(
-                id=spec.TensorId("input"),
-                description="noisy image",
-                axes=_tensor_axes(axes, ids, steps, output=False),
-                test_tensor=spec.FileDescr(source=work / "test_input.npy"),
-                data=spec.IntervalOrRatioDataDescr(type=in_dtype),
-                preprocessing=pre,
-            )],
-            outputs=[spec.OutputTensorDescr(
-                id=spec.TensorId("output"),
-                description="denoised image (the posterior mean)",
-                axes=_tensor_axes(axes, ids, steps, output=True),
-                test_tensor=spec.FileDescr(source=work / "test_output.npy"),
-                data=spec.IntervalOrRatioDataDescr(type="float32"),
-                postprocessing=post,
-            )],
+            tags=[
+                "denoising",
+                "self-supervised",
+                "ssdn",
+                "fluorescence-light-microscopy",
+                "2d" if axes == "CYX" else "3d",
+                *tags,
+            ],
+            inputs=[
+                spec.InputTensorDescr(
+                    id=spec.TensorId("input"),
+                    description="noisy image",
+                    axes=_tensor_axes(axes, ids, steps, output=False),
+                    test_tensor=spec.FileDescr(source=work / "test_input.npy"),
+                    data=spec.IntervalOrRatioDataDescr(type=in_dtype),
+                    preprocessing=pre,
+                )
+            ],
+            outputs=[
+                spec.OutputTensorDescr(
+                    id=spec.TensorId("output"),
+                    description="denoised image (the posterior mean)",
+                    axes=_tensor_axes(axes, ids, steps, output=True),
+                    test_tensor=spec.FileDescr(source=work / "test_output.npy"),
+                    data=spec.IntervalOrRatioDataDescr(type="float32"),
+                    postprocessing=post,
+                )
+            ],
             weights=weights,
         )
         fd, part = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part.zip")

@@ -29,8 +29,12 @@ def test_layout_dtype_axes_and_physical_sizes(dataset):
     sizes = {"Z": (cam.pixel_z_um, "µm"), "Y": (cam.pixel_xy_um, "µm"), "X": (cam.pixel_xy_um, "µm")}
     for level in ("low", "high"):
         files = sorted(p.relative_to(dataset / level).as_posix() for p in (dataset / level).rglob("*.tif"))
-        assert files == ["test/heldout.ome.tif", "test/heldout_clean.ome.tif", "train/vol000.ome.tif",
-                         "train/vol001.ome.tif"]
+        assert files == [
+            "test/heldout.ome.tif",
+            "test/heldout_clean.ome.tif",
+            "train/vol000.ome.tif",
+            "train/vol001.ome.tif",
+        ]
         noisy = read_stack(dataset / level / "test/heldout.ome.tif")
         clean = read_stack(dataset / level / "test/heldout_clean.ome.tif", counts=False)
         assert clean.axes == "ZYX" and clean.dtype == np.float32 and dict(clean.meta.physical_sizes) == sizes
@@ -52,7 +56,9 @@ def test_noisy_counts_follow_the_camera_model(dataset, level):
     cam = microscopy.Camera()
     noisy, clean = _pair(dataset, level)
     peak = microscopy.LEVELS[level]
-    assert np.percentile(clean - cam.background_fraction * peak, cam.peak_percentile) == pytest.approx(peak, rel=1e-5)
+    assert np.percentile(clean - cam.background_fraction * peak, cam.peak_percentile) == pytest.approx(
+        peak, rel=1e-5
+    )
     assert noisy.min() > 0  # the offset keeps the read noise away from 0: nothing was clipped
     photons = (noisy - cam.offset) / cam.gain
     extra = (cam.read_noise / cam.gain) ** 2 + 1 / (12 * cam.gain**2)  # read noise and integer rounding

@@ -46,9 +46,14 @@ def weights(tmp_path_factory):
         traced = torch.jit.trace(model, example)
         torch.jit.save(traced, str(folder / "denoiser.pt"))
         torch.onnx.export(
-            model, (example,), str(folder / "denoiser.onnx"), input_names=["noisy"], output_names=["denoised"],
+            model,
+            (example,),
+            str(folder / "denoiser.onnx"),
+            input_names=["noisy"],
+            output_names=["denoised"],
             dynamic_axes={n: {0: "batch", 2: "height", 3: "width"} for n in ("noisy", "denoised")},
-            opset_version=bz.ONNX_OPSET, dynamo=False,
+            opset_version=bz.ONNX_OPSET,
+            dynamo=False,
         )
     counts = np.random.default_rng(0).integers(100, 400, size=(1, 1, 64, 64), dtype=np.uint16)
     with torch.no_grad():
@@ -60,9 +65,16 @@ def weights(tmp_path_factory):
 def _write(weights, out, **kw):
     folder, counts, denoised = weights
     args = dict(
-        torchscript=folder / "denoiser.pt", onnx=folder / "denoiser.onnx", name="ssdn tiny test denoiser",
-        description="A tiny test model for the package writer.", axes="CYX", channels=["GFP"],
-        test_input=counts, test_output=denoised, authors=["ssdn tests"], bit_depth=16,
+        torchscript=folder / "denoiser.pt",
+        onnx=folder / "denoiser.onnx",
+        name="ssdn tiny test denoiser",
+        description="A tiny test model for the package writer.",
+        axes="CYX",
+        channels=["GFP"],
+        test_input=counts,
+        test_output=denoised,
+        authors=["ssdn tests"],
+        bit_depth=16,
     )
     args.update(kw)
     return bz.write_package(out, **args)
@@ -75,9 +87,14 @@ def test_package_passes_bioimageio_core_test(weights, tmp_path):
 
     path = _write(weights, tmp_path / "model.zip")
     names = zipfile.ZipFile(path).namelist()
-    assert {"rdf.yaml", "README.md", "denoiser.pt", "denoiser.onnx", "test_input.npy", "test_output.npy"} <= set(
-        names
-    )
+    assert {
+        "rdf.yaml",
+        "README.md",
+        "denoiser.pt",
+        "denoiser.onnx",
+        "test_input.npy",
+        "test_output.npy",
+    } <= set(names)
     assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]
     descr = load_model_description(path)
     (inp,), (outp,) = descr.inputs, descr.outputs

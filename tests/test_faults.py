@@ -179,7 +179,9 @@ def test_damaged_checkpoint_is_a_named_error(
     bad = tmp_path / f"{damage}.ckpt"
     data = reference.read_bytes()
     bad.write_bytes(data[: len(data) // 3] if damage == "truncated" else b"\x00garbage" * 1000)
-    expected = f"{bad}: truncated or not a checkpoint" if damage == "truncated" else f"{bad}: not a checkpoint"
+    expected = (
+        f"{bad}: truncated or not a checkpoint" if damage == "truncated" else f"{bad}: not a checkpoint"
+    )
     code, out = _finish(_train(tmp_path / "run", f"resume={bad}"))
     assert code == 2 and f"ssdn-train: error: {expected}" in out, out[-3000:]
     assert "Traceback" not in out and not (tmp_path / "run" / "checkpoints").exists()

@@ -1,4 +1,4 @@
-"""ssdn.refine.random_replacing_refinement: reproducible from its generator alone, exact at p = 0 and p = 1,
+"""ssdn.inference.refine.random_replacing_refinement: reproducible from its generator alone, exact at p = 0 and p = 1,
 the mean of the passes' outputs, argument errors."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from ssdn.refine import random_replacing_refinement
+from ssdn.inference.refine import random_replacing_refinement
 
 
 def _images(shape: tuple[int, ...] = (2, 3, 5, 7)) -> tuple[Tensor, Tensor]:

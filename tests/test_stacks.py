@@ -84,8 +84,13 @@ def test_imagej_hyperstack_axes_and_physical_sizes(tmp_path):
     """Fiji's TIFFs: axes from the ImageJ description, sizes from the resolution tags, spacing and finterval."""
     data = _data((3, 2, 8, 8), np.uint16)
     path = tmp_path / "fiji.tif"
-    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.1625, 1 / 0.1625),
-                     metadata={"spacing": 0.5, "unit": "micron", "axes": "ZCYX", "finterval": 2.0})
+    tifffile.imwrite(
+        path,
+        data,
+        imagej=True,
+        resolution=(1 / 0.1625, 1 / 0.1625),
+        metadata={"spacing": 0.5, "unit": "micron", "axes": "ZCYX", "finterval": 2.0},
+    )
     stack = st.read_stack(path)
     assert stack.axes == "ZCYX"
     np.testing.assert_array_equal(stack.read(), data)
@@ -98,7 +103,9 @@ def test_imagej_hyperstack_axes_and_physical_sizes(tmp_path):
 
 def test_float_stack_refused(tmp_path):
     path = tmp_path / "f.tif"
-    tifffile.imwrite(path, np.zeros((2, 4, 4), np.float32), photometric="minisblack", metadata={"axes": "ZYX"})
+    tifffile.imwrite(
+        path, np.zeros((2, 4, 4), np.float32), photometric="minisblack", metadata={"axes": "ZYX"}
+    )
     with pytest.raises(UserError, match=r"f\.tif: float32 pixels"):
         st.read_stack(path)
     assert st.read_stack(path, counts=False).dtype == np.float32  # clean references, uncertainty stacks
@@ -109,7 +116,7 @@ def test_iter_planes_channels_kept_or_independent(tmp_path):
     stack = st.read_stack(st.write_stack(tmp_path / "s.ome.tif", data, st.StackMeta("TZCYX", data.dtype)))
     kept = list(st.iter_planes(stack))
     assert [i for i, _ in kept] == [{"T": t, "Z": z} for t in range(2) for z in range(3)]
-    for (i, plane) in kept:
+    for i, plane in kept:
         assert plane.shape == (2, 5, 7)
         np.testing.assert_array_equal(plane, data[i["T"], i["Z"]])
     independent = list(st.iter_planes(stack, channels_independent=True))
@@ -123,7 +130,9 @@ def test_iter_planes_channels_kept_or_independent(tmp_path):
     vols = list(st.iter_volumes(stack, channels_independent=True))
     assert len(vols) == 4 and vols[3][1].shape == (1, 3, 5, 7)
     np.testing.assert_array_equal(vols[3][1][0], data[1, :, 1])
-    flat = st.read_stack(st.write_stack(tmp_path / "t.ome.tif", data[:, 0, 0], st.StackMeta("TYX", data.dtype)))
+    flat = st.read_stack(
+        st.write_stack(tmp_path / "t.ome.tif", data[:, 0, 0], st.StackMeta("TYX", data.dtype))
+    )
     with pytest.raises(UserError, match="no Z"):
         st.volume_indices(flat)
 
@@ -172,26 +181,32 @@ def test_ome_zarr_level0_axes_and_scale(tmp_path):
     root = zarr.open_group(str(tmp_path / "img.zarr"), mode="w", zarr_format=2)
     root.create_array("0", data=data)
     root.create_array("1", data=data[:, :, ::2, ::2])
-    root.attrs["multiscales"] = [{
-        "version": "0.4",
-        "axes": [{"name": "c", "type": "channel"}] + [
-            {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
-        "datasets": [
-            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.5, 0.1, 0.1]}]},
-            {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.5, 0.2, 0.2]}]},
-        ],
-    }]
+    root.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": "c", "type": "channel"}]
+            + [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+            "datasets": [
+                {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.5, 0.1, 0.1]}]},
+                {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.5, 0.2, 0.2]}]},
+            ],
+        }
+    ]
     root.attrs["omero"] = {"channels": [{"label": "DAPI"}, {"label": "GFP"}]}
     stack = st.open_stack(tmp_path / "img.zarr")
     assert stack.axes == "CZYX" and stack.shape == data.shape
-    assert stack.meta.physical_sizes == {"Z": (0.5, "micrometer"), "Y": (0.1, "micrometer"),
-                                         "X": (0.1, "micrometer")}
+    assert stack.meta.physical_sizes == {
+        "Z": (0.5, "micrometer"),
+        "Y": (0.1, "micrometer"),
+        "X": (0.1, "micrometer"),
+    }
     assert stack.meta.channel_names == ("DAPI", "GFP")
     np.testing.assert_array_equal(st.take_plane(stack, {"Z": 3}), data[:, 3])
     # the same stack written as OME-TIFF keeps the axes and sizes
     out = st.write_stack(tmp_path / "img.ome.tif", stack.read(), stack.meta)
-    assert st.read_stack(out).meta == st.StackMeta("CZYX", np.dtype(np.uint16), stack.meta.physical_sizes,
-                                                   ("DAPI", "GFP"))
+    assert st.read_stack(out).meta == st.StackMeta(
+        "CZYX", np.dtype(np.uint16), stack.meta.physical_sizes, ("DAPI", "GFP")
+    )
 
 
 def test_scaling_rule_and_inverse():
@@ -204,8 +219,12 @@ def test_scaling_rule_and_inverse():
 
 
 def test_collection_bit_depth_refuses_mixed(tmp_path):
-    a = st.write_stack(tmp_path / "a.ome.tif", _data((2, 4, 4), np.uint8), st.StackMeta("ZYX", np.dtype(np.uint8)))
-    b = st.write_stack(tmp_path / "b.ome.tif", _data((2, 4, 4), np.uint16), st.StackMeta("ZYX", np.dtype(np.uint16)))
+    a = st.write_stack(
+        tmp_path / "a.ome.tif", _data((2, 4, 4), np.uint8), st.StackMeta("ZYX", np.dtype(np.uint8))
+    )
+    b = st.write_stack(
+        tmp_path / "b.ome.tif", _data((2, 4, 4), np.uint16), st.StackMeta("ZYX", np.dtype(np.uint16))
+    )
     assert st.collection_bit_depth([st.open_stack(a), st.open_stack(a)]) == 8
     with pytest.raises(UserError, match=r"a\.ome\.tif is 8-bit.*b\.ome\.tif is 16-bit"):
         st.collection_bit_depth([st.open_stack(a), st.open_stack(b)])
@@ -228,7 +247,10 @@ def test_write_refuses_existing_and_leaves_nothing_on_failure(tmp_path):
         st.write_stack(fresh, failing_planes(), meta, shape=(3, 4, 4))
     with pytest.raises(ValueError, match="2 planes given"):
         st.write_stack(fresh, iter(np.zeros((2, 4, 4), np.uint16)), meta, shape=(3, 4, 4))
-    with pytest.raises(RuntimeError, match="crashed"), st.StackWriter(target, (3, 4, 4), meta, overwrite=True) as w:
+    with (
+        pytest.raises(RuntimeError, match="crashed"),
+        st.StackWriter(target, (3, 4, 4), meta, overwrite=True) as w,
+    ):
         w.write(0, np.full((4, 4), 7, np.uint16))
         raise RuntimeError("denoiser crashed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ome.tif"]

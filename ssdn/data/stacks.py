@@ -160,10 +160,7 @@ class Stack:
         for a, i in index.items():
             if not 0 <= i < self.size(a):
                 raise IndexError(f"{a}={i} outside 0..{self.size(a) - 1} of {self.path}")
-        key = tuple(
-            index.get(a, slice(None)) if a in self.axes else 0
-            for a in self.source_axes
-        )
+        key = tuple(index.get(a, slice(None)) if a in self.axes else 0 for a in self.source_axes)
         part = np.asarray(self.source[key])
         got = [a for a in self.source_axes if a in self.axes and a not in index]
         want = [a for a in self.axes if a not in index]
@@ -193,8 +190,12 @@ def _ome_meta(ome_xml: str | None) -> tuple[dict[str, tuple[float, str | None]],
     if pixels is None:
         return {}, None
     sizes: dict[str, tuple[float, str | None]] = {}
-    for letter, key in (("X", "PhysicalSizeX"), ("Y", "PhysicalSizeY"), ("Z", "PhysicalSizeZ"),
-                        ("T", "TimeIncrement")):
+    for letter, key in (
+        ("X", "PhysicalSizeX"),
+        ("Y", "PhysicalSizeY"),
+        ("Z", "PhysicalSizeZ"),
+        ("T", "TimeIncrement"),
+    ):
         if key in pixels.attrib:
             sizes[letter] = (float(pixels.attrib[key]), pixels.attrib.get(f"{key}Unit"))
     channels = [e for e in pixels if e.tag.rsplit("}", 1)[-1] == "Channel"]
@@ -301,12 +302,17 @@ class _PlaneFile:
         key = tuple(key) + (slice(None),) * (len(self.shape) - len(key))
         lead = key[:-2]
         sizes = self.shape[:-2]
-        ranges = [range(n)[k] if isinstance(k, slice) else [range(n)[k]] for k, n in zip(lead, sizes, strict=True)]
+        ranges = [
+            range(n)[k] if isinstance(k, slice) else [range(n)[k]] for k, n in zip(lead, sizes, strict=True)
+        ]
         kept = [len(r) for r, k in zip(ranges, lead, strict=True) if isinstance(k, slice)]
         planes = []
         with open(self.path, "rb") as f:
             for pos in itertools.product(*ranges):
-                f.seek(self.offset + int(np.ravel_multi_index(pos, self.shape[:-2]) if pos else 0) * self._plane_bytes)
+                f.seek(
+                    self.offset
+                    + int(np.ravel_multi_index(pos, self.shape[:-2]) if pos else 0) * self._plane_bytes
+                )
                 plane = np.frombuffer(f.read(self._plane_bytes), self.dtype).reshape(self.shape[-2:])
                 planes.append(plane[key[-2], key[-1]])
         return np.stack(planes).reshape(*kept, *planes[0].shape).astype(self.dtype.newbyteorder("="))
@@ -384,7 +390,9 @@ def read_ome_zarr(path: str | Path, axes: str | None = None, counts: bool = True
     except (FileNotFoundError, ValueError, TypeError) as exc:
         raise StackError(f"{path}: not a readable zarr group ({type(exc).__name__}: {exc})") from exc
     attrs: dict[str, Any] = dict(group.attrs)
-    ome: dict[str, Any] = attrs.get("ome", attrs)  # NGFF 0.5 nests its metadata under "ome"; 0.4 keeps it at the top
+    ome: dict[str, Any] = attrs.get(
+        "ome", attrs
+    )  # NGFF 0.5 nests its metadata under "ome"; 0.4 keeps it at the top
     multiscales = ome.get("multiscales")
     if not multiscales:
         raise StackError(f"{path}: no OME-NGFF 'multiscales' metadata; not an OME-Zarr image")
@@ -395,7 +403,9 @@ def read_ome_zarr(path: str | Path, axes: str | None = None, counts: bool = True
     level0 = first["datasets"][0]
     array: Any = group[level0["path"]]
     if len(source_axes) != len(array.shape) or not set(source_axes) <= set(AXES_LETTERS):
-        raise StackError(f"{path}: OME-Zarr axes {ax} do not name the {len(array.shape)} dimensions as t, z, c, y, x")
+        raise StackError(
+            f"{path}: OME-Zarr axes {ax} do not name the {len(array.shape)} dimensions as t, z, c, y, x"
+        )
     dtype = np.dtype(array.dtype)
     _check_dtype(path, dtype, counts)
     sizes: dict[str, tuple[float, str | None]] = {}
@@ -449,7 +459,9 @@ def open_stack(path: str | Path, axes: str | None = None, counts: bool = True) -
 def plane_indices(stack: Stack, channels_independent: bool = False) -> list[dict[str, int]]:
     """Every 2-D plane position (each T and Z; and each C when channels are independent), in file order."""
     loop = [a for a in stack.axes[:-2] if a != "C" or channels_independent]
-    return [dict(zip(loop, pos, strict=True)) for pos in itertools.product(*(range(stack.size(a)) for a in loop))]
+    return [
+        dict(zip(loop, pos, strict=True)) for pos in itertools.product(*(range(stack.size(a)) for a in loop))
+    ]
 
 
 def take_plane(stack: Stack, index: Mapping[str, int]) -> np.ndarray:
@@ -458,7 +470,9 @@ def take_plane(stack: Stack, index: Mapping[str, int]) -> np.ndarray:
     return plane if plane.ndim == 3 else plane[None]
 
 
-def iter_planes(stack: Stack, channels_independent: bool = False) -> Iterator[tuple[dict[str, int], np.ndarray]]:
+def iter_planes(
+    stack: Stack, channels_independent: bool = False
+) -> Iterator[tuple[dict[str, int], np.ndarray]]:
     """(index, plane (C, Y, X)) for every plane: what a 2-D model trains on and denoises, one plane in memory."""
     for index in plane_indices(stack, channels_independent):
         yield index, take_plane(stack, index)
@@ -469,7 +483,9 @@ def volume_indices(stack: Stack, channels_independent: bool = False) -> list[dic
     if "Z" not in stack.axes:
         raise StackError(f"{stack.path}: axes {stack.axes!r} have no Z; a 3-D model needs Z (set data.axes)")
     loop = [a for a in stack.axes[:-2] if a == "T" or (a == "C" and channels_independent)]
-    return [dict(zip(loop, pos, strict=True)) for pos in itertools.product(*(range(stack.size(a)) for a in loop))]
+    return [
+        dict(zip(loop, pos, strict=True)) for pos in itertools.product(*(range(stack.size(a)) for a in loop))
+    ]
 
 
 def take_volume(stack: Stack, index: Mapping[str, int]) -> np.ndarray:
@@ -481,7 +497,9 @@ def take_volume(stack: Stack, index: Mapping[str, int]) -> np.ndarray:
     return vol.transpose([rest.index(a) for a in "CZYX"])
 
 
-def iter_volumes(stack: Stack, channels_independent: bool = False) -> Iterator[tuple[dict[str, int], np.ndarray]]:
+def iter_volumes(
+    stack: Stack, channels_independent: bool = False
+) -> Iterator[tuple[dict[str, int], np.ndarray]]:
     """(index, volume (C, Z, Y, X)) for every T (and C when independent): what a 3-D model walks."""
     for index in volume_indices(stack, channels_independent):
         yield index, take_volume(stack, index)
@@ -523,7 +541,7 @@ def sibling_path(path: str | Path, tag: str) -> Path:
     name = path.name
     for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
         if name.lower().endswith(suffix):
-            return path.with_name(f"{name[: -len(suffix)]}.{tag}{name[-len(suffix):]}")
+            return path.with_name(f"{name[: -len(suffix)]}.{tag}{name[-len(suffix) :]}")
     return path.with_name(f"{name}.{tag}")
 
 
@@ -583,7 +601,9 @@ def write_stack(
     dtype = np.dtype(meta.dtype)
     if isinstance(data, np.ndarray):
         if data.ndim != len(meta.axes) or data.dtype != dtype:
-            raise ValueError(f"array {data.dtype}{data.shape} does not match axes {meta.axes!r}, dtype {dtype}")
+            raise ValueError(
+                f"array {data.dtype}{data.shape} does not match axes {meta.axes!r}, dtype {dtype}"
+            )
         full: tuple[int, ...] = data.shape
     else:
         if shape is None:
@@ -595,7 +615,9 @@ def write_stack(
         if isinstance(data, np.ndarray):
             tifffile.imwrite(tmp, data, **_tiff_kwargs(meta))
         else:
-            tifffile.imwrite(tmp, _checked_planes(data, full, dtype), shape=full, dtype=dtype, **_tiff_kwargs(meta))
+            tifffile.imwrite(
+                tmp, _checked_planes(data, full, dtype), shape=full, dtype=dtype, **_tiff_kwargs(meta)
+            )
     return path
 
 
@@ -610,7 +632,11 @@ class StackWriter:
     """
 
     def __init__(
-        self, path: str | Path, shape: Sequence[int], meta: StackMeta, overwrite: bool = False,
+        self,
+        path: str | Path,
+        shape: Sequence[int],
+        meta: StackMeta,
+        overwrite: bool = False,
         release_bytes: int = 64 << 20,
     ):
         self.path = Path(path)
@@ -640,14 +666,18 @@ class StackWriter:
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(_atomic(self.path, self.overwrite))
         dtype = np.dtype(self.meta.dtype)
-        where = tifffile.imwrite(tmp, shape=self.shape, dtype=dtype, returnoffset=True, **_tiff_kwargs(self.meta))
+        where = tifffile.imwrite(
+            tmp, shape=self.shape, dtype=dtype, returnoffset=True, **_tiff_kwargs(self.meta)
+        )
         if where is None:
             raise RuntimeError("tifffile did not write a contiguous image")
         offset, nbytes = where[0], int(np.prod(self.shape)) * dtype.itemsize
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
         with open(tmp, "r+b") as f:
             self._map = mmap.mmap(f.fileno(), offset - start + nbytes, offset=start)
-        self._array = np.frombuffer(self._map, dtype, int(np.prod(self.shape)), offset - start).reshape(self.shape)
+        self._array = np.frombuffer(self._map, dtype, int(np.prod(self.shape)), offset - start).reshape(
+            self.shape
+        )
         return self
 
     def __exit__(self, *exc: Any) -> bool | None:

@@ -6,7 +6,7 @@ splits an image into the s² sub-images x[..., a::s, b::s] as separate batch ite
 field cannot cross between them: with stride s larger than the noise's correlation range, the pixels the net
 sees for an output pixel are s apart, their noise nearly independent of the noise at the output pixel, and the
 per-pixel noise model and posterior mean apply at the sub-image scale unchanged. The price is that the net
-sees the image at 1/s of its resolution (fine detail aliases), which `ssdn.refine` partly recovers.
+sees the image at 1/s of its resolution (fine detail aliases), which `ssdn.inference.refine` partly recovers.
 """
 
 from __future__ import annotations
