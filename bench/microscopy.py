@@ -183,7 +183,9 @@ def _check_out(out: Path) -> None:
         return
     ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", str(out.resolve())], check=False)
     if ignored.returncode != 0:
-        raise SystemExit(f"--out {out}: inside the repository and not git-ignored; use outputs/... or a folder outside")
+        raise SystemExit(
+            f"--out {out}: inside the repository and not git-ignored; use outputs/... or a folder outside"
+        )
 
 
 def make_dataset(
@@ -216,8 +218,12 @@ def make_dataset(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="output folder (outside the repo, or git-ignored)")
-    parser.add_argument("--small", action="store_true", help=f"volumes of {SMALL_SHAPE} ZYX instead of {FULL_SHAPE}")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder (outside the repo, or git-ignored)"
+    )
+    parser.add_argument(
+        "--small", action="store_true", help=f"volumes of {SMALL_SHAPE} ZYX instead of {FULL_SHAPE}"
+    )
     parser.add_argument("--train", type=int, default=4, help="training volumes (default 4)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 import ssdn.nets.unet3d as unet3d_module
+from ssdn.methods.prior import prior_channels, split_prior
 from ssdn.nets import UNet3D, padded_shape3d
 from ssdn.noise import build_noise
-from ssdn.prior import prior_channels, split_prior
 
 NAN = float("nan")
 F64 = torch.float64

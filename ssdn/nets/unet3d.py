@@ -7,7 +7,7 @@ half-space (±Z, ±Y, ±X), through one trunk of 3×3×3 convs padded so that th
 and the slabs above it, 2×2×2 poolings shifted likewise, and a final one-voxel shift, so that after rotating
 back each branch has seen one open half-space and the 1×1×1 head combines them: the output at a voxel never
 depends on that voxel (any channel) and depends on all 26 neighbours. The noise models and the posterior
-mean (`ssdn.noise`, `ssdn.prior`) act on each pixel's channel vector and apply to voxels unchanged
+mean (`ssdn.noise`, `ssdn.methods.prior`) act on each pixel's channel vector and apply to voxels unchanged
 (tests/test_nets3d.py shows it).
 
 Anisotropic voxels (Z steps coarser than Y/X, usual in light microscopy): ``pool_z=False`` pools only in
