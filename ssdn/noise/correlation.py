@@ -8,8 +8,9 @@ This module measures that correlation before training so the user can pick a lar
 How, and why this way:
 
 - **Flat windows, chosen without looking at their own noise.** Image structure would pass for correlated
-  noise, so only flat 32×32 windows are used. A window's flatness is judged on a frame of pixels around it,
-  separated from the window by a gap wider than the correlation radius, never on the window itself:
+  noise, so only flat 32×32 windows are used. A window's flatness is judged on a frame of pixels around it
+  (``TEXTURE_LAG``: a score independent of the noise level), separated from the window by a gap wider than
+  the correlation radius, never on the window itself:
   selecting windows whose own high-pass energy happens to be low would bias both σ (low) and ρ (towards
   smooth, i.e. positive, correlation). The frame's noise is independent of the window's (beyond the gap), so
   the windows kept are an unbiased sample of the noise.
@@ -36,15 +37,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+
+from ssdn.baselines.foi import binned_variances, fit_variance_line
 
 __all__ = [
     "FLAT_FRACTION",
+    "FOI_CROP",
     "RADIUS",
     "RHO_THRESHOLD",
+    "SIGNAL_DEPENDENT_FRACTION",
     "WINDOW",
     "NoiseCorrelation",
+    "Recommendation",
     "estimate_correlation",
     "noise_correlation",
+    "recommend",
+    "signal_dependence",
 ]
 
 RADIUS = 3
@@ -67,9 +76,22 @@ GAP = RADIUS + 1
 FRAME = 8
 """Width of the frame around a window (beyond the gap) on which its flatness is judged."""
 
-FLAT_FRACTION = 0.25
-"""Share of each image's candidate windows kept, the flattest by frame energy. A quarter: photos are mostly
-textured, and a window kept must be nearly free of structure (which would pass for positive correlation)."""
+FLAT_FRACTION = 0.1
+"""Share of all candidate windows kept (of all images together), the flattest by frame score. A tenth: photos
+are mostly textured, and a window kept must be nearly free of structure, which would pass for positive
+correlation (a quarter left +0.07 at ρ(0, 1) with σ = 25 on KODAK; a tenth leaves ≤ 0.02)."""
+
+CLIPPED_FRACTION = 0.02
+"""Windows with more of their values at 0 or at the maximum are never used. Clipping shrinks the noise and
+makes its mean follow the image, which reads as positive correlation (+0.03 at σ = 25 on KODAK when kept). 2% rather than
+none: at σ = 50 even mid-grey windows have a few clipped values, and so few can do no harm.."""
+
+TEXTURE_LAG = GAP
+"""Flatness score of a frame: its mean squared difference at this lag over that at lag 1. Noise whose
+correlation ends within the radius gives a constant ratio, R(0) / (R(0) − R(1)) ≥ 1, whatever its level;
+image structure grows with the lag. A scale-free score matters: the plain difference energy would prefer the
+darkest windows under signal-dependent noise, textured or not (+0.15 false correlation on KODAK with
+Poisson–Gaussian noise)."""
 
 MAX_WINDOWS_PER_IMAGE = 512
 """Candidate windows read per image; more are drawn at random (bounded memory for 24-MP photos)."""
@@ -77,7 +99,6 @@ MAX_WINDOWS_PER_IMAGE = 512
 MIN_WINDOWS = 4
 """Fewest windows kept per image (when it has that many candidates)."""
 
-_REGION = WINDOW + 2 * (GAP + FRAME)
 
 
 @dataclass(frozen=True)
@@ -171,16 +192,28 @@ def _design(radius: int) -> np.ndarray:
     return np.asarray(rows)
 
 
+def _filtered(win: np.ndarray, taps: dict[tuple[int, int], float]) -> np.ndarray:
+    """e(p) = Σ_u h(u)·win(p + u) over the positions where every tap is inside: (N, H', W', C)."""
+    n, h, w, c = win.shape
+    sy = max(dy for dy, _ in taps) - min(dy for dy, _ in taps)
+    sx = max(dx for _, dx in taps) - min(dx for _, dx in taps)
+    oy, ox = min(dy for dy, _ in taps), min(dx for _, dx in taps)
+    out = np.zeros((n, h - sy, w - sx, c))
+    for (dy, dx), weight in taps.items():
+        out += weight * win[:, dy - oy : dy - oy + h - sy, dx - ox : dx - ox + w - sx]
+    return out
+
+
 def _autocov(e: np.ndarray, offsets: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Sums of e(p)·e(p + d) over windows and pixels, per channel, and their pair counts: (D, C), (D,)."""
+    """Sums of e(p)·e(p + d) over each window's pixels, per channel, and pair counts per window: (N, D, C), (D,)."""
     n, h, w, c = e.shape
-    sums = np.zeros((len(offsets), c))
+    sums = np.zeros((n, len(offsets), c))
     counts = np.zeros(len(offsets))
     for i, (dy, dx) in enumerate(offsets):
         a = e[:, : h - dy, max(0, -dx) : w - max(0, dx)]
         b = e[:, dy:, max(0, dx) : w - max(0, -dx)]
-        sums[i] = np.einsum("nhwc,nhwc->c", a, b)
-        counts[i] = n * a.shape[1] * a.shape[2]
+        sums[:, i] = np.einsum("nhwc,nhwc->nc", a, b)
+        counts[i] = a.shape[1] * a.shape[2]
     return sums, counts
 
 
@@ -225,36 +258,59 @@ def _as_unit(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float64)
 
 
-def _flat_windows(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(N, WINDOW, WINDOW, C) float64 windows of ``image`` whose surrounding frame is among the flattest."""
+def _frame_energy(regions: np.ndarray, lag: int) -> np.ndarray:
+    """Mean squared difference at ``lag`` (along y and x) between pixel pairs inside each region's frame: (N,)."""
+    size = regions.shape[1]
+    frame = np.ones((size, size), dtype=bool)
+    frame[FRAME : size - FRAME, FRAME : size - FRAME] = False
+    total = np.zeros(len(regions))
+    for axis in (1, 2):
+        ahead = np.take(regions, np.arange(lag, size), axis=axis)
+        behind = np.take(regions, np.arange(size - lag), axis=axis)
+        pair = np.take(frame, np.arange(lag, size), axis=axis - 1) & np.take(
+            frame, np.arange(size - lag), axis=axis - 1
+        )
+        total += ((ahead - behind) ** 2)[:, pair].mean(axis=(1, 2))
+    return total
+
+
+def _candidates(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(frame energy (N,), windows (N, WINDOW, WINDOW, C) float64) of up to MAX_WINDOWS_PER_IMAGE regions."""
     if image.ndim != 3:
         raise ValueError(f"expected an (H, W, C) image, got shape {image.shape}")
-    h, w, _ = image.shape
-    ny, nx = h // _REGION, w // _REGION
+    h, w, c = image.shape
+    region = WINDOW + 2 * (GAP + FRAME)
+    ny, nx = h // region, w // region
     if ny * nx == 0:
-        return np.zeros((0, WINDOW, WINDOW, image.shape[2]))
+        return np.zeros(0), np.zeros((0, WINDOW, WINDOW, c))
     cells = np.arange(ny * nx)
     if cells.size > MAX_WINDOWS_PER_IMAGE:
         cells = np.sort(rng.choice(cells, size=MAX_WINDOWS_PER_IMAGE, replace=False))
-    # centre the grid so the unused margin is split between the borders
-    top, left = (h - ny * _REGION) // 2, (w - nx * _REGION) // 2
+    top, left = (h - ny * region) // 2, (w - nx * region) // 2  # centred grid
     regions = np.stack(
         [
-            _as_unit(image[top + (i // nx) * _REGION :, left + (i % nx) * _REGION :][:_REGION, :_REGION])
+            _as_unit(image[top + (i // nx) * region :, left + (i % nx) * region :][:region, :region])
             for i in cells
         ]
     )
-    inner = slice(FRAME, _REGION - FRAME)
-    energy = np.zeros(len(regions))
-    for axis in (1, 2):
-        d2 = np.diff(regions, axis=axis) ** 2
-        frame_mask = np.ones(d2.shape[1:3], dtype=bool)
-        frame_mask[inner, inner] = False
-        energy += d2[:, frame_mask].sum(axis=(1, 2))
-    keep = max(min(MIN_WINDOWS, len(regions)), round(FLAT_FRACTION * len(regions)))
-    flattest = np.sort(np.argsort(energy, kind="stable")[:keep])
+    energy = _frame_energy(regions, TEXTURE_LAG) / (_frame_energy(regions, 1) + 1e-20)
     o = FRAME + GAP
-    return regions[flattest, o : o + WINDOW, o : o + WINDOW]
+    win = regions[:, o : o + WINDOW, o : o + WINDOW]
+    clipped = ((win <= 0.0) | (win >= 1.0)).mean(axis=(1, 2, 3))
+    energy[clipped > CLIPPED_FRACTION] = np.inf
+    return energy, win
+
+
+def _window_sums(win: np.ndarray, offsets: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per window, residual products summed per filter and offset: (N, F·D, C), and pair counts (F·D,)."""
+    sums, counts = [], []
+    for taps in _DIFFERENCES:
+        e = _filtered(win, taps)
+        e = e - e.mean(axis=(1, 2), keepdims=True)  # a linear ramp leaves a constant difference
+        s, n = _autocov(e, offsets)
+        sums.append(s)
+        counts.append(n)
+    return np.concatenate(sums, axis=1), np.concatenate(counts)
 
 
 def estimate_correlation(
@@ -265,35 +321,35 @@ def estimate_correlation(
 ) -> NoiseCorrelation:
     """Noise level and autocorrelation of noisy (H, W, C) images (float in [0, 1], or uint8/uint16).
 
-    Images smaller than ``WINDOW + 2·(GAP + FRAME)`` = 56 px on a side contribute nothing. Raises ValueError
-    when no image is large enough or the noise is not measurable.
+    The flattest ``FLAT_FRACTION`` of the candidate windows of all images together are used, so an image that
+    is textured everywhere contributes few or none. Images smaller than ``WINDOW + 2·(GAP + FRAME)`` pixels
+    on a side contribute nothing. Raises ValueError when no image is large enough or no noise is measurable.
     """
     if radius < 1:
         raise ValueError(f"radius must be >= 1, got {radius}")
     rng = np.random.default_rng(seed)
     offsets = _half_offsets(radius + 1)
-    sums: np.ndarray | None = None
-    counts = np.zeros((len(_DIFFERENCES), len(offsets)))
-    windows = 0
+    energies, sums = [], []
+    counts = np.zeros(0)
     for image in images:
-        win = _flat_windows(image, rng)
-        if not len(win):
-            continue
-        windows += len(win)
-        residuals = (np.diff(win, axis=2), np.diff(win, axis=1))
-        parts = []
-        for f, e in enumerate(residuals):
-            e = e - e.mean(axis=(1, 2), keepdims=True)  # a linear ramp leaves a constant difference
-            s, n = _autocov(e, offsets)
-            parts.append(s)
-            counts[f] += n
-        stacked = np.concatenate(parts)
-        sums = stacked if sums is None else sums + stacked
-    if sums is None:
-        raise ValueError(f"no image is large enough: each side must be at least {_REGION} pixels")
-    observed = sums / counts.reshape(-1)[:, None]
+        energy, win = _candidates(image, rng)
+        if len(win):
+            s, counts = _window_sums(win, offsets)
+            energies.append(energy)
+            sums.append(s)
+    if not sums:
+        raise ValueError(
+            f"no image is large enough: each side must be at least {WINDOW + 2 * (GAP + FRAME)} pixels"
+        )
+    energy, all_sums = np.concatenate(energies), np.concatenate(sums)
+    usable = int(np.isfinite(energy).sum())
+    keep = max(min(MIN_WINDOWS, usable), round(FLAT_FRACTION * usable))
+    if keep == 0:
+        raise ValueError("every window is clipped (values at 0 or at the maximum): no noise can be measured")
+    flattest = np.argsort(energy, kind="stable")[:keep]
+    observed = all_sums[flattest].sum(axis=0) / (keep * counts[:, None])
     cov, *_ = np.linalg.lstsq(_design(radius), observed, rcond=None)
-    return _result(cov, radius, threshold, windows)
+    return _result(cov, radius, threshold, keep)
 
 
 def noise_correlation(
@@ -311,8 +367,92 @@ def noise_correlation(
         e = np.asarray(n, dtype=np.float64)
         e = (e - e.mean(axis=(0, 1), keepdims=True))[None]
         s, c = _autocov(e, offsets)
-        total = s if total is None else total + s
+        total = s[0] if total is None else total + s[0]
         pairs += c
     if total is None:
         raise ValueError("no noise arrays given")
     return _result(total / pairs[:, None], radius, threshold, windows=0)
+
+
+# ---------------------------------------------------------------------------------------------- recommend
+
+FOI_CROP = 512
+"""Side of the centre crop of each image on which the variance-vs-brightness line is fitted (bounded time)."""
+
+SIGNAL_DEPENDENT_FRACTION = 0.25
+"""Recommend ``poisson_gaussian`` when the signal-dependent term a·x is at least this share of the variance at
+mid-grey (x = 0.5). Below it the noise std varies by less than ±13% from black to white (σ² = b to a + b), which
+a Gaussian model with one learned σ absorbs; above it one σ is wrong in the shadows or the highlights."""
+
+
+def signal_dependence(images: Iterable[np.ndarray]) -> tuple[float, float]:
+    """(a, b) of Var[y | x] = a·x + b pooled over images (H, W, C), ssdn.baselines.foi's binned PCA fit.
+
+    Under correlated noise the PCA variances are too low, but by about the same factor in every intensity bin
+    (the correlation's shape does not depend on brightness), so the share a·x / (a·x + b) is still right.
+    """
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for image in images:
+        h, w, _ = image.shape
+        top, left = max(0, (h - FOI_CROP) // 2), max(0, (w - FOI_CROP) // 2)
+        crop = _as_unit(image[top : top + FOI_CROP, left : left + FOI_CROP])
+        try:
+            parts.append(binned_variances(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))))
+        except ValueError:  # smaller than a patch
+            continue
+    means, variances, counts = (torch.cat([p[i] for p in parts]) if parts else torch.zeros(0) for i in range(3))
+    return fit_variance_line(means, variances, counts)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A noise model and blind-spot settings for training on these noisy images alone.
+
+    ``alternatives`` are complete override lists for ``train.py``, best first: for independent noise the
+    paper's 1-pixel blind spot; for correlated noise a blind square covering the correlation (TM-BSN) or
+    pixel-shuffle sub-images whose pixels lie farther apart than it reaches (AP-BSN).
+    """
+
+    noise: str
+    a: float
+    b: float
+    blind_hole: int
+    pd_stride: int
+    blind_spot_applies: bool
+    alternatives: tuple[tuple[str, ...], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "noise": self.noise,
+            "a": self.a,
+            "b": self.b,
+            "blind_hole": self.blind_hole,
+            "pd_stride": self.pd_stride,
+            "blind_spot_applies": self.blind_spot_applies,
+            "overrides": [list(a) for a in self.alternatives],
+        }
+
+
+def recommend(correlation: NoiseCorrelation, a: float, b: float) -> Recommendation:
+    """Noise model from the variance line (a, b), blind region from the correlation's extent."""
+    mid = 0.5 * a
+    noise = "poisson_gaussian" if mid > 0 and mid / (mid + b) >= SIGNAL_DEPENDENT_FRACTION else "gaussian"
+    base = ("data.add_noise=false", f"noise={noise}", "noise_params=sigma_global")
+    extent = correlation.extent
+    hole, stride = 2 * extent + 1, extent + 1
+    if extent == 0:
+        alternatives: tuple[tuple[str, ...], ...] = ((*base, "method.blind_hole=1", "method.pd_stride=1"),)
+    else:
+        alternatives = (
+            (*base, f"method.blind_hole={hole}"),
+            (*base, f"method.pd_stride={stride}"),
+        )
+    return Recommendation(
+        noise=noise,
+        a=a,
+        b=b,
+        blind_hole=hole,
+        pd_stride=stride,
+        blind_spot_applies=extent == 0,
+        alternatives=alternatives,
+    )
