@@ -60,12 +60,13 @@ RADIUS = 3
 """Largest offset (in each of dy, dx) at which ρ is estimated and beyond which R is assumed to vanish.
 Demosaicing spreads noise over 1–2 pixels; 3 covers that with a margin without making the fit ill-posed."""
 
-RHO_THRESHOLD = 0.05
-"""|ρ| above which an offset counts as correlated. Why 0.05: with ρ = 0.05 at the four nearest neighbours a
-linear predictor of a pixel's noise from them explains ≈ 4ρ² = 1% of its variance — the noise a blind-spot
-net can learn to hand back — which is below what its training can exploit; at ρ = 0.1 it is 4%, already a
-visible loss against a denoised output whose error is a few percent of the noise variance. The estimator's
-own spread on a few hundred windows is ≈ 0.01 (tests/test_correlation.py), well below it."""
+RHO_THRESHOLD = 0.1
+"""|ρ| above which an offset counts as correlated. Why 0.1: a photo's own fine structure left in the flattest
+windows (film grain, JPEG) reads as ρ(0, 1) up to ≈ 0.05 at moderate levels of independent noise (KODAK with
+Gaussian σ = 10–18 or Poisson–Gaussian a = 0.01, b = (5/255)²), so the threshold must stand clear of that;
+and with ρ = 0.1 at the four nearest neighbours a linear predictor explains ≈ 4ρ² = 4% of a pixel's noise
+variance, the most a 1-pixel blind spot could hand back, against a third or more for demosaiced noise
+(ρ(0, 1) ≈ 0.3–0.6, bench/README.md)."""
 
 WINDOW = 32
 """Side of the windows whose noise is measured: 31·32 residual samples per channel each."""
@@ -86,12 +87,20 @@ CLIPPED_FRACTION = 0.02
 makes its mean follow the image, which reads as positive correlation (+0.03 at σ = 25 on KODAK when kept). 2% rather than
 none: at σ = 50 even mid-grey windows have a few clipped values, and so few can do no harm.."""
 
-TEXTURE_LAG = GAP
-"""Flatness score of a frame: its mean squared difference at this lag over that at lag 1. Noise whose
-correlation ends within the radius gives a constant ratio, R(0) / (R(0) − R(1)) ≥ 1, whatever its level;
-image structure grows with the lag. A scale-free score matters: the plain difference energy would prefer the
-darkest windows under signal-dependent noise, textured or not (+0.15 false correlation on KODAK with
-Poisson–Gaussian noise)."""
+TEXTURE_LAG = 2 * GAP
+"""Lag of the pixel differences whose energy in the frame scores its flatness: beyond the noise's correlation,
+so the noise contributes 2·R(0) whatever its correlation, and image structure (which grows with the lag)
+stands out more than at lag 1."""
+
+BRIGHTNESS_BINS = 8
+"""Candidates are grouped in this many brightness bins (equal counts) to find the noise floor of the frame
+energy as a function of brightness; a frame's score is its energy over that floor. Why: under
+signal-dependent noise the plain energy would prefer the darkest windows, textured or not (+0.15 false
+correlation on KODAK with Poisson–Gaussian noise); relative to the floor, a window is scored by its
+structure, not by its brightness."""
+
+FLOOR_QUANTILE = 0.2
+"""Quantile of a bin's frame energies taken as its noise-only energy."""
 
 MAX_WINDOWS_PER_IMAGE = 512
 """Candidate windows read per image; more are drawn at random (bounded memory for 24-MP photos)."""
@@ -106,8 +115,9 @@ class NoiseCorrelation:
     """What the diagnostic measured: level and normalised autocorrelation of the noise.
 
     ``rho[K + dy, K + dx]`` is ρ(dy, dx) averaged over channels (weighted by variance), ρ(0, 0) = 1, and
-    symmetric: ρ(−dy, −dx) = ρ(dy, dx). ``extent`` is the largest Chebyshev distance max(|dy|, |dx|) > 0 at
-    which |ρ| > ``threshold`` (0 when none), so ``independent`` means the paper's blind spot applies.
+    symmetric: ρ(−dy, −dx) = ρ(dy, dx); ``rho_per_channel[c]`` the same per channel. ``extent`` is the largest
+    Chebyshev distance max(|dy|, |dx|) > 0 at which |ρ| > ``threshold`` in some channel (0 when none), so
+    ``independent`` means the paper's blind spot applies.
     """
 
     sigma: float
@@ -128,8 +138,10 @@ class NoiseCorrelation:
 
     @property
     def extent(self) -> int:
+        """Judged per channel: a channel whose noise its neighbours predict is handed back, whatever the others."""
         k = self.radius
-        dy, dx = np.nonzero(np.abs(self.rho) > self.threshold)
+        worst = np.abs(self.rho_per_channel).max(axis=0)
+        dy, dx = np.nonzero(worst > self.threshold)
         dist = np.maximum(np.abs(dy - k), np.abs(dx - k))
         return int(dist.max(initial=0))
 
@@ -144,6 +156,7 @@ class NoiseCorrelation:
             "sigma_per_channel": [round(s, 4) for s in self.sigma_per_channel],
             "radius": self.radius,
             "rho": np.round(self.rho, 4).tolist(),
+            "rho_per_channel": np.round(self.rho_per_channel, 4).tolist(),
             "threshold": self.threshold,
             "extent": self.extent,
             "independent": self.independent,
@@ -274,15 +287,16 @@ def _frame_energy(regions: np.ndarray, lag: int) -> np.ndarray:
     return total
 
 
-def _candidates(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(frame energy (N,), windows (N, WINDOW, WINDOW, C) float64) of up to MAX_WINDOWS_PER_IMAGE regions."""
+def _candidates(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame energy (N,), mean brightness (N,), windows (N, WINDOW, WINDOW, C) float64) of up to
+    MAX_WINDOWS_PER_IMAGE regions; clipped windows get an infinite energy."""
     if image.ndim != 3:
         raise ValueError(f"expected an (H, W, C) image, got shape {image.shape}")
     h, w, c = image.shape
     region = WINDOW + 2 * (GAP + FRAME)
     ny, nx = h // region, w // region
     if ny * nx == 0:
-        return np.zeros(0), np.zeros((0, WINDOW, WINDOW, c))
+        return np.zeros(0), np.zeros(0), np.zeros((0, WINDOW, WINDOW, c))
     cells = np.arange(ny * nx)
     if cells.size > MAX_WINDOWS_PER_IMAGE:
         cells = np.sort(rng.choice(cells, size=MAX_WINDOWS_PER_IMAGE, replace=False))
@@ -293,20 +307,62 @@ def _candidates(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
             for i in cells
         ]
     )
-    energy = _frame_energy(regions, TEXTURE_LAG) / (_frame_energy(regions, 1) + 1e-20)
+    energy = _frame_energy(regions, TEXTURE_LAG)
     o = FRAME + GAP
     win = regions[:, o : o + WINDOW, o : o + WINDOW]
     clipped = ((win <= 0.0) | (win >= 1.0)).mean(axis=(1, 2, 3))
     energy[clipped > CLIPPED_FRACTION] = np.inf
-    return energy, win
+    return energy, regions.mean(axis=(1, 2, 3)), win
+
+
+def _relative_energy(energy: np.ndarray, brightness: np.ndarray) -> np.ndarray:
+    """Each finite frame energy over the noise floor at its brightness (inf stays inf).
+
+    The floor is a line in brightness (the noise variance a·x + b of ssdn.baselines.foi, roughly, seen through
+    the camera's tone curve) through the bins' ``FLOOR_QUANTILE`` energies, refitted twice on the bins at or
+    below it: a bin made only of textured windows lies above the line instead of setting its own floor.
+    """
+    finite = np.isfinite(energy)
+    out = np.full_like(energy, np.inf)
+    if not finite.any():
+        return out
+    e, m = energy[finite], brightness[finite]
+    edges = np.quantile(m, np.linspace(0, 1, BRIGHTNESS_BINS + 1)[1:-1])
+    bins = np.searchsorted(edges, m)
+    centres = np.array([m[bins == k].mean() for k in np.unique(bins)])
+    floors = np.array([np.quantile(e[bins == k], FLOOR_QUANTILE) for k in np.unique(bins)])
+    design = np.stack([np.ones_like(centres), centres], axis=1)
+    keep = np.ones(len(floors), dtype=bool)
+    for _ in range(3):
+        coef, *_ = np.linalg.lstsq(design[keep], floors[keep], rcond=None)
+        line = design @ coef
+        keep = floors <= line * 1.000001
+        if keep.sum() < 2:
+            break
+    floor = np.maximum(coef[0] + coef[1] * m, max(0.1 * float(floors.min()), 1e-20))
+    out[finite] = e / floor
+    return out
+
+
+def _detrended(e: np.ndarray) -> np.ndarray:
+    """e (N, H, W, C) less its least-squares plane per window and channel.
+
+    The difference of a smooth (quadratic) shading is a plane, whose products at every offset would read as
+    positive correlation; removing 3 of ~1000 degrees of freedom biases ρ by ≈ −0.003.
+    """
+    n, h, w, c = e.shape
+    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    basis = np.stack([np.ones(h * w), yy.ravel(), xx.ravel()], axis=1)  # orthogonal on the grid
+    basis /= np.linalg.norm(basis, axis=0)
+    flat = e.reshape(n, h * w, c)
+    return (flat - basis @ np.einsum("pk,npc->nkc", basis, flat)).reshape(e.shape)
 
 
 def _window_sums(win: np.ndarray, offsets: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
     """Per window, residual products summed per filter and offset: (N, F·D, C), and pair counts (F·D,)."""
     sums, counts = [], []
     for taps in _DIFFERENCES:
-        e = _filtered(win, taps)
-        e = e - e.mean(axis=(1, 2), keepdims=True)  # a linear ramp leaves a constant difference
+        e = _detrended(_filtered(win, taps))
         s, n = _autocov(e, offsets)
         sums.append(s)
         counts.append(n)
@@ -329,19 +385,21 @@ def estimate_correlation(
         raise ValueError(f"radius must be >= 1, got {radius}")
     rng = np.random.default_rng(seed)
     offsets = _half_offsets(radius + 1)
-    energies, sums = [], []
+    energies, brightness, sums = [], [], []
     counts = np.zeros(0)
     for image in images:
-        energy, win = _candidates(image, rng)
+        energy, mean, win = _candidates(image, rng)
         if len(win):
             s, counts = _window_sums(win, offsets)
             energies.append(energy)
+            brightness.append(mean)
             sums.append(s)
     if not sums:
         raise ValueError(
             f"no image is large enough: each side must be at least {WINDOW + 2 * (GAP + FRAME)} pixels"
         )
-    energy, all_sums = np.concatenate(energies), np.concatenate(sums)
+    energy = _relative_energy(np.concatenate(energies), np.concatenate(brightness))
+    all_sums = np.concatenate(sums)
     usable = int(np.isfinite(energy).sum())
     keep = max(min(MIN_WINDOWS, usable), round(FLAT_FRACTION * usable))
     if keep == 0:
