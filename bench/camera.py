@@ -76,7 +76,9 @@ def linear_to_srgb(v: np.ndarray) -> np.ndarray:
 
 
 def camera(
-    srgb: np.ndarray, noise: tuple[float, float] | None, rng: np.random.Generator | None = None,
+    srgb: np.ndarray,
+    noise: tuple[float, float] | None,
+    rng: np.random.Generator | None = None,
     demosaic: str = "menon2007",
 ) -> np.ndarray:
     """uint8 (H, W, 3) sRGB photo -> uint8 (H, W, 3) through the simulated camera; ``noise=None``: clean."""
@@ -126,6 +128,7 @@ def _sources(data: Path, split: str, count: int) -> list[Path]:
 def _link_or_write(path: Path, pixels: np.ndarray, first: Path | None) -> None:
     if path.exists():
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     if first is not None and first.exists():
         try:
             os.link(first, path)
@@ -135,10 +138,45 @@ def _link_or_write(path: Path, pixels: np.ndarray, first: Path | None) -> None:
     atomic_write_png(path, pixels)
 
 
-def build(data: Path, out: Path, levels: Sequence[str], train: int, test: int, demosaic: str) -> dict[str, Any]:
+def _build_split(
+    data: Path, out: Path, levels: Sequence[str], split: str, count: int, demosaic: str
+) -> dict[str, dict[str, Any]]:
+    """Write one split of every level; its noisy PSNR, and the true correlation on the test split."""
+    noises: dict[str, list[np.ndarray]] = {lv: [] for lv in levels}
+    psnrs: dict[str, list[float]] = {lv: [] for lv in levels}
+    for i, src in enumerate(_sources(data, split, count)):
+        photo = load_image(src, 3)
+        if split == "test":
+            photo = centre_crop(photo, TEST_CROP)
+        clean = camera(photo, None, demosaic=demosaic)
+        first: Path | None = None
+        name = src.stem + ".png"
+        for lv in levels:
+            d = out / lv / split
+            noisy = camera(photo, LEVELS[lv], image_rng(lv, split, i), demosaic=demosaic)
+            if not (d / "noisy" / name).exists():
+                atomic_write_png(d / "noisy" / name, noisy)
+            _link_or_write(d / "clean" / name, clean, first)
+            first = d / "clean" / name
+            psnrs[lv].append(psnr(clean, noisy))
+            if split == "test":
+                noises[lv].append((noisy.astype(np.float64) - clean.astype(np.float64)) / 255.0)
+    sets: dict[str, dict[str, Any]] = {}
+    for lv in levels:
+        entry: dict[str, Any] = {"images": len(psnrs[lv]), "noisy_psnr": round(float(np.mean(psnrs[lv])), 3)}
+        if split == "test":
+            entry["true_correlation"] = noise_correlation(noises[lv]).to_dict()
+        sets[f"{lv}/{split}"] = entry
+        print(f"{lv}/{split}: {entry['images']} images, noisy PSNR {entry['noisy_psnr']:.2f} dB", flush=True)
+    return sets
+
+
+def build(
+    data: Path, out: Path, levels: Sequence[str], train: int, test: int, demosaic: str
+) -> dict[str, Any]:
     """Write the sets (resuming), then camera.json with the truth measured on the test split."""
     params = {
-        "pipeline": "sRGB EOTF -> RGGB mosaic -> Poisson-Gaussian(a*x+b, linear) -> demosaic -> clip -> sRGB OETF -> uint8",
+        "pipeline": "sRGB EOTF, RGGB mosaic, Poisson-Gaussian a*x+b (linear), demosaic, clip, sRGB OETF, uint8",
         "demosaic": demosaic,
         "levels": {name: {"a": LEVELS[name][0], "b": LEVELS[name][1]} for name in levels},
         "seed": SEED,
@@ -150,37 +188,10 @@ def build(data: Path, out: Path, levels: Sequence[str], train: int, test: int, d
         raise SystemExit(f"camera.py: {meta} was built with other parameters; choose another --out")
     results: dict[str, Any] = {"parameters": params, "sets": {}}
     for split, count in (("train", train), ("test", test)):
-        if count == 0:
-            continue
-        t0 = time.time()
-        noises: dict[str, list[np.ndarray]] = {lv: [] for lv in levels}
-        psnrs: dict[str, list[float]] = {lv: [] for lv in levels}
-        for i, src in enumerate(_sources(data, split, count)):
-            photo = load_image(src, 3)
-            if split == "test":
-                photo = centre_crop(photo, TEST_CROP)
-            clean = camera(photo, None, demosaic=demosaic)
-            first: Path | None = None
-            for lv in levels:
-                d = out / lv / split
-                (d / "noisy").mkdir(parents=True, exist_ok=True)
-                (d / "clean").mkdir(parents=True, exist_ok=True)
-                name = src.stem + ".png"
-                noisy = camera(photo, LEVELS[lv], image_rng(lv, split, i), demosaic=demosaic)
-                if not (d / "noisy" / name).exists():
-                    atomic_write_png(d / "noisy" / name, noisy)
-                _link_or_write(d / "clean" / name, clean, first)
-                first = d / "clean" / name
-                psnrs[lv].append(psnr(clean, noisy))
-                if split == "test":
-                    noises[lv].append((noisy.astype(np.float64) - clean.astype(np.float64)) / 255.0)
-        for lv in levels:
-            entry: dict[str, Any] = {"images": len(psnrs[lv]), "noisy_psnr": round(float(np.mean(psnrs[lv])), 3)}
-            if split == "test":
-                entry["true_correlation"] = noise_correlation(noises[lv]).to_dict()
-            results["sets"][f"{lv}/{split}"] = entry
-            print(f"{lv}/{split}: {entry['images']} images, noisy PSNR {entry['noisy_psnr']:.2f} dB", flush=True)
-        print(f"  {split}: {time.time() - t0:.0f} s", flush=True)
+        if count > 0:
+            t0 = time.time()
+            results["sets"].update(_build_split(data, out, levels, split, count, demosaic))
+            print(f"  {split}: {time.time() - t0:.0f} s", flush=True)
     atomic_write_json(meta, results)
     return results
 
@@ -211,7 +222,9 @@ def _row(name: str, true: NoiseCorrelation, est: NoiseCorrelation, noisy: list[n
         "estimated": est.to_dict(),
         "recommendation": rec.to_dict(),
         "md": f"| {name} | {true.sigma:.2f} | {est.sigma:.2f} | "
-        + " | ".join(f"{true.at(dy, dx):.3f} / {est.at(dy, dx):.3f}" for dy, dx in ((0, 1), (1, 0), (1, 1), (0, 2)))
+        + " | ".join(
+            f"{true.at(dy, dx):.3f} / {est.at(dy, dx):.3f}" for dy, dx in ((0, 1), (1, 0), (1, 1), (0, 2))
+        )
         + f" | {true.extent} / {est.extent} | {'independent' if est.independent else '**correlated**'} | "
         + f"`{' '.join(extra)}`"
         + (f" or `method.pd_stride={rec.pd_stride}`" if not est.independent else "")
@@ -229,13 +242,18 @@ def diagnose(out: Path, images: int) -> list[dict[str, Any]]:
     clean = [load_image(p, 3) for p in files]
     for lv in levels:
         noisy = [load_image(out / lv / "test" / "noisy" / p.name, 3) for p in files]
-        noise = [(n.astype(np.float64) - c.astype(np.float64)) / 255.0 for n, c in zip(noisy, clean, strict=True)]
+        noise = [
+            (n.astype(np.float64) - c.astype(np.float64)) / 255.0 for n, c in zip(noisy, clean, strict=True)
+        ]
         rows.append(_row(f"camera {lv}", noise_correlation(noise), estimate_correlation(noisy), noisy))
     for k, (name, corrupt) in enumerate(INDEPENDENT.items()):
         rng = np.random.default_rng([SEED, 100 + k])
         noisy = [corrupt(c.astype(np.float64), rng) for c in clean]
-        noise = [(n.astype(np.float64) - c.astype(np.float64)) / 255.0 for n, c in zip(noisy, clean, strict=True)]
-        rows.append(_row(f"{name} on clean camera photos", noise_correlation(noise), estimate_correlation(noisy), noisy))
+        noise = [
+            (n.astype(np.float64) - c.astype(np.float64)) / 255.0 for n, c in zip(noisy, clean, strict=True)
+        ]
+        truth = noise_correlation(noise)
+        rows.append(_row(f"{name} on clean camera photos", truth, estimate_correlation(noisy), noisy))
     head = (
         "| set | σ true | σ est | ρ(0,1) true / est | ρ(1,0) | ρ(1,1) | ρ(0,2) | extent true / est | verdict | "
         "recommended |\n|---|---|---|---|---|---|---|---|---|---|"
@@ -252,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="write the camera benchmark sets")
     b.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="the shipped photos")
-    b.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench-camera", help="(git-ignored default)")
+    b.add_argument(
+        "--out", type=Path, default=ROOT / "outputs" / "bench-camera", help="(git-ignored default)"
+    )
     b.add_argument("--levels", default=",".join(LEVELS), help=f"comma-separated, of {', '.join(LEVELS)}")
     b.add_argument("--train-images", type=int, default=400)
     b.add_argument("--test-images", type=int, default=100)

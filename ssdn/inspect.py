@@ -130,7 +130,9 @@ def report(
     out.append(f"spatial correlation rho(dy, dx) of the noise (* : |rho| > {corr.threshold}):")
     out.append(correlation_table(corr))
     if corr.independent:
-        out.append("verdict: independent: no neighbour correlation above the threshold; the paper's blind spot applies")
+        out.append(
+            "verdict: independent: no neighbour correlation above the threshold; the paper's blind spot applies"
+        )
     else:
         out.append(
             f"verdict: CORRELATED over {corr.extent} px (rho(0,1) = {corr.at(0, 1):.2f}, rho(1,0) = "
@@ -142,7 +144,9 @@ def report(
         f"noise model: {rec.noise} (variance a*x + b fitted: a = {rec.a:.3g}, b = {rec.b:.3g}; "
         f"signal-dependent share at mid-grey {share:.0%})"
     )
-    out.append("recommended training (noisy images alone):" if corr.independent else "recommended training, one of:")
+    out.append(
+        "recommended training (noisy images alone):" if corr.independent else "recommended training, one of:"
+    )
     for alt in rec.alternatives:
         out.append(f"  python train.py data=folder data.train_dir={folder} {' '.join(alt)}")
     return "\n".join(out)
@@ -154,7 +158,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Measure the noise level and spatial correlation of a folder of noisy images and recommend "
         "a noise model and blind-spot setting for training on them alone.",
     )
-    p.add_argument("folder", type=Path, help="folder of noisy images (PNG, TIFF, JPEG; not searched recursively)")
+    p.add_argument(
+        "folder", type=Path, help="folder of noisy images (PNG, TIFF, JPEG; not searched recursively)"
+    )
     p.add_argument("--max-images", type=int, default=MAX_IMAGES, help="read at most this many, evenly spaced")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="3: RGB (default), 1: mono")
     p.add_argument("--json", type=Path, help="also write the measurements and advice to this JSON file")
@@ -176,7 +182,9 @@ def _run(args: argparse.Namespace) -> None:
             args.json,
             {
                 "folder": str(args.folder),
-                "images": [{"path": str(p), "width": w, "height": h, "bit_depth": d} for p, (w, h), d in read],
+                "images": [
+                    {"path": str(p), "width": w, "height": h, "bit_depth": d} for p, (w, h), d in read
+                ],
                 "correlation": corr.to_dict(),
                 "recommendation": rec.to_dict(),
             },

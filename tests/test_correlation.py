@@ -196,4 +196,3 @@ def test_recommend_blind_region_from_the_extent() -> None:
     assert not rec.blind_spot_applies and (rec.blind_hole, rec.pd_stride) == (5, 3)
     assert [alt[-1] for alt in rec.alternatives] == ["method.blind_hole=5", "method.pd_stride=3"]
     assert json.loads(json.dumps(rec.to_dict()))["overrides"][1][-1] == "method.pd_stride=3"
-

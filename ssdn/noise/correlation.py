@@ -65,8 +65,8 @@ RHO_THRESHOLD = 0.1
 windows (film grain, JPEG) reads as ρ(0, 1) up to ≈ 0.05 at moderate levels of independent noise (KODAK with
 Gaussian σ = 10–18 or Poisson–Gaussian a = 0.01, b = (5/255)²), so the threshold must stand clear of that;
 and with ρ = 0.1 at the four nearest neighbours a linear predictor explains ≈ 4ρ² = 4% of a pixel's noise
-variance, the most a 1-pixel blind spot could hand back, against a third or more for demosaiced noise
-(ρ(0, 1) ≈ 0.3–0.6, bench/README.md)."""
+variance, the most a 1-pixel blind spot could hand back, against ≈ 17% for the simulated camera's demosaiced
+noise (ρ(0, 1) ≈ 0.21 averaged over R, G, B; bench/README.md, ``bench/camera.py diagnose``)."""
 
 WINDOW = 32
 """Side of the windows whose noise is measured: 31·32 residual samples per channel each."""
@@ -84,8 +84,8 @@ correlation (a quarter left +0.07 at ρ(0, 1) with σ = 25 on KODAK; a tenth lea
 
 CLIPPED_FRACTION = 0.02
 """Windows with more of their values at 0 or at the maximum are never used. Clipping shrinks the noise and
-makes its mean follow the image, which reads as positive correlation (+0.03 at σ = 25 on KODAK when kept). 2% rather than
-none: at σ = 50 even mid-grey windows have a few clipped values, and so few can do no harm.."""
+makes its mean follow the image, which reads as positive correlation (+0.03 at σ = 25 on KODAK when kept).
+2% rather than none: at σ = 50 even mid-grey windows have a few clipped values, and so few do no harm."""
 
 TEXTURE_LAG = 2 * GAP
 """Lag of the pixel differences whose energy in the frame scores its flatness: beyond the noise's correlation,
@@ -107,7 +107,6 @@ MAX_WINDOWS_PER_IMAGE = 512
 
 MIN_WINDOWS = 4
 """Fewest windows kept per image (when it has that many candidates)."""
-
 
 
 @dataclass(frozen=True)
@@ -169,12 +168,7 @@ class NoiseCorrelation:
 
 def _half_offsets(radius: int) -> list[tuple[int, int]]:
     """One of each ±d pair with max(|dy|, |dx|) <= radius, (0, 0) first."""
-    return [
-        (dy, dx)
-        for dy in range(0, radius + 1)
-        for dx in range(-radius, radius + 1)
-        if dy > 0 or dx >= 0
-    ]
+    return [(dy, dx) for dy in range(0, radius + 1) for dx in range(-radius, radius + 1) if dy > 0 or dx >= 0]
 
 
 _DIFFERENCES: tuple[dict[tuple[int, int], float], ...] = (
@@ -458,7 +452,9 @@ def signal_dependence(images: Iterable[np.ndarray]) -> tuple[float, float]:
             parts.append(binned_variances(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))))
         except ValueError:  # smaller than a patch
             continue
-    means, variances, counts = (torch.cat([p[i] for p in parts]) if parts else torch.zeros(0) for i in range(3))
+    means, variances, counts = (
+        torch.cat([p[i] for p in parts]) if parts else torch.zeros(0) for i in range(3)
+    )
     return fit_variance_line(means, variances, counts)
 
 
