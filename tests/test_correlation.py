@@ -95,21 +95,21 @@ def test_true_correlation_of_a_checkerboard_is_minus_one_at_one_pixel() -> None:
 
 
 def test_white_noise_is_independent_at_every_offset() -> None:
-    """Tolerance 0.05: over 20 seeds of this set-up (6 windows, ~36k residuals) the largest |ρ| of the 48
-    non-zero offsets was 0.035, i.e. the sampling error of one offset is ≈ 0.01."""
+    """Tolerance 0.04: over 20 seeds of this set-up (24 windows, ~140k residuals) the largest |ρ| of the 48
+    non-zero offsets was 0.018 (0.034 per channel), i.e. the sampling error of one offset is ≈ 0.005."""
     rng = np.random.default_rng(0)
     images = [smooth_image() + rng.normal(0, 20 / 255, (SIZE, SIZE, 3)) for _ in range(4)]
     r = estimate_correlation(images)
     assert r.rho.shape == (7, 7)
     assert r.at(0, 0) == 1.0
     np.testing.assert_allclose(r.rho, r.rho[::-1, ::-1])
-    assert np.abs(off_centre(r.rho)).max() < 0.05
+    assert np.abs(off_centre(r.rho)).max() < 0.04
     assert r.independent and r.extent == 0
     assert r.sigma == pytest.approx(20.0, rel=0.03)
 
 
 def test_blurred_noise_recovers_the_analytic_correlation_and_extent() -> None:
-    """Tolerance 0.04 on ρ: four times the ≈ 0.01 sampling error of the white-noise test."""
+    """Tolerance 0.04 on ρ: the white-noise test's bound; correlated residuals sample a little worse."""
     rng = np.random.default_rng(1)
     images = [smooth_image() + blurred_noise(rng, (SIZE, SIZE, 3), 15 / 255) for _ in range(4)]
     r = estimate_correlation(images)
@@ -123,7 +123,7 @@ def test_blurred_noise_recovers_the_analytic_correlation_and_extent() -> None:
 
 def test_sigma_of_white_noise_on_a_textured_image() -> None:
     rng = np.random.default_rng(2)
-    images = [textured_image() + rng.normal(0, 12 / 255, (SIZE, SIZE, 3)) for _ in range(4)]
+    images = [textured_image() + rng.normal(0, 12 / 255, (SIZE, SIZE, 3)) for _ in range(8)]
     r = estimate_correlation(images)
     assert r.sigma == pytest.approx(12.0, rel=0.05)
     assert r.independent
