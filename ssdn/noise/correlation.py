@@ -9,14 +9,15 @@ How, and why this way:
 
 - **Flat windows, chosen without looking at their own noise.** Image structure would pass for correlated
   noise, so only flat 32×32 windows are used. A window's flatness is judged on a frame of pixels around it
-  (``TEXTURE_LAG``: a score independent of the noise level), separated from the window by a gap wider than
-  the correlation radius, never on the window itself:
-  selecting windows whose own high-pass energy happens to be low would bias both σ (low) and ρ (towards
-  smooth, i.e. positive, correlation). The frame's noise is independent of the window's (beyond the gap), so
-  the windows kept are an unbiased sample of the noise.
+  (its difference energy at ``TEXTURE_LAG`` over the noise floor at its brightness), separated from the
+  window by a gap wider than the correlation radius, never on the window itself: selecting windows whose
+  own high-pass energy happens to be low would bias both σ (low) and ρ (towards smooth, i.e. positive,
+  correlation). The frame's noise is independent of the window's (beyond the gap), so keeping a window
+  says nothing about its own noise.
 - **First differences, then a least-squares deconvolution.** Inside a window the residuals
-  ``e_x = y(p + x̂) − y(p)`` and ``e_y`` remove the (locally constant or linear) image; what is left is the
-  noise n filtered by a known kernel h. Their autocovariances are linear in the noise autocovariance R:
+  ``e_x = y(p + x̂) − y(p)`` and ``e_y``, less a plane fitted per window, remove a smooth (up to quadratic)
+  image; what is left is the noise n filtered by a known kernel h. Their autocovariances are linear in the
+  noise autocovariance R:
   ``Cov[e(p), e(p + d)] = Σ_{u,v} h(u) h(v) R(d + v − u)``. R is taken to vanish beyond the radius K, and the
   (2K+1)² symmetric values of R are recovered by least squares from the residual autocovariances at offsets up
   to K + 1. This is exact for any stationary noise with that support, in particular R = σ²·δ for white noise
@@ -25,7 +26,7 @@ How, and why this way:
   than a Laplacian: |H(ω)|² of a difference grows as ω² near DC (a Laplacian's as ω⁴), so the low frequencies
   that carry a smooth correlation are recovered with less amplification of the sampling error.
 - **Bounded memory.** Only ``MAX_WINDOWS_PER_IMAGE`` candidate regions are read from each image (drawn with an
-  explicit seeded numpy Generator when an image has more), so a 24-MP photo costs a few MB beyond its pixels.
+  explicit seeded numpy Generator when an image has more), so a 24-MP photo costs ~40 MB beyond its pixels.
 
 Units: images in [0, 1]; σ is reported in 8-bit units (×255), the paper's.
 """
@@ -58,12 +59,14 @@ __all__ = [
 
 RADIUS = 3
 """Largest offset (in each of dy, dx) at which ρ is estimated and beyond which R is assumed to vanish.
-Demosaicing spreads noise over 1–2 pixels; 3 covers that with a margin without making the fit ill-posed."""
+The simulated camera's demosaiced noise has |ρ| > 0.1 at 1 pixel only, with a weak tail (≈ 0.08 at 3 px,
+bench/README.md) that this truncation leaves unmeasured; a larger radius costs more windows for the same error."""
 
 RHO_THRESHOLD = 0.1
 """|ρ| above which an offset counts as correlated. Why 0.1: a photo's own fine structure left in the flattest
-windows (film grain, JPEG) reads as ρ(0, 1) up to ≈ 0.05 at moderate levels of independent noise (KODAK with
-Gaussian σ = 10–18 or Poisson–Gaussian a = 0.01, b = (5/255)²), so the threshold must stand clear of that;
+windows (film grain, JPEG) reads as ρ(0, 1) up to ≈ 0.07 under independent noise (Poisson–Gaussian a = 0.01,
+b = (5/255)² on the bsd300 crops, bench/README.md; ≤ 0.03 on KODAK with Gaussian σ = 10–25), so the
+threshold must stand clear of that;
 and with ρ = 0.1 at the four nearest neighbours a linear predictor explains ≈ 4ρ² = 4% of a pixel's noise
 variance, the most a 1-pixel blind spot could hand back, against ≈ 17% for the simulated camera's demosaiced
 noise (ρ(0, 1) ≈ 0.21 averaged over R, G, B; bench/README.md, ``bench/camera.py diagnose``)."""
@@ -80,11 +83,13 @@ FRAME = 8
 FLAT_FRACTION = 0.1
 """Share of all candidate windows kept (of all images together), the flattest by frame score. A tenth: photos
 are mostly textured, and a window kept must be nearly free of structure, which would pass for positive
-correlation (a quarter left +0.07 at ρ(0, 1) with σ = 25 on KODAK; a tenth leaves ≤ 0.02)."""
+correlation (with an earlier flatness score, a quarter left +0.07 at ρ(0, 1) with σ = 25 on KODAK, a tenth
++0.02)."""
 
 CLIPPED_FRACTION = 0.02
 """Windows with more of their values at 0 or at the maximum are never used. Clipping shrinks the noise and
-makes its mean follow the image, which reads as positive correlation (+0.03 at σ = 25 on KODAK when kept).
+makes its mean follow the image, which reads as positive correlation (+0.03 at σ = 25 on KODAK when kept,
+measured with an earlier flatness score).
 2% rather than none: at σ = 50 even mid-grey windows have a few clipped values, and so few do no harm."""
 
 TEXTURE_LAG = 2 * GAP
@@ -96,8 +101,8 @@ BRIGHTNESS_BINS = 8
 """Candidates are grouped in this many brightness bins (equal counts) to find the noise floor of the frame
 energy as a function of brightness; a frame's score is its energy over that floor. Why: under
 signal-dependent noise the plain energy would prefer the darkest windows, textured or not (+0.15 false
-correlation on KODAK with Poisson–Gaussian noise); relative to the floor, a window is scored by its
-structure, not by its brightness."""
+correlation on KODAK with Poisson–Gaussian noise, scoring by the plain lag-1 energy); relative to the
+floor, a window is scored by its structure, not by its brightness."""
 
 FLOOR_QUANTILE = 0.2
 """Quantile of a bin's frame energies taken as its noise-only energy."""
