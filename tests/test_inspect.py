@@ -112,3 +112,15 @@ def test_runs_as_a_module(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "verdict:" in done.stdout and "(8-bit units; Y " in done.stdout
+
+
+def test_jpeg_is_read_with_its_exif_orientation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "jpeg"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    pixels = np.clip(np.rint((smooth_image(SIZE)[:128] + rng.normal(0, 0.05, (128, SIZE, 3))) * 255), 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    Image.fromarray(pixels.astype(np.uint8)).save(folder / "photo.jpg", quality=95, exif=exif)
+    main([str(folder)])
+    assert "photo.jpg  128x192  8-bit" in capsys.readouterr().out  # stored 192 wide, displayed 128 wide
