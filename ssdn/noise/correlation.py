@@ -1,0 +1,531 @@
+"""Spatial correlation of the noise, measured from noisy images alone (issue 27).
+
+Why: the paper's blind-spot net (§2) assumes that a pixel's noise is independent of its neighbours'. Camera
+processing (demosaicing above all, then sharpening and JPEG) spreads each pixel's noise into its neighbours; a
+blind-spot net trained on such photos learns to predict the noise from the surrounding noise and hands it back.
+This module measures that correlation before training so the user can pick a larger blind region.
+
+How, and why this way:
+
+- **Flat windows, chosen without looking at their own noise.** Image structure would pass for correlated
+  noise, so only flat 32×32 windows are used. A window's flatness is judged on a frame of pixels around it
+  (its difference energy at ``TEXTURE_LAG`` over the noise floor at its brightness), separated from the
+  window by a gap wider than the correlation radius, never on the window itself: selecting windows whose
+  own high-pass energy happens to be low would bias both σ (low) and ρ (towards smooth, i.e. positive,
+  correlation). The frame's noise is independent of the window's (beyond the gap), so keeping a window
+  says nothing about its own noise.
+- **First differences, then a least-squares deconvolution.** Inside a window the residuals
+  ``e_x = y(p + x̂) − y(p)`` and ``e_y``, less a plane fitted per window, remove a smooth (up to quadratic)
+  image; what is left is the noise n filtered by a known kernel h. Their autocovariances are linear in the
+  noise autocovariance R:
+  ``Cov[e(p), e(p + d)] = Σ_{u,v} h(u) h(v) R(d + v − u)``. R is taken to vanish beyond the radius K, and the
+  (2K+1)² symmetric values of R are recovered by least squares from the residual autocovariances at offsets up
+  to K + 1. This is exact for any stationary noise with that support, in particular R = σ²·δ for white noise
+  gives ρ = 0 at every non-zero offset in expectation, whereas the raw correlation of a high-pass residual
+  would show the filter's own correlation (−0.5 at one pixel for a first difference). First differences rather
+  than a Laplacian: |H(ω)|² of a difference grows as ω² near DC (a Laplacian's as ω⁴), so the low frequencies
+  that carry a smooth correlation are recovered with less amplification of the sampling error.
+- **Bounded memory.** Only ``MAX_WINDOWS_PER_IMAGE`` candidate regions are read from each image (drawn with an
+  explicit seeded numpy Generator when an image has more), so a 24-MP photo costs ~40 MB beyond its pixels.
+
+Units: images in [0, 1]; σ is reported in 8-bit units (×255), the paper's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssdn.baselines.foi import binned_variances, fit_variance_line
+
+__all__ = [
+    "FLAT_FRACTION",
+    "FOI_CROP",
+    "RADIUS",
+    "RHO_THRESHOLD",
+    "SIGNAL_DEPENDENT_FRACTION",
+    "WINDOW",
+    "NoiseCorrelation",
+    "Recommendation",
+    "blind_spot_warning",
+    "estimate_correlation",
+    "noise_correlation",
+    "recommend",
+    "signal_dependence",
+]
+
+RADIUS = 3
+"""Largest offset (in each of dy, dx) at which ρ is estimated and beyond which R is assumed to vanish.
+The simulated camera's demosaiced noise has |ρ| > 0.1 at 1 pixel only, with a weak tail (≈ 0.08 at 3 px,
+bench/README.md) that this truncation leaves unmeasured; a larger radius costs more windows for the same error."""
+
+RHO_THRESHOLD = 0.1
+"""|ρ| above which an offset counts as correlated. Why 0.1: a photo's own fine structure left in the flattest
+windows (film grain, JPEG) reads as ρ(0, 1) up to ≈ 0.07 under independent noise (Poisson–Gaussian a = 0.01,
+b = (5/255)² on the bsd300 crops, bench/README.md; ≤ 0.03 on KODAK with Gaussian σ = 10–25), so the
+threshold must stand clear of that;
+and with ρ = 0.1 at the four nearest neighbours a linear predictor explains ≈ 4ρ² = 4% of a pixel's noise
+variance, the most a 1-pixel blind spot could hand back, against ≈ 17% for the simulated camera's demosaiced
+noise (ρ(0, 1) ≈ 0.21 averaged over R, G, B; bench/README.md, ``bench/camera.py diagnose``)."""
+
+WINDOW = 32
+"""Side of the windows whose noise is measured: 31·32 residual samples per channel each."""
+
+GAP = RADIUS + 1
+"""Pixels between a window and its flatness frame: wider than the radius, so their noises are independent."""
+
+FRAME = 8
+"""Width of the frame around a window (beyond the gap) on which its flatness is judged."""
+
+FLAT_FRACTION = 0.1
+"""Share of all candidate windows kept (of all images together), the flattest by frame score. A tenth: photos
+are mostly textured, and a window kept must be nearly free of structure, which would pass for positive
+correlation (with an earlier flatness score, a quarter left +0.07 at ρ(0, 1) with σ = 25 on KODAK, a tenth
++0.02)."""
+
+CLIPPED_FRACTION = 0.02
+"""Windows with more of their values at 0 or at the maximum are never used. Clipping shrinks the noise and
+makes its mean follow the image, which reads as positive correlation (+0.03 at σ = 25 on KODAK when kept,
+measured with an earlier flatness score).
+2% rather than none: at σ = 50 even mid-grey windows have a few clipped values, and so few do no harm."""
+
+TEXTURE_LAG = 2 * GAP
+"""Lag of the pixel differences whose energy in the frame scores its flatness: beyond the noise's correlation,
+so the noise contributes 2·R(0) whatever its correlation, and image structure (which grows with the lag)
+stands out more than at lag 1."""
+
+BRIGHTNESS_BINS = 8
+"""Candidates are grouped in this many brightness bins (equal counts) to find the noise floor of the frame
+energy as a function of brightness; a frame's score is its energy over that floor. Why: under
+signal-dependent noise the plain energy would prefer the darkest windows, textured or not (+0.15 false
+correlation on KODAK with Poisson–Gaussian noise, scoring by the plain lag-1 energy); relative to the
+floor, a window is scored by its structure, not by its brightness."""
+
+FLOOR_QUANTILE = 0.2
+"""Quantile of a bin's frame energies taken as its noise-only energy."""
+
+MAX_WINDOWS_PER_IMAGE = 512
+"""Candidate windows read per image; more are drawn at random (bounded memory for 24-MP photos)."""
+
+MIN_WINDOWS = 24
+"""Fewest windows kept (of those usable) when a tenth is fewer: on a few small images a tenth is a handful
+of windows whose sampling error (±0.03 per channel) would decide the verdict near the threshold."""
+
+
+@dataclass(frozen=True)
+class NoiseCorrelation:
+    """What the diagnostic measured: level and normalised autocorrelation of the noise.
+
+    ``rho[K + dy, K + dx]`` is ρ(dy, dx) averaged over channels (weighted by variance), ρ(0, 0) = 1, and
+    symmetric: ρ(−dy, −dx) = ρ(dy, dx); ``rho_per_channel[c]`` the same per channel. ``extent`` is the largest
+    Chebyshev distance max(|dy|, |dx|) > 0 at which |ρ| > ``threshold`` in some channel (0 when none), so
+    ``independent`` means the paper's blind spot applies.
+    """
+
+    sigma: float
+    sigma_per_channel: tuple[float, ...]
+    rho: np.ndarray = field(repr=False)
+    rho_per_channel: np.ndarray = field(repr=False)
+    threshold: float = RHO_THRESHOLD
+    windows: int = 0
+
+    @property
+    def radius(self) -> int:
+        return (self.rho.shape[0] - 1) // 2
+
+    def at(self, dy: int, dx: int) -> float:
+        """ρ(dy, dx)."""
+        k = self.radius
+        return float(self.rho[k + dy, k + dx])
+
+    @property
+    def extent(self) -> int:
+        """Judged per channel: a channel whose noise its neighbours predict is handed back, whatever the others."""
+        k = self.radius
+        worst = np.abs(self.rho_per_channel).max(axis=0)
+        dy, dx = np.nonzero(worst > self.threshold)
+        dist = np.maximum(np.abs(dy - k), np.abs(dx - k))
+        return int(dist.max(initial=0))
+
+    @property
+    def independent(self) -> bool:
+        return self.extent == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (ρ rounded to 4 decimals: its sampling error is ≈ 0.01)."""
+        return {
+            "sigma": round(self.sigma, 4),
+            "sigma_per_channel": [round(s, 4) for s in self.sigma_per_channel],
+            "radius": self.radius,
+            "rho": np.round(self.rho, 4).tolist(),
+            "rho_per_channel": np.round(self.rho_per_channel, 4).tolist(),
+            "threshold": self.threshold,
+            "extent": self.extent,
+            "independent": self.independent,
+            "windows": self.windows,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+def _half_offsets(radius: int) -> list[tuple[int, int]]:
+    """One of each ±d pair with max(|dy|, |dx|) <= radius, (0, 0) first."""
+    return [(dy, dx) for dy in range(0, radius + 1) for dx in range(-radius, radius + 1) if dy > 0 or dx >= 0]
+
+
+_DIFFERENCES: tuple[dict[tuple[int, int], float], ...] = (
+    {(0, 1): 1.0, (0, 0): -1.0},  # e_x
+    {(1, 0): 1.0, (0, 0): -1.0},  # e_y
+)
+
+
+def _design(radius: int) -> np.ndarray:
+    """Matrix A with Cov[e_f(p), e_f(p + d)] = (A R)[f, d], R on ``_half_offsets(radius)``."""
+    unknown = {d: i for i, d in enumerate(_half_offsets(radius))}
+
+    def index(dy: int, dx: int) -> int | None:
+        if max(abs(dy), abs(dx)) > radius:
+            return None  # R assumed 0 beyond the radius
+        return unknown[(dy, dx)] if (dy, dx) in unknown else unknown[(-dy, -dx)]
+
+    rows = []
+    for taps in _DIFFERENCES:
+        for dy, dx in _half_offsets(radius + 1):
+            row = np.zeros(len(unknown))
+            for (uy, ux), hu in taps.items():
+                for (vy, vx), hv in taps.items():
+                    j = index(dy + vy - uy, dx + vx - ux)
+                    if j is not None:
+                        row[j] += hu * hv
+            rows.append(row)
+    return np.asarray(rows)
+
+
+def _filtered(win: np.ndarray, taps: dict[tuple[int, int], float]) -> np.ndarray:
+    """e(p) = Σ_u h(u)·win(p + u) over the positions where every tap is inside: (N, H', W', C)."""
+    n, h, w, c = win.shape
+    sy = max(dy for dy, _ in taps) - min(dy for dy, _ in taps)
+    sx = max(dx for _, dx in taps) - min(dx for _, dx in taps)
+    oy, ox = min(dy for dy, _ in taps), min(dx for _, dx in taps)
+    out = np.zeros((n, h - sy, w - sx, c))
+    for (dy, dx), weight in taps.items():
+        out += weight * win[:, dy - oy : dy - oy + h - sy, dx - ox : dx - ox + w - sx]
+    return out
+
+
+def _autocov(e: np.ndarray, offsets: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of e(p)·e(p + d) over each window's pixels, per channel, and pair counts per window: (N, D, C), (D,)."""
+    n, h, w, c = e.shape
+    sums = np.zeros((n, len(offsets), c))
+    counts = np.zeros(len(offsets))
+    for i, (dy, dx) in enumerate(offsets):
+        a = e[:, : h - dy, max(0, -dx) : w - max(0, dx)]
+        b = e[:, dy:, max(0, dx) : w - max(0, -dx)]
+        sums[:, i] = np.einsum("nhwc,nhwc->nc", a, b)
+        counts[i] = a.shape[1] * a.shape[2]
+    return sums, counts
+
+
+def _full_map(values: np.ndarray, radius: int) -> np.ndarray:
+    """(D, C) values on the half offsets -> (2K+1, 2K+1, C) symmetric map."""
+    out = np.zeros((2 * radius + 1, 2 * radius + 1, values.shape[1]))
+    for (dy, dx), v in zip(_half_offsets(radius), values, strict=True):
+        out[radius + dy, radius + dx] = v
+        out[radius - dy, radius - dx] = v
+    return out
+
+
+def _result(cov: np.ndarray, radius: int, threshold: float, windows: int) -> NoiseCorrelation:
+    """NoiseCorrelation from the autocovariance (D, C) on the half offsets (variance first)."""
+    var = cov[0]
+    if not np.all(var > 1e-12):
+        raise ValueError(
+            "no measurable noise (variance ~0 in some channel): the images look clean or constant"
+        )
+    full = _full_map(cov, radius)
+    rho_c = full / var
+    rho = full.sum(axis=2) / var.sum()
+    return NoiseCorrelation(
+        sigma=float(np.sqrt(var.mean()) * 255.0),
+        sigma_per_channel=tuple(float(s) for s in np.sqrt(var) * 255.0),
+        rho=rho,
+        rho_per_channel=np.moveaxis(rho_c, 2, 0),
+        threshold=threshold,
+        windows=windows,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- estimate
+
+
+def _as_unit(pixels: np.ndarray) -> np.ndarray:
+    """uint8/uint16 -> float64 in [0, 1] by bit depth; float arrays are taken to be in [0, 1] already."""
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float64) / 255.0
+    if pixels.dtype == np.uint16:
+        return pixels.astype(np.float64) / 65535.0
+    return pixels.astype(np.float64)
+
+
+def _frame_energy(regions: np.ndarray, lag: int) -> np.ndarray:
+    """Mean squared difference at ``lag`` (along y and x) between pixel pairs inside each region's frame: (N,)."""
+    size = regions.shape[1]
+    frame = np.ones((size, size), dtype=bool)
+    frame[FRAME : size - FRAME, FRAME : size - FRAME] = False
+    total = np.zeros(len(regions))
+    for axis in (1, 2):
+        ahead = np.take(regions, np.arange(lag, size), axis=axis)
+        behind = np.take(regions, np.arange(size - lag), axis=axis)
+        pair = np.take(frame, np.arange(lag, size), axis=axis - 1) & np.take(
+            frame, np.arange(size - lag), axis=axis - 1
+        )
+        total += ((ahead - behind) ** 2)[:, pair].mean(axis=(1, 2))
+    return total
+
+
+def _candidates(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame energy (N,), mean brightness (N,), windows (N, WINDOW, WINDOW, C) float64) of up to
+    MAX_WINDOWS_PER_IMAGE regions; clipped windows get an infinite energy."""
+    if image.ndim != 3:
+        raise ValueError(f"expected an (H, W, C) image, got shape {image.shape}")
+    h, w, c = image.shape
+    region = WINDOW + 2 * (GAP + FRAME)
+    ny, nx = h // region, w // region
+    if ny * nx == 0:
+        return np.zeros(0), np.zeros(0), np.zeros((0, WINDOW, WINDOW, c))
+    cells = np.arange(ny * nx)
+    if cells.size > MAX_WINDOWS_PER_IMAGE:
+        cells = np.sort(rng.choice(cells, size=MAX_WINDOWS_PER_IMAGE, replace=False))
+    top, left = (h - ny * region) // 2, (w - nx * region) // 2  # centred grid
+    regions = np.stack(
+        [
+            _as_unit(image[top + (i // nx) * region :, left + (i % nx) * region :][:region, :region])
+            for i in cells
+        ]
+    )
+    energy = _frame_energy(regions, TEXTURE_LAG)
+    o = FRAME + GAP
+    win = regions[:, o : o + WINDOW, o : o + WINDOW]
+    clipped = ((win <= 0.0) | (win >= 1.0)).mean(axis=(1, 2, 3))
+    energy[clipped > CLIPPED_FRACTION] = np.inf
+    return energy, regions.mean(axis=(1, 2, 3)), win
+
+
+def _relative_energy(energy: np.ndarray, brightness: np.ndarray) -> np.ndarray:
+    """Each finite frame energy over the noise floor at its brightness (inf stays inf).
+
+    The floor is a line in brightness (the noise variance a·x + b of ssdn.baselines.foi, roughly, seen through
+    the camera's tone curve) through the bins' ``FLOOR_QUANTILE`` energies, refitted twice on the bins at or
+    below it: a bin made only of textured windows lies above the line instead of setting its own floor.
+    """
+    finite = np.isfinite(energy)
+    out = np.full_like(energy, np.inf)
+    if not finite.any():
+        return out
+    e, m = energy[finite], brightness[finite]
+    edges = np.quantile(m, np.linspace(0, 1, BRIGHTNESS_BINS + 1)[1:-1])
+    bins = np.searchsorted(edges, m)
+    centres = np.array([m[bins == k].mean() for k in np.unique(bins)])
+    floors = np.array([np.quantile(e[bins == k], FLOOR_QUANTILE) for k in np.unique(bins)])
+    design = np.stack([np.ones_like(centres), centres], axis=1)
+    keep = np.ones(len(floors), dtype=bool)
+    for _ in range(3):
+        coef, *_ = np.linalg.lstsq(design[keep], floors[keep], rcond=None)
+        line = design @ coef
+        keep = floors <= line * 1.000001
+        if keep.sum() < 2:
+            break
+    floor = np.maximum(coef[0] + coef[1] * m, max(0.1 * float(floors.min()), 1e-20))
+    out[finite] = e / floor
+    return out
+
+
+def _detrended(e: np.ndarray) -> np.ndarray:
+    """e (N, H, W, C) less its least-squares plane per window and channel.
+
+    The difference of a smooth (quadratic) shading is a plane, whose products at every offset would read as
+    positive correlation; removing 3 of ~1000 degrees of freedom biases ρ by ≈ −0.003.
+    """
+    n, h, w, c = e.shape
+    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    basis = np.stack([np.ones(h * w), yy.ravel(), xx.ravel()], axis=1)  # orthogonal on the grid
+    basis /= np.linalg.norm(basis, axis=0)
+    flat = e.reshape(n, h * w, c)
+    return (flat - basis @ np.einsum("pk,npc->nkc", basis, flat)).reshape(e.shape)
+
+
+def _window_sums(win: np.ndarray, offsets: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per window, residual products summed per filter and offset: (N, F·D, C), and pair counts (F·D,)."""
+    sums, counts = [], []
+    for taps in _DIFFERENCES:
+        e = _detrended(_filtered(win, taps))
+        s, n = _autocov(e, offsets)
+        sums.append(s)
+        counts.append(n)
+    return np.concatenate(sums, axis=1), np.concatenate(counts)
+
+
+def estimate_correlation(
+    images: Iterable[np.ndarray],
+    radius: int = RADIUS,
+    threshold: float = RHO_THRESHOLD,
+    seed: int = 0,
+) -> NoiseCorrelation:
+    """Noise level and autocorrelation of noisy (H, W, C) images (float in [0, 1], or uint8/uint16).
+
+    The flattest ``FLAT_FRACTION`` of the candidate windows of all images together are used, so an image that
+    is textured everywhere contributes few or none. Images smaller than ``WINDOW + 2·(GAP + FRAME)`` pixels
+    on a side contribute nothing. Raises ValueError when no image is large enough or no noise is measurable.
+    """
+    if radius < 1:
+        raise ValueError(f"radius must be >= 1, got {radius}")
+    rng = np.random.default_rng(seed)
+    offsets = _half_offsets(radius + 1)
+    energies, brightness, sums = [], [], []
+    counts = np.zeros(0)
+    for image in images:
+        energy, mean, win = _candidates(image, rng)
+        if len(win):
+            s, counts = _window_sums(win, offsets)
+            energies.append(energy)
+            brightness.append(mean)
+            sums.append(s)
+    if not sums:
+        raise ValueError(
+            f"no image is large enough: each side must be at least {WINDOW + 2 * (GAP + FRAME)} pixels"
+        )
+    energy = _relative_energy(np.concatenate(energies), np.concatenate(brightness))
+    all_sums = np.concatenate(sums)
+    usable = int(np.isfinite(energy).sum())
+    keep = max(min(MIN_WINDOWS, usable), round(FLAT_FRACTION * usable))
+    if keep == 0:
+        raise ValueError("every window is clipped (values at 0 or at the maximum): no noise can be measured")
+    flattest = np.argsort(energy, kind="stable")[:keep]
+    observed = all_sums[flattest].sum(axis=0) / (keep * counts[:, None])
+    cov, *_ = np.linalg.lstsq(_design(radius), observed, rcond=None)
+    return _result(cov, radius, threshold, keep)
+
+
+def noise_correlation(
+    noise: Iterable[np.ndarray], radius: int = RADIUS, threshold: float = RHO_THRESHOLD
+) -> NoiseCorrelation:
+    """The true autocorrelation of known noise arrays (H, W, C) in [0, 1] units, e.g. noisy − clean.
+
+    For checking ``estimate_correlation`` on simulated data: every pixel pair is used, per-channel means
+    removed (clipping makes the noise mean depend on the image).
+    """
+    offsets = _half_offsets(radius)
+    total: np.ndarray | None = None
+    pairs = np.zeros(len(offsets))
+    for n in noise:
+        e = np.asarray(n, dtype=np.float64)
+        e = (e - e.mean(axis=(0, 1), keepdims=True))[None]
+        s, c = _autocov(e, offsets)
+        total = s[0] if total is None else total + s[0]
+        pairs += c
+    if total is None:
+        raise ValueError("no noise arrays given")
+    return _result(total / pairs[:, None], radius, threshold, windows=0)
+
+
+# ---------------------------------------------------------------------------------------------- recommend
+
+FOI_CROP = 512
+"""Side of the centre crop of each image on which the variance-vs-brightness line is fitted (bounded time)."""
+
+SIGNAL_DEPENDENT_FRACTION = 0.25
+"""Recommend ``poisson_gaussian`` when the signal-dependent term a·x is at least this share of the variance at
+mid-grey (x = 0.5). Below it the noise std varies by less than ±13% from black to white (σ² = b to a + b), which
+a Gaussian model with one learned σ absorbs; above it one σ is wrong in the shadows or the highlights."""
+
+
+def signal_dependence(images: Iterable[np.ndarray]) -> tuple[float, float]:
+    """(a, b) of Var[y | x] = a·x + b pooled over images (H, W, C), ssdn.baselines.foi's binned PCA fit.
+
+    Under correlated noise the PCA variances are too low, but by about the same factor in every intensity bin
+    (the correlation's shape does not depend on brightness), so the share a·x / (a·x + b) is still right.
+    """
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for image in images:
+        h, w, _ = image.shape
+        top, left = max(0, (h - FOI_CROP) // 2), max(0, (w - FOI_CROP) // 2)
+        crop = _as_unit(image[top : top + FOI_CROP, left : left + FOI_CROP])
+        try:
+            parts.append(binned_variances(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))))
+        except ValueError:  # smaller than a patch
+            continue
+    means, variances, counts = (
+        torch.cat([p[i] for p in parts]) if parts else torch.zeros(0) for i in range(3)
+    )
+    return fit_variance_line(means, variances, counts)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A noise model and blind-spot settings for training on these noisy images alone.
+
+    ``alternatives`` are complete override lists for ``train.py``, best first: for independent noise the
+    paper's 1-pixel blind spot; for correlated noise a blind square covering the correlation (TM-BSN) or
+    pixel-shuffle sub-images whose pixels lie farther apart than it reaches (AP-BSN).
+    """
+
+    noise: str
+    a: float
+    b: float
+    blind_hole: int
+    pd_stride: int
+    blind_spot_applies: bool
+    alternatives: tuple[tuple[str, ...], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "noise": self.noise,
+            "a": self.a,
+            "b": self.b,
+            "blind_hole": self.blind_hole,
+            "pd_stride": self.pd_stride,
+            "blind_spot_applies": self.blind_spot_applies,
+            "overrides": [list(a) for a in self.alternatives],
+        }
+
+
+def recommend(correlation: NoiseCorrelation, a: float, b: float) -> Recommendation:
+    """Noise model from the variance line (a, b), blind region from the correlation's extent."""
+    mid = 0.5 * a
+    noise = "poisson_gaussian" if mid > 0 and mid / (mid + b) >= SIGNAL_DEPENDENT_FRACTION else "gaussian"
+    base = ("data.add_noise=false", f"noise={noise}", "noise_params=sigma_global")
+    extent = correlation.extent
+    hole, stride = 2 * extent + 1, extent + 1
+    if extent == 0:
+        alternatives: tuple[tuple[str, ...], ...] = ((*base, "method.blind_hole=1", "method.pd_stride=1"),)
+    else:
+        alternatives = (
+            (*base, f"method.blind_hole={hole}"),
+            (*base, f"method.pd_stride={stride}"),
+        )
+    return Recommendation(
+        noise=noise,
+        a=a,
+        b=b,
+        blind_hole=hole,
+        pd_stride=stride,
+        blind_spot_applies=extent == 0,
+        alternatives=alternatives,
+    )
+
+
+def blind_spot_warning(correlation: NoiseCorrelation, recommendation: Recommendation) -> str | None:
+    """One line for training on noisy images alone when the blind-spot assumption fails (None when it holds)."""
+    if correlation.independent:
+        return None
+    return (
+        f"the noise of these images is spatially correlated over {correlation.extent} px (rho(0,1) = "
+        f"{correlation.at(0, 1):.2f}, rho(1,0) = {correlation.at(1, 0):.2f}; independent noise has 0): a 1-pixel "
+        f"blind spot learns to hand it back. Train with method.blind_hole={recommendation.blind_hole} or "
+        f"method.pd_stride={recommendation.pd_stride} (python -m ssdn.inspect FOLDER shows the details)"
+    )
