@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssdn.baselines.foi import binned_variances, fit_variance_line
+from ssdn.noise.estimate import binned_variances, fit_variance_line
 
 __all__ = [
     "FLAT_FRACTION",
@@ -319,7 +319,7 @@ def _candidates(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
 def _relative_energy(energy: np.ndarray, brightness: np.ndarray) -> np.ndarray:
     """Each finite frame energy over the noise floor at its brightness (inf stays inf).
 
-    The floor is a line in brightness (the noise variance a·x + b of ssdn.baselines.foi, roughly, seen through
+    The floor is a line in brightness (the noise variance a·x + b of ssdn.noise.estimate, roughly, seen through
     the camera's tone curve) through the bins' ``FLOOR_QUANTILE`` energies, refitted twice on the bins at or
     below it: a bin made only of textured windows lies above the line instead of setting its own floor.
     """
@@ -445,7 +445,7 @@ a Gaussian model with one learned σ absorbs; above it one σ is wrong in the sh
 
 
 def signal_dependence(images: Iterable[np.ndarray]) -> tuple[float, float]:
-    """(a, b) of Var[y | x] = a·x + b pooled over images (H, W, C), ssdn.baselines.foi's binned PCA fit.
+    """(a, b) of Var[y | x] = a·x + b pooled over images (H, W, C), ssdn.noise.estimate's binned PCA fit.
 
     Under correlated noise the PCA variances are too low, but by about the same factor in every intensity bin
     (the correlation's shape does not depend on brightness), so the share a·x / (a·x + b) is still right.
