@@ -25,12 +25,13 @@ What is set, and why (everything else is ``create_advanced_n2v_config``'s defaul
 
 Writes ``--out`` (JSON, refused if it exists unless ``--overwrite``): PSNR of the prediction and of the noisy input
 against the clean held-out photons, training wall and CPU time, optimizer steps, epochs, peak RSS, the
-configuration used and the package versions.
+configuration used, CAREamics' per-epoch loss curves and the package versions.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -164,6 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         predict_wall = time.perf_counter() - wall0
         steps, epochs = careamist.trainer.global_step, careamist.trainer.current_epoch
+        losses = dataclasses.asdict(careamist.get_losses())  # per-epoch curves from CAREamics' CSV log
     prediction = np.squeeze(np.asarray(predictions[0]))
     if prediction.shape != clean.shape:
         raise RuntimeError(f"CAREamics returned shape {prediction.shape} for a volume of shape {clean.shape}")
@@ -180,6 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "predict_wall_s": predict_wall,
         "steps": int(steps),
         "epochs_started": int(epochs) + 1,
+        "losses": losses,
         "budget": {"minutes": args.minutes} if args.minutes is not None else {"steps": args.steps},
         "peak_rss_mb": _peak_rss_mb(),
         "torch_threads": torch.get_num_threads(),
