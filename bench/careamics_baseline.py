@@ -59,6 +59,7 @@ SETTINGS = {
     2: {"axes": "SYX", "patch_size": [64, 64], "batch_size": 16, "tile": (128, 128), "overlap": (48, 48)},
     3: {"axes": "ZYX", "patch_size": [8, 64, 64], "batch_size": 8, "tile": (32, 128, 128), "overlap": (8, 48, 48)},
 }
+_KEEP: list[Any] = []  # torch.library definitions made here, alive for the process
 MANY_EPOCHS = 1_000_000  # the clock (--minutes) or the step count (--steps) ends training, not the epochs
 
 
@@ -87,9 +88,6 @@ def _allow_cpu_torch_with_pypi_torchvision() -> None:
     for op in ("nms", "qnms"):
         library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _KEEP.append(library)  # a Library deregisters its definitions when collected
-
-
-_KEEP: list[Any] = []
 
 
 def _read(path: Path) -> np.ndarray:
