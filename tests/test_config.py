@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
@@ -15,10 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from ssdn.baselines import BASELINES
 from ssdn.config import schema
 from ssdn.config.compose import ConfigError, noise_tag, prepare_hydra, row_name, validate_config
+from ssdn.methods import build_method
 from ssdn.methods.levels import LEVEL_SOURCES, build_level_source
-from ssdn.methods.masking import STRATEGIES
-from ssdn.methods.method import OBJECTIVES, TARGETS
-from ssdn.methods.objectives import REGRESSION_LOSSES, PriorObjective
+from ssdn.methods.masking import mask_pixels
+from ssdn.methods.objectives import MeanObjective, PriorObjective
+from ssdn.noise import build_noise
 
 CONF = Path(__file__).resolve().parents[1] / "ssdn" / "conf"
 
@@ -154,11 +156,27 @@ def test_schema_rejects_a_wrong_type_or_value_at_composition(override: str, key:
 
 
 def test_enum_values_are_the_values_the_code_accepts() -> None:
-    assert set(schema.Target) == set(TARGETS) == {"noisy", "clean", "second_noisy"}
-    assert set(schema.Objective) == set(OBJECTIVES)
+    """The schema's Enums are the single list: the methods accept each value and refuse any other."""
+    noise = build_noise("gaussian", 25)
+    for target in schema.Target:
+        for objective in schema.Objective:
+            method = build_method(
+                schema.MethodConfig(name="m", target=target, objective=objective), noise, 3, "known"
+            )
+            assert method.target is target and method.objective.uses_level == (
+                objective is schema.Objective.prior
+            )
     assert {PriorObjective(p).kind.value for p in schema.Prior} == {"full", "diagonal"}
-    assert set(schema.Loss) == {"auto", *REGRESSION_LOSSES}
-    assert set(schema.Masking) == set(STRATEGIES)
+    assert set(schema.REGRESSION_LOSSES) == {loss.value for loss in schema.Loss} - {"auto"}
+    assert {MeanObjective(loss).loss for loss in schema.REGRESSION_LOSSES} == set(schema.REGRESSION_LOSSES)
+    with pytest.raises(ValueError, match=r"method\.loss"):
+        MeanObjective("auto")
+    noisy = torch.rand((1, 3, 8, 8))
+    coords = (torch.tensor([[3]]), torch.tensor([[4]]))
+    for strategy in schema.Masking:
+        assert mask_pixels(noisy, *coords, strategy, torch.Generator().manual_seed(0)).shape == noisy.shape
+    with pytest.raises(ValueError, match=r"method.masking='blur'"):
+        mask_pixels(noisy, *coords, "blur", torch.Generator())
     assert set(schema.LevelSourceName) == set(LEVEL_SOURCES)
     assert {build_level_source(s, 3).name for s in schema.LevelSourceName} == set(LEVEL_SOURCES)
     assert set(schema.Classical) == set(BASELINES)

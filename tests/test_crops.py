@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ssdn.config.schema import DataSettings
 from ssdn.data.crops import SIZE_FILTER, DataWarning, RandomCropStream
 from ssdn.data.embedded import SPLITS, embedded_paths, embedded_photos
 from ssdn.data.io import load_image
-from ssdn.data.settings import DataSettings
 from ssdn.data.sources import DataSourceError, DataSourceNotFoundError, resolve_sources
 
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from ssdn.config.schema import Masking, MethodConfig, Objective
 from ssdn.methods import StepBatch, build_method
 from ssdn.methods.masking import gather_pixels, mask_pixels, stratified_coords
 from ssdn.noise import build_noise
@@ -135,7 +136,9 @@ def _train_blocky(strategy: str) -> float:
     torch.manual_seed(0)
     noise = build_noise("gaussian", 76.5)
     method = build_method(
-        {"name": "n2v", "blindspot": False, "objective": "mean", "masking": strategy, "mask_cell": 4},
+        MethodConfig(
+            name="n2v", blindspot=False, objective=Objective.mean, masking=Masking(strategy), mask_cell=4
+        ),
         noise,
         3,
         "known",

@@ -49,9 +49,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ssdn.data.curriculum import CropSchedule, curriculum_errors
+from ssdn.config.schema import DataSettings, curriculum_errors
+from ssdn.data.curriculum import CropSchedule
 from ssdn.data.io import ImageDecodeError, check_one_bit_depth, load_image, load_native, rgb_to_mono, to_unit
-from ssdn.data.settings import DataSettings
 from ssdn.data.sources import header_size, open_packed, resolve_sources
 from ssdn.noise.base import NoiseModel
 
@@ -87,7 +87,7 @@ class RandomCropStream(IterableDataset):
     generator seeded ``derived_seed(seed, 2, i)`` (params drawn first, then the noise), and each crop cuts the
     same window (and rotation) out of the clean and the noisy image.
 
-    The stream cuts ``settings.train_dir`` as ``settings`` say (``ssdn.data.settings``); its ``batch_size``
+    The stream cuts ``settings.train_dir`` as ``settings`` say (``ssdn.config.schema.DataSettings``); its ``batch_size``
     is the per-rank batch, ``settings.batch_size // world_size``. ``rank``, ``world_size``, ``batch_size``
     and ``start_batch`` are plain attributes that may be changed before iteration starts. Setup (listing,
     filtering, subset, decoding when ``in_memory``) runs in the constructor so that data problems surface
