@@ -102,18 +102,21 @@ def build_trainer(
     ]
     if ema.enabled:
         callbacks.append(WarmupEMA(decay=ema.decay))
-    # limit_val_batches null: Lightning's default (all)
-    limit = {} if trainer.limit_val_batches is None else {"limit_val_batches": trainer.limit_val_batches}
+    # Lightning checks these (precision is a name it knows: its type is a Literal of them)
+    options: dict[str, Any] = {
+        "accelerator": trainer.accelerator,
+        "devices": trainer.devices,
+        "num_nodes": trainer.num_nodes,
+        "strategy": build_strategy(trainer.strategy, ddp_digest),
+        "precision": resolve_precision(trainer.precision, trainer.accelerator),
+        "val_check_interval": trainer.val_check_interval,
+        "log_every_n_steps": trainer.log_every_n_steps,
+        "enable_progress_bar": trainer.enable_progress_bar,
+    }
+    if trainer.limit_val_batches is not None:  # null: Lightning's default (all)
+        options["limit_val_batches"] = trainer.limit_val_batches
     return L.Trainer(
-        accelerator=trainer.accelerator,
-        devices=trainer.devices,
-        num_nodes=trainer.num_nodes,
-        strategy=build_strategy(trainer.strategy, ddp_digest),
-        precision=resolve_precision(trainer.precision, trainer.accelerator),
-        val_check_interval=trainer.val_check_interval,
-        log_every_n_steps=trainer.log_every_n_steps,
-        enable_progress_bar=trainer.enable_progress_bar,
-        **limit,
+        **options,
         max_steps=max_steps,
         max_epochs=-1,
         check_val_every_n_epoch=None,  # the crop stream never ends: validate every val_check_interval steps
