@@ -212,3 +212,53 @@ def test_register_configs_is_idempotent() -> None:
     prepare_hydra()
     prepare_hydra()
     assert _compose("trainer=gpu").trainer.val_check_interval == 2500
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method.blind_hole=2"], "method.blind_hole=2: the blind square's side is an odd number >= 1"),
+        (["method.blind_hole=0"], "method.blind_hole=0: the blind square's side is an odd number >= 1"),
+        (["method=n2c", "method.blind_hole=3"], "method.blind_hole=3 with method.blindspot=false"),
+        (["method.pd_stride=0"], "method.pd_stride=0: a downsampling stride is >= 1"),
+        (["method.pd_stride_infer=0"], "method.pd_stride_infer=0: a downsampling stride is >= 1, or null"),
+    ],
+)
+def test_method_blind_hole_and_pd_stride_are_checked_in_their_section(
+    overrides: list[str], message: str
+) -> None:
+    cfg = _compose(*overrides)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_method_defaults_and_valid_blind_hole_and_strides() -> None:
+    method = validate_config(_compose()).trained
+    assert (method.blind_hole, method.pd_stride, method.pd_stride_infer) == (1, 1, None)
+    method = validate_config(
+        _compose("method.blind_hole=3", "method.pd_stride=2", "method.pd_stride_infer=1")
+    ).trained
+    assert (method.blind_hole, method.pd_stride, method.pd_stride_infer) == (3, 2, 1)
+
+
+def test_every_problem_is_listed_on_one_line_naming_its_key() -> None:
+    cfg = _compose("channels=2", "data.val_size=40", "data.num_workers=-1", "train.images=801")
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("invalid configuration: ")
+    for key in ("channels=2", "data.val_size=40", "data.num_workers=-1", "train.images=801"):
+        assert key in message
+
+
+def test_the_run_config_is_typed_once() -> None:
+    """Sections are their schema dataclasses, with Enums; the record is the same config as plain values."""
+    run = validate_config(
+        _compose("method=n2v_copy", "data.curriculum=[{until: 0.5, crop_size: 64, batch_size: 4}]")
+    )
+    assert isinstance(run.data, schema.DataConfig) and isinstance(run.trainer, schema.TrainerConfig)
+    assert run.trained.masking is schema.Masking.copy and run.trained.objective is schema.Objective.mean
+    assert run.data.curriculum == [schema.CropStage(0.5, 64, 4)] and run.data.largest_crop == 128
+    assert run.record["method"]["masking"] == "copy" and "hydra" not in run.record
+    assert run.output_dir is None  # composed outside a Hydra app
