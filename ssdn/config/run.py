@@ -37,6 +37,7 @@ from ssdn.config.schema import (
     TrainConfig,
     TrainerConfig,
     WandbLoggerConfig,
+    channels_errors,
     multiple_errors,
 )
 from ssdn.nets.unet import SIDE_MULTIPLE
@@ -183,10 +184,9 @@ class RunConfig:
 
     def errors(self) -> list[str]:
         """Every problem of the configuration, one message each naming the setting to change."""
-        errors: list[str] = []
-        if self.channels not in (1, 3):
-            errors.append(f"channels={self.channels}: use 3 (RGB) or 1 (mono)")
-        errors += self.noise.errors() + self.eval.errors() + self.method.errors()
+        errors = (
+            channels_errors(self.channels) + self.noise.errors() + self.eval.errors() + self.method.errors()
+        )
         if isinstance(self.method, ClassicalConfig):
             if not self.eval.sets:
                 errors.append(
@@ -194,12 +194,8 @@ class RunConfig:
                 )
             return errors
         errors += self.data.errors(self.trainer.world_size) + self.train.errors() + self.trainer.errors()
-        return (
-            errors
-            + self._method_data_errors(self.method)
-            + self._noisy_data_errors(self.method)
-            + (self._length_errors())
-        )
+        errors += self._method_data_errors(self.method) + self._noisy_data_errors(self.method)
+        return errors + self._length_errors()
 
     def check(self) -> RunConfig:
         """Raise one ``ConfigError`` listing every problem (``errors``); returns itself when there is none."""

@@ -117,6 +117,11 @@ def multiple_errors(key: str, value: int, multiple: int, why: str) -> list[str]:
     return []
 
 
+def channels_errors(channels: int) -> list[str]:
+    """The run's ``channels`` (a top-level key: the images' format, read by the data and the network)."""
+    return [] if channels in (1, 3) else [f"channels={channels}: use 3 (RGB) or 1 (mono)"]
+
+
 @dataclass
 class NoiseConfig:
     name: str = MISSING  # a noise model of ssdn.noise
@@ -337,9 +342,7 @@ class DataSettings(DataConfig):
         self.train_dir = _source(self.train_dir)
         self.val_dir = _source(self.val_dir)
         self.curriculum = list(as_stages(self.curriculum))
-        errors = self.errors()
-        if self.channels not in (1, 3):
-            errors.append(f"channels={self.channels}: use 3 (RGB) or 1 (mono)")
+        errors = self.errors() + channels_errors(self.channels)
         if self.seed < 0:
             errors.append(f"seed={self.seed} must be >= 0")
         if errors:

@@ -84,15 +84,11 @@ class DenoisingDataModule(L.LightningDataModule):
             self.train_stream.set_noise(self.noise)
 
     def _layout(self) -> tuple[int, int, int]:
-        """(rank, world size, per-rank batch) from the attached trainer, else a single process."""
+        """(rank, world size, per-rank batch) from the attached trainer, else a single process; the crop stream
+        refuses a global batch the world size does not divide."""
         rank, world = (
             (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         )
-        if self.settings.batch_size % world:
-            raise ValueError(
-                f"batch_size={self.settings.batch_size} is the global batch and must be divisible by the world size "
-                f"{world}; choose a multiple of {world}"
-            )
         return rank, world, self.settings.batch_size // world
 
     @property
