@@ -83,10 +83,11 @@ class DenoiserModule(L.LightningModule):
         self.compiled = CompiledForward(self.net) if cfg.get("compile", False) else None
         self.name = f"{self.method.name}/{self.noise.name}"
         self.automatic_optimization = False
+        train = section(TrainConfig, cfg.get("train") or {})
         #: the run's bookkeeping (images seen, planned length, time budget, random stream), saved in checkpoints
-        self.progress = TrainingProgress(self.seed, section(TrainConfig, cfg.get("train") or {}).minutes)
+        self.progress = TrainingProgress(self.seed, train.minutes)
         #: ``train.images``: the planned length of a crop-size curriculum's run
-        self.planned_images = section(TrainConfig, cfg.get("train") or {}).images
+        self.planned_images = train.images
         self.eval_bf16 = False  #: network precision of ``denoise`` when not given: fp32 unless asked
         self._val_psnr: dict[str, list[Tensor]] = {}
         self._val_panel: dict[str, Tensor] = {}
