@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from ssdn.baselines import BASELINES
 from ssdn.config import schema
 from ssdn.config.compose import ConfigError, noise_tag, prepare_hydra, row_name, validate_config
+from ssdn.config.run import section
 from ssdn.methods import build_method
 from ssdn.methods.levels import LEVEL_SOURCES, build_level_source
 from ssdn.methods.masking import mask_pixels
@@ -262,3 +263,14 @@ def test_the_run_config_is_typed_once() -> None:
     assert run.data.curriculum == [schema.CropStage(0.5, 64, 4)] and run.data.largest_crop == 128
     assert run.record["method"]["masking"] == "copy" and "hydra" not in run.record
     assert run.output_dir is None  # composed outside a Hydra app
+
+
+def test_a_stored_config_section_is_read_back_typed_or_refused_naming_the_key() -> None:
+    """A checkpoint's config is plain values: read back through the schema, a wrong value names its key."""
+    method = section(schema.MethodConfig, {"name": "ssdn", "tag": "blindspot", "prior": "diagonal"}, "method")
+    assert method.prior is schema.Prior.diagonal and method.blind_hole == 1  # a key added since: its default
+    with pytest.raises(ConfigError, match=r"^method\.objective: Invalid value 'likelihood'") as err:
+        section(schema.MethodConfig, {"name": "x", "tag": "t", "objective": "likelihood"}, "method")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"^method\.tag not set$"):
+        section(schema.MethodConfig, {"name": "x"}, "method")

@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ssdn.config.schema import (
     ClassicalConfig,
@@ -45,21 +45,44 @@ from ssdn.nets.unet import SIDE_MULTIPLE
 T = TypeVar("T")
 
 
-def section(cls: type[T], values: Any) -> T:
-    """``values`` (a mapping or config node) as the section dataclass ``cls``: types checked and converted
-    (strings to Enums), missing keys at their defaults; a wrong key or value is a ``ConfigError`` naming it."""
+def section(cls: type[T], values: Any, key: str) -> T:
+    """``values`` (a mapping or config node) as the section dataclass ``cls`` of the config's ``key``: types
+    checked and converted (strings to Enums), missing keys at their defaults; an unset mandatory key, a wrong
+    key or a wrong value is a one-line ``ConfigError`` naming it."""
     try:
         node = OmegaConf.merge(OmegaConf.structured(cls), values)
-        out = OmegaConf.to_object(node)
-    except Exception as exc:  # OmegaConf's errors are multi-line: their first line names the key
-        raise ConfigError(f"invalid {cls.__name__}: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # OmegaConf's errors are multi-line: the first line says what is wrong
+        where = getattr(exc, "full_key", None)
+        raise ConfigError(f"{key}.{where}: {str(exc).splitlines()[0]}" if where else f"{key}: {exc}") from exc
+    if missing := _missing(node, key):
+        raise ConfigError(f"{', '.join(missing)} not set")
+    out = OmegaConf.to_object(node)
     assert isinstance(out, cls)
     return out
 
 
+def _missing(node: Any, key: str) -> list[str]:
+    """The full keys of the mandatory values (``???``) left unset in ``node``."""
+    if isinstance(node, DictConfig):
+        items = [(f"{key}.{k}", str(k)) for k in node]
+    elif isinstance(node, ListConfig):
+        items = [(f"{key}[{i}]", i) for i in range(len(node))]
+    else:
+        return []
+    found: list[str] = []
+    for full, k in items:
+        if OmegaConf.is_missing(node, k):
+            found.append(full)
+        else:
+            found += _missing(node._get_node(k), full)
+    return found
+
+
 def method_section(values: Mapping[str, Any]) -> MethodConfig | ClassicalConfig:
     """A trained method, or an evaluation-only baseline (it has ``classical`` and none of the training keys)."""
-    return section(ClassicalConfig, values) if values.get("classical") else section(MethodConfig, values)
+    if values.get("classical"):
+        return section(ClassicalConfig, values, "method")
+    return section(MethodConfig, values, "method")
 
 
 def plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -117,19 +140,23 @@ class RunConfig:
         trainer = record["trainer"]
         logger = record["logger"]
         return cls(
-            noise=section(NoiseConfig, record["noise"]),
-            noise_params=section(NoiseParamsConfig, record["noise_params"]),
+            noise=section(NoiseConfig, record["noise"], "noise"),
+            noise_params=section(NoiseParamsConfig, record["noise_params"], "noise_params"),
             method=method_section(record["method"]),
-            data=section(DataConfig, record["data"]),
-            trainer=section(PinnedTrainerConfig if "pin_job_to_gpu" in trainer else TrainerConfig, trainer),
-            train=section(TrainConfig, record.get("train") or {}),
-            eval=section(EvalConfig, record.get("eval") or {}),
-            optim=section(OptimConfig, record.get("optim") or {}),
-            schedule=section(ScheduleConfig, record.get("schedule") or {}),
-            ema=section(EmaConfig, record.get("ema") or {}),
-            example=section(ExampleConfig, record.get("example") or {}),
-            logger=section(WandbLoggerConfig if logger.get("kind") == "wandb" else LoggerConfig, logger),
-            run=section(RunNameConfig, record["run"]),
+            data=section(DataConfig, record["data"], "data"),
+            trainer=section(
+                PinnedTrainerConfig if "pin_job_to_gpu" in trainer else TrainerConfig, trainer, "trainer"
+            ),
+            train=section(TrainConfig, record.get("train") or {}, "train"),
+            eval=section(EvalConfig, record.get("eval") or {}, "eval"),
+            optim=section(OptimConfig, record.get("optim") or {}, "optim"),
+            schedule=section(ScheduleConfig, record.get("schedule") or {}, "schedule"),
+            ema=section(EmaConfig, record.get("ema") or {}, "ema"),
+            example=section(ExampleConfig, record.get("example") or {}, "example"),
+            logger=section(
+                WandbLoggerConfig if logger.get("kind") == "wandb" else LoggerConfig, logger, "logger"
+            ),
+            run=section(RunNameConfig, record["run"], "run"),
             seed=int(record.get("seed", 0)),
             channels=int(record.get("channels", 3)),
             channels_last=bool(record.get("channels_last", True)),

@@ -61,19 +61,22 @@ class DenoiserModule(L.LightningModule):
         method = method_section(cfg["method"])
         if not isinstance(method, MethodConfig):
             raise ValueError(f"method={method.name} is evaluation-only: there is no network to build")
-        noise = section(NoiseConfig, cfg["noise"])
+        noise = section(NoiseConfig, cfg["noise"], "noise")
         self.channels = int(cfg["channels"])
         self.noise: NoiseModel = build_noise(noise.name, noise.plain_value)
         self.method: Method = build_method(
-            method, self.noise, self.channels, section(NoiseParamsConfig, cfg["noise_params"]).source
+            method,
+            self.noise,
+            self.channels,
+            section(NoiseParamsConfig, cfg["noise_params"], "noise_params").source,
         )
         self.net = UNet(
             in_channels=self.channels,
             out_channels=self.method.out_channels(self.channels),
             blindspot=self.method.blindspot,
         )
-        self.optim = section(OptimConfig, cfg["optim"])
-        self.lr_schedule = section(ScheduleConfig, cfg["schedule"])
+        self.optim = section(OptimConfig, cfg["optim"], "optim")
+        self.lr_schedule = section(ScheduleConfig, cfg["schedule"], "schedule")
         self.seed = int(cfg["seed"])
         self.channels_last = bool(cfg.get("channels_last", True))
         if self.channels_last:
@@ -83,7 +86,7 @@ class DenoiserModule(L.LightningModule):
         self.compiled = CompiledForward(self.net) if cfg.get("compile", False) else None
         self.name = f"{self.method.name}/{self.noise.name}"
         self.automatic_optimization = False
-        train = section(TrainConfig, cfg.get("train") or {})
+        train = section(TrainConfig, cfg.get("train") or {}, "train")
         #: the run's bookkeeping (images seen, planned length, time budget, random stream), saved in checkpoints
         self.progress = TrainingProgress(self.seed, train.minutes)
         #: ``train.images``: the planned length of a crop-size curriculum's run
