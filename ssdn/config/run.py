@@ -63,8 +63,9 @@ def section(cls: type[T], values: Any, key: str) -> T:
 
 def _missing(node: Any, key: str) -> list[str]:
     """The full keys of the mandatory values (``???``) left unset in ``node``."""
+    items: list[tuple[str, str | int]]
     if isinstance(node, DictConfig):
-        items = [(f"{key}.{k}", str(k)) for k in node]
+        items = [(f"{key}.{k!s}", str(k)) for k in node]
     elif isinstance(node, ListConfig):
         items = [(f"{key}[{i}]", i) for i in range(len(node))]
     else:
