@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ssdn.config.schema import DataSettings
 from ssdn.data.crops import DataWarning, RandomCropStream
-from ssdn.data.settings import DataSettings
 from ssdn.prepare import pack
 
 DEFAULT_SRC = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-imagenet-sample-1000"

@@ -57,7 +57,13 @@ from ssdn.errors import UserError, exit_on_user_error  # noqa: E402
 
 SETTINGS = {
     2: {"axes": "SYX", "patch_size": [64, 64], "batch_size": 16, "tile": (128, 128), "overlap": (48, 48)},
-    3: {"axes": "ZYX", "patch_size": [8, 64, 64], "batch_size": 8, "tile": (32, 128, 128), "overlap": (8, 48, 48)},
+    3: {
+        "axes": "ZYX",
+        "patch_size": [8, 64, 64],
+        "batch_size": 8,
+        "tile": (32, 128, 128),
+        "overlap": (8, 48, 48),
+    },
 }
 _KEEP: list[Any] = []  # torch.library definitions made here, alive for the process
 MANY_EPOCHS = 1_000_000  # the clock (--minutes) or the step count (--steps) ends training, not the epochs
@@ -187,8 +193,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "tile": list(tile),
         "tile_overlap": list(overlap),
         "config": json.loads(config.model_dump_json()),
-        "versions": {"careamics": careamics.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "careamics": careamics.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
         "cpu": platform.processor() or platform.machine(),
     }
 
@@ -210,7 +219,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="bench/microscopy.py's --out folder")
     parser.add_argument("--level", choices=["low", "high"], required=True)
-    parser.add_argument("--dims", type=int, choices=[2, 3], required=True, help="2: N2V2 on planes; 3: on volumes")
+    parser.add_argument(
+        "--dims", type=int, choices=[2, 3], required=True, help="2: N2V2 on planes; 3: on volumes"
+    )
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--minutes", type=float, help="training wall-clock budget (Lightning max_time)")
     budget.add_argument("--steps", type=int, help="training optimizer steps (Lightning max_steps)")
@@ -218,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--seed", type=int, default=1, help="CAREamics' seed (positive; default 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
-    parser.add_argument("--work-dir", type=Path, help="keep CAREamics' checkpoints here (default: a temp folder)")
+    parser.add_argument(
+        "--work-dir", type=Path, help="keep CAREamics' checkpoints here (default: a temp folder)"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     args = parser.parse_args(argv)
     with exit_on_user_error("careamics_baseline", args.debug):
@@ -233,8 +246,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         _allow_cpu_torch_with_pypi_torchvision()
         record = run(args)
         _write_atomic(args.out, record)
-    print(json.dumps({k: record[k] for k in ("method", "level", "psnr_db", "psnr_noisy_input_db", "steps",
-                                             "train_wall_s", "peak_rss_mb")}))
+    print(
+        json.dumps(
+            {
+                k: record[k]
+                for k in (
+                    "method",
+                    "level",
+                    "psnr_db",
+                    "psnr_noisy_input_db",
+                    "steps",
+                    "train_wall_s",
+                    "peak_rss_mb",
+                )
+            }
+        )
+    )
     return record
 
 

@@ -121,8 +121,8 @@ def synthetic_images(folder: Path, count: int = 6, size: int = 64) -> Path:
 
 
 def pack_and_bench_crops(out: Path, src: Path, dry_run: bool, device: str) -> dict[str, Any]:
+    from ssdn.config.schema import DataSettings
     from ssdn.data.crops import RandomCropStream
-    from ssdn.data.settings import DataSettings
     from ssdn.prepare import pack
 
     sys.path.insert(0, str(ROOT / "bench"))

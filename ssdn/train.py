@@ -26,13 +26,14 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
-from ssdn.config.compose import ConfigError, conf_dir, container, max_steps, prepare_hydra, validate_config
+from ssdn.config.compose import ConfigError, conf_dir, prepare_hydra, validate_config
+from ssdn.config.run import RunConfig, plain
+from ssdn.config.schema import DataSettings, EmaConfig, MethodConfig, TrainerConfig
 from ssdn.data.datamodule import DenoisingDataModule
-from ssdn.data.settings import DataSettings
 from ssdn.errors import USER_ERROR_EXIT, UserError
 from ssdn.noise import NoiseModel
 from ssdn.training.checkpoints import read_checkpoint
-from ssdn.training.distributed import DestroyProcessGroup, build_strategy
+from ssdn.training.distributed import DestroyProcessGroup, build_strategy, config_digest
 from ssdn.training.ema import WarmupEMA
 from ssdn.training.example import write_example
 from ssdn.training.hydra_job import job_environment, pin_job_to_gpu, resume_after_requeue
@@ -64,30 +65,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path, map_location="cpu" if map_location is None else map_location)
 
 
-def build_datamodule(cfg: DictConfig, noise: NoiseModel) -> DenoisingDataModule:
-    settings = DataSettings.from_config(cfg.data, channels=int(cfg.channels), seed=int(cfg.seed))
+def build_datamodule(settings: DataSettings, noise: NoiseModel) -> DenoisingDataModule:
     return DenoisingDataModule(settings, noise=noise)
 
 
 def build_trainer(
-    cfg: DictConfig, output_dir: Path, loggers: list[Logger], extra_callbacks: Sequence[Callback] = ()
+    trainer: TrainerConfig,
+    ema: EmaConfig,
+    *,
+    max_steps: int,
+    noisy_val: bool,
+    ddp_digest: str,
+    output_dir: Path,
+    loggers: list[Logger],
+    extra_callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
-    t = container(cfg.trainer)
-    every = int(t.pop("checkpoint_every_n_steps"))
-    t["strategy"] = build_strategy(t["strategy"], cfg)
-    t["precision"] = resolve_precision(str(t["precision"]), str(t["accelerator"]))
-    t.pop("max_steps", None)
-    t.pop("pin_job_to_gpu", None)  # applied to trainer.devices when the job starts (main)
-    if t.get("limit_val_batches") is None:
-        t.pop("limit_val_batches", None)
+    """The Lightning trainer of ``trainer``'s settings; ``noisy_val``: validation scores held-out noisy crops
+    (no clean images), so the best model has the lowest NLL; ``ddp_digest``: the run config's digest, which the
+    DDP ranks compare (``ssdn.training.distributed``)."""
     # The module steps its optimiser itself (to skip non-finite steps), so Lightning warns that a mid-epoch
     # checkpoint holds the weights *after* that step. That is the state to resume from: the optimiser moments
     # and the step count belong to those weights (test_resume_matches_uninterrupted_run).
     warnings.filterwarnings(
         "ignore", message="Using ModelCheckpoint with manual optimization", category=UserWarning
     )
-    # Without clean validation images (noisy data, no data.val_dir) the best model has the lowest held-out NLL.
-    noisy_val = not cfg.data.add_noise and cfg.data.val_dir is None
     # last.ckpt never waits for validation (ssdn.training.last_checkpoint); best.ckpt follows the monitored metric,
     # checked after each validation, and is overwritten in place (no best-v1.ckpt on resume).
     # Lightning runs both checkpoint callbacks after the others (so after the EMA's update of the same step);
@@ -103,15 +104,28 @@ def build_trainer(
             auto_insert_metric_name=False,
             enable_version_counter=False,
         ),
-        LastCheckpoint(output_dir / "checkpoints", every),
+        LastCheckpoint(output_dir / "checkpoints", trainer.checkpoint_every_n_steps),
         DestroyProcessGroup(),
         *extra_callbacks,
     ]
-    if cfg.ema.enabled:
-        callbacks.append(WarmupEMA(decay=float(cfg.ema.decay)))
+    if ema.enabled:
+        callbacks.append(WarmupEMA(decay=ema.decay))
+    # Lightning checks these (precision is a name it knows: its type is a Literal of them)
+    options: dict[str, Any] = {
+        "accelerator": trainer.accelerator,
+        "devices": trainer.devices,
+        "num_nodes": trainer.num_nodes,
+        "strategy": build_strategy(trainer.strategy, ddp_digest),
+        "precision": resolve_precision(trainer.precision, trainer.accelerator),
+        "val_check_interval": trainer.val_check_interval,
+        "log_every_n_steps": trainer.log_every_n_steps,
+        "enable_progress_bar": trainer.enable_progress_bar,
+    }
+    if trainer.limit_val_batches is not None:  # null: Lightning's default (all)
+        options["limit_val_batches"] = trainer.limit_val_batches
     return L.Trainer(
-        **t,
-        max_steps=max_steps(cfg),
+        **options,
+        max_steps=max_steps,
         max_epochs=-1,
         check_val_every_n_epoch=None,  # the crop stream never ends: validate every val_check_interval steps
         num_sanity_val_steps=0,
@@ -154,7 +168,7 @@ def check_resume_matches(cfg: DictConfig, ckpt_path: str) -> None:
     saved = read_checkpoint(ckpt_path).get("ssdn_config")
     if not isinstance(saved, Mapping):
         return  # not written by this module's runs: nothing to compare
-    old, new = _identity(saved), _identity(container(cfg, enum_to_str=True))
+    old, new = _identity(saved), _identity(plain(cfg))
     differ = [f"{k}={old[k]} (now {new[k]})" for k in sorted(old.keys() & new.keys()) if old[k] != new[k]]
     if differ:
         raise ConfigError(
@@ -192,7 +206,7 @@ def finished_metrics(cfg: DictConfig, output_dir: Path, resume_step: int) -> dic
     """The metrics of a run that already reached its last step and wrote them (a rerun or SLURM requeue of a
     finished job), else None: such a run is left exactly as it is."""
     metrics = output_dir / "metrics.json"
-    if resume_step < max_steps(cfg) or not metrics.is_file():
+    if resume_step < RunConfig.from_dictconfig(cfg).max_steps or not metrics.is_file():
         return None
     return dict(json.loads(metrics.read_text()))
 
@@ -250,13 +264,29 @@ def _finish_on_rank_zero(
     the W&B summary."""
     module.to(trainer.strategy.root_device)  # Lightning hands the model back on the CPU after fit
     if cfg.example.enabled:
-        metrics |= {f"example/{k}": v for k, v in write_example(cfg, module, output_dir).items()}
+        run = RunConfig.from_dictconfig(cfg)
+        example = write_example(run.example, module, output_dir, seed=run.seed, channels=run.channels)
+        metrics |= {f"example/{k}": v for k, v in example.items()}
     if cfg.eval.sets:
         metrics |= evaluate_on_testsets(cfg, module, output_dir)
     atomic_write_json(output_dir / "metrics.json", metrics)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update(metrics)
+
+
+def _fit_metrics(trainer: L.Trainer, module: DenoiserModule) -> dict[str, float | dict[str, float]]:
+    """The run's metrics after fit: the last logged values, its progress and its learned level."""
+    metrics: dict[str, float | dict[str, float]] = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1
+    }
+    metrics |= {"images_seen": module.images_seen, "skipped_steps": module.skipped_steps}
+    metrics |= {"total_images": module.total_images}  # the schedule's length (train.minutes: as planned)
+    if (budget := module.progress.budget) is not None:
+        metrics["train_minutes_used"] = budget.elapsed() / 60.0
+    if level := module.learned_level():
+        metrics["noise_level"] = next(iter(level.values())) if len(level) == 1 else level
+    return metrics
 
 
 def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> Mapping[str, float | dict[str, float]]:
@@ -266,38 +296,39 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> Mapping[st
     ``extra_callbacks`` are added to the trainer (programmatic use and tests). Classical methods
     (``method.classical``) are evaluated without training.
     """
-    validate_config(cfg)
-    output_dir = Path(cfg.output_dir)
+    config = validate_config(cfg)
+    output_dir = config.run_dir
     output_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.method.get("classical"):
+    if not isinstance(config.method, MethodConfig):
         return run_classical(cfg, output_dir)
-    if cfg.get("keep_freed_memory", False):
+    if config.keep_freed_memory:
         keep_freed_memory()
     ckpt_path = resume_path(cfg, output_dir)
     resume_step = int(read_checkpoint(ckpt_path)["global_step"]) if ckpt_path else None
     if resume_step is not None and (done := finished_metrics(cfg, output_dir, resume_step)) is not None:
         log.info("%s finished at step %d: nothing to do, every result file is kept", output_dir, resume_step)
         return done
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    L.seed_everything(config.seed, workers=True, verbose=False)
     # Enums as plain strings: the config is saved in checkpoints, which load weights-only.
-    config = container(cfg, enum_to_str=True)
-    module = DenoiserModule(config)
-    datamodule = build_datamodule(cfg, module.noise)
-    loggers = build_loggers(cfg, output_dir, config, resume_step)
+    module = DenoiserModule(config.record)
+    datamodule = build_datamodule(config.data_settings, module.noise)
+    loggers = build_loggers(config.logger, config.run, config.record, output_dir, resume_step)
     try:
-        trainer = build_trainer(cfg, output_dir, loggers, extra_callbacks)
+        trainer = build_trainer(
+            config.trainer,
+            config.ema,
+            max_steps=config.max_steps,
+            # Without clean validation images (noisy data, no data.val_dir) the best model has the lowest NLL.
+            noisy_val=not config.data.add_noise and config.data.val_dir is None,
+            ddp_digest=config_digest(config.record),
+            output_dir=output_dir,
+            loggers=loggers,
+            extra_callbacks=extra_callbacks,
+        )
         if ckpt_path is None:  # a resumed run's checkpoint holds the learned level
-            initialise_level(cfg, module, datamodule)
+            initialise_level(config.noise_params.init, module, datamodule)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics: dict[str, float | dict[str, float]] = {
-            k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1
-        }
-        metrics |= {"images_seen": module.images_seen, "skipped_steps": module.skipped_steps}
-        metrics |= {"total_images": module.total_images}  # the schedule's length (train.minutes: as planned)
-        if module.budget is not None:
-            metrics["train_minutes_used"] = module.budget.elapsed() / 60.0
-        if level := module.learned_level():
-            metrics["noise_level"] = next(iter(level.values())) if len(level) == 1 else level
+        metrics = _fit_metrics(trainer, module)
         if trainer.is_global_zero:
             _finish_on_rank_zero(cfg, trainer, module, output_dir, loggers, metrics)
         return metrics
@@ -354,8 +385,9 @@ def train_job(cfg: DictConfig) -> float | None:
     _log_through_hydra()
     try:
         with job_environment():
-            pin_job_to_gpu(cfg)
-            resume_after_requeue(cfg)
+            pin_job_to_gpu(cfg.trainer)
+            if resume_after_requeue(Path(cfg.output_dir)):
+                cfg.resume = "auto"
             try:
                 metrics = run(cfg)
             except Exception as exc:

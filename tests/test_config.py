@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
@@ -15,10 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 from ssdn.baselines import BASELINES
 from ssdn.config import schema
 from ssdn.config.compose import ConfigError, noise_tag, prepare_hydra, row_name, validate_config
+from ssdn.config.run import section
+from ssdn.methods import build_method
 from ssdn.methods.levels import LEVEL_SOURCES, build_level_source
-from ssdn.methods.masking import STRATEGIES
-from ssdn.methods.method import OBJECTIVES, TARGETS
-from ssdn.methods.objectives import REGRESSION_LOSSES, PriorObjective
+from ssdn.methods.masking import mask_pixels
+from ssdn.methods.objectives import MeanObjective, PriorObjective
+from ssdn.noise import build_noise
 
 CONF = Path(__file__).resolve().parents[1] / "ssdn" / "conf"
 
@@ -154,11 +157,27 @@ def test_schema_rejects_a_wrong_type_or_value_at_composition(override: str, key:
 
 
 def test_enum_values_are_the_values_the_code_accepts() -> None:
-    assert set(schema.Target) == set(TARGETS) == {"noisy", "clean", "second_noisy"}
-    assert set(schema.Objective) == set(OBJECTIVES)
+    """The schema's Enums are the single list: the methods accept each value and refuse any other."""
+    noise = build_noise("gaussian", 25)
+    for target in schema.Target:
+        for objective in schema.Objective:
+            method = build_method(
+                schema.MethodConfig(name="m", target=target, objective=objective), noise, 3, "known"
+            )
+            assert method.target is target and method.objective.uses_level == (
+                objective is schema.Objective.prior
+            )
     assert {PriorObjective(p).kind.value for p in schema.Prior} == {"full", "diagonal"}
-    assert set(schema.Loss) == {"auto", *REGRESSION_LOSSES}
-    assert set(schema.Masking) == set(STRATEGIES)
+    assert set(schema.REGRESSION_LOSSES) == {loss.value for loss in schema.Loss} - {"auto"}
+    assert {MeanObjective(loss).loss for loss in schema.REGRESSION_LOSSES} == set(schema.REGRESSION_LOSSES)
+    with pytest.raises(ValueError, match=r"method\.loss"):
+        MeanObjective("auto")
+    noisy = torch.rand((1, 3, 8, 8))
+    coords = (torch.tensor([[3]]), torch.tensor([[4]]))
+    for strategy in schema.Masking:
+        assert mask_pixels(noisy, *coords, strategy, torch.Generator().manual_seed(0)).shape == noisy.shape
+    with pytest.raises(ValueError, match=r"method.masking='blur'"):
+        mask_pixels(noisy, *coords, "blur", torch.Generator())
     assert set(schema.LevelSourceName) == set(LEVEL_SOURCES)
     assert {build_level_source(s, 3).name for s in schema.LevelSourceName} == set(LEVEL_SOURCES)
     assert set(schema.Classical) == set(BASELINES)
@@ -194,3 +213,64 @@ def test_register_configs_is_idempotent() -> None:
     prepare_hydra()
     prepare_hydra()
     assert _compose("trainer=gpu").trainer.val_check_interval == 2500
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method.blind_hole=2"], "method.blind_hole=2: the blind square's side is an odd number >= 1"),
+        (["method.blind_hole=0"], "method.blind_hole=0: the blind square's side is an odd number >= 1"),
+        (["method=n2c", "method.blind_hole=3"], "method.blind_hole=3 with method.blindspot=false"),
+        (["method.pd_stride=0"], "method.pd_stride=0: a downsampling stride is >= 1"),
+        (["method.pd_stride_infer=0"], "method.pd_stride_infer=0: a downsampling stride is >= 1, or null"),
+    ],
+)
+def test_method_blind_hole_and_pd_stride_are_checked_in_their_section(
+    overrides: list[str], message: str
+) -> None:
+    cfg = _compose(*overrides)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_method_defaults_and_valid_blind_hole_and_strides() -> None:
+    method = validate_config(_compose()).trained
+    assert (method.blind_hole, method.pd_stride, method.pd_stride_infer) == (1, 1, None)
+    method = validate_config(
+        _compose("method.blind_hole=3", "method.pd_stride=2", "method.pd_stride_infer=1")
+    ).trained
+    assert (method.blind_hole, method.pd_stride, method.pd_stride_infer) == (3, 2, 1)
+
+
+def test_every_problem_is_listed_on_one_line_naming_its_key() -> None:
+    cfg = _compose("channels=2", "data.val_size=40", "data.num_workers=-1", "train.images=801")
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("invalid configuration: ")
+    for key in ("channels=2", "data.val_size=40", "data.num_workers=-1", "train.images=801"):
+        assert key in message
+
+
+def test_the_run_config_is_typed_once() -> None:
+    """Sections are their schema dataclasses, with Enums; the record is the same config as plain values."""
+    run = validate_config(
+        _compose("method=n2v_copy", "data.curriculum=[{until: 0.5, crop_size: 64, batch_size: 4}]")
+    )
+    assert isinstance(run.data, schema.DataConfig) and isinstance(run.trainer, schema.TrainerConfig)
+    assert run.trained.masking is schema.Masking.copy and run.trained.objective is schema.Objective.mean
+    assert run.data.curriculum == [schema.CropStage(0.5, 64, 4)] and run.data.largest_crop == 128
+    assert run.record["method"]["masking"] == "copy" and "hydra" not in run.record
+    assert run.output_dir is None  # composed outside a Hydra app
+
+
+def test_a_stored_config_section_is_read_back_typed_or_refused_naming_the_key() -> None:
+    """A checkpoint's config is plain values: read back through the schema, a wrong value names its key."""
+    method = section(schema.MethodConfig, {"name": "ssdn", "tag": "blindspot", "prior": "diagonal"}, "method")
+    assert method.prior is schema.Prior.diagonal and method.blind_hole == 1  # a key added since: its default
+    with pytest.raises(ConfigError, match=r"^method\.objective: Invalid value 'likelihood'") as err:
+        section(schema.MethodConfig, {"name": "x", "tag": "t", "objective": "likelihood"}, "method")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"^method\.tag not set$"):
+        section(schema.MethodConfig, {"name": "x"}, "method")

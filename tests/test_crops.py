@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ssdn.config.schema import DataSettings
 from ssdn.data.crops import SIZE_FILTER, DataWarning, RandomCropStream
 from ssdn.data.embedded import SPLITS, embedded_paths, embedded_photos
 from ssdn.data.io import load_image
-from ssdn.data.settings import DataSettings
 from ssdn.data.sources import DataSourceError, DataSourceNotFoundError, resolve_sources
 
 
@@ -260,7 +260,7 @@ def test_subset_skips_undecodable_files_and_still_fills(tmp_path: Path) -> None:
     first = tmp_path / f"{np.random.default_rng(0).permutation(6)[0]}.png"  # the subset's first pick
     first.write_bytes(first.read_bytes()[:60])  # header intact, pixel data cut off
     with pytest.warns(DataWarning, match="skipping undecodable image"):
-        s = RandomCropStream(DataSettings(tmp_path, crop_size=32, subset=3, subset_seed=0))
+        s = RandomCropStream(DataSettings(tmp_path, crop_size=32, subset=3, subset_seed=0, in_memory=True))
     assert len(s.files) == 3 and len(s.skipped_files) == 1 and s.skipped_files[0] not in map(str, s.files)
 
 

@@ -12,10 +12,10 @@ import torch
 from hydra.errors import ConfigCompositionException
 from torch.utils.data import DataLoader
 
-from ssdn.config.compose import ConfigError, max_steps, validate_config
+from ssdn.config.compose import ConfigError, validate_config
+from ssdn.config.schema import CropStage, DataSettings
 from ssdn.data.crops import RandomCropStream
-from ssdn.data.curriculum import CropSchedule, CropStage
-from ssdn.data.settings import DataSettings
+from ssdn.data.curriculum import CropSchedule
 from ssdn.methods.schedule import learning_rate
 from ssdn.train import run
 from ssdn.training.budget import TimeBudget
@@ -100,9 +100,7 @@ def test_invalid_stages_are_refused_with_the_key_named(
 
 
 def test_a_run_counted_in_images_takes_the_steps_of_its_stages(tmp_path: Path) -> None:
-    cfg = compose_config(*RUN, output_dir=tmp_path)
-    validate_config(cfg)
-    assert max_steps(cfg) == len(PLANNED)
+    assert validate_config(compose_config(*RUN, output_dir=tmp_path)).max_steps == len(PLANNED)
 
 
 def test_recipe_short_curriculum_is_recipe_short_with_small_crops_first(tmp_path: Path) -> None:

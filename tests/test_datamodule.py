@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,11 +14,12 @@ import torch
 from PIL import Image
 
 from ssdn.config.compose import compose
+from ssdn.config.run import RunConfig
+from ssdn.config.schema import ConfigError, DataConfig, DataSettings
 from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.datamodule import VAL_SEED_OFFSET, DenoisingDataModule
 from ssdn.data.embedded import embedded_paths
 from ssdn.data.io import load_image
-from ssdn.data.settings import DataSettings
 from ssdn.noise import build_noise
 from ssdn.training.checkpoints import read_checkpoint
 
@@ -102,7 +104,7 @@ def test_validation_defaults_to_the_embedded_val_split(tmp_path: Path) -> None:
 
 
 def test_validation_errors_and_small_images(folder: Path) -> None:
-    with pytest.raises(ValueError, match="val_size must be a positive multiple of 32"):
+    with pytest.raises(ValueError, match=r"data\.val_size=100: .*positive multiple of 32"):
         make(folder, val_size=100)
     with pytest.warns(DataWarning, match=r"skipped 5 image\(s\) smaller than val_size=96: im0.png, im1.png"):
         with pytest.raises(
@@ -247,20 +249,36 @@ def test_lightning_resume_continues_the_exact_batch_sequence(folder: Path, tmp_p
 
 @pytest.mark.parametrize("name", ["embedded", "folder", "imagenet"])
 def test_data_settings_from_every_data_config(name: str) -> None:
-    """Every ``conf/data`` option holds exactly the data settings; channels and seed come from the run."""
-    data = compose(f"data={name}").data  # composed, so the option's schema defaults apply
-    data.train_dir = ["a", "b"]  # a config list becomes a tuple: the settings are immutable
-    settings = DataSettings.from_config(data, channels=1, seed=5)
+    """Every ``conf/data`` option is the one data section; channels and seed come from the run."""
+    cfg = compose(f"data={name}", output_dir="/tmp/x")  # composed, so the option's schema defaults apply
+    cfg.data.train_dir = ["a", "b"]  # a config list becomes a tuple
+    run = RunConfig.from_dictconfig(cfg)
+    settings = DataSettings.of(run.data, channels=1, seed=5)
     assert settings.train_dir == ("a", "b") and settings.channels == 1 and settings.seed == 5
-    assert settings.crop_size == data.crop_size and settings.val_size == data.val_size
+    assert settings.crop_size == cfg.data.crop_size and settings.val_size == cfg.data.val_size
+    assert (settings.num_workers, settings.recursive, settings.in_memory) == (
+        cfg.data.num_workers,
+        cfg.data.recursive,
+        cfg.data.in_memory,
+    )
+
+
+def test_one_data_definition_with_one_set_of_defaults() -> None:
+    """The data module reads the run config's data section: its defaults are the schema's, not a second set."""
+    names = {f.name for f in fields(DataConfig)}
+    assert {f.name for f in fields(DataSettings)} == names | {"channels", "seed"}
+    settings = DataSettings(train_dir="x")
+    assert all(getattr(settings, n) == getattr(DataConfig(train_dir="x"), n) for n in names - {"curriculum"})
 
 
 def test_data_settings_reject_bad_values() -> None:
-    with pytest.raises(ValueError, match=r"unknown data setting\(s\) data\.crop; the data settings are"):
-        DataSettings.from_config({"crop": 64}, channels=3, seed=0)
-    with pytest.raises(ValueError, match=r"data\.subset must be a positive image count"):
-        DataSettings(subset=0)
-    with pytest.raises(ValueError, match="channels must be 1 or 3"):
-        DataSettings(channels=2)
-    with pytest.raises(ValueError, match="val_size must be a positive multiple of 32"):
-        DataSettings(val_size=48)
+    with pytest.raises(ConfigError, match=r"data\.subset=0: give a positive image count"):
+        DataSettings(train_dir="x", subset=0)
+    with pytest.raises(ConfigError, match=r"channels=2: use 3 \(RGB\) or 1 \(mono\)"):
+        DataSettings(train_dir="x", channels=2)
+    with pytest.raises(ConfigError, match=r"data\.val_size=48: .* positive multiple of 32"):
+        DataSettings(train_dir="x", val_size=48)
+    with pytest.raises(
+        ConfigError, match=r"^invalid configuration: data\.num_workers=-1 must be >= 0; data\.val_count"
+    ):
+        DataSettings(train_dir="x", num_workers=-1, val_count=-1)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssdn.config.compose import world_size
+from ssdn.config.run import RunConfig
 from ssdn.train import run
 from ssdn.training.checkpoints import read_checkpoint
 from ssdn.training.distributed import CONFIG_DIGEST_ENV, HydraDDPStrategy, build_strategy, config_digest
@@ -147,16 +147,18 @@ def test_failed_ddp_job_does_not_end_the_sweep(tmp_path: Path) -> None:
 
 
 def test_build_strategy_checks_the_rank_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = compose_config("trainer=ddp_cpu", output_dir="/tmp/x")
-    assert build_strategy("auto", cfg) == "auto"
-    strategy = build_strategy("ddp", cfg)
-    assert isinstance(strategy, HydraDDPStrategy) and strategy.config_digest == config_digest(cfg)
-    monkeypatch.setenv(CONFIG_DIGEST_ENV, config_digest(cfg))
-    assert isinstance(build_strategy("ddp", cfg), HydraDDPStrategy)
+    digest = config_digest(
+        RunConfig.from_dictconfig(compose_config("trainer=ddp_cpu", output_dir="/tmp/x")).record
+    )
+    assert build_strategy("auto", digest) == "auto"
+    strategy = build_strategy("ddp", digest)
+    assert isinstance(strategy, HydraDDPStrategy) and strategy.config_digest == digest
+    monkeypatch.setenv(CONFIG_DIGEST_ENV, digest)
+    assert isinstance(build_strategy("ddp", digest), HydraDDPStrategy)
     other = compose_config("trainer=ddp_cpu", "seed=1", output_dir="/tmp/x")
-    monkeypatch.setenv(CONFIG_DIGEST_ENV, config_digest(other))
+    monkeypatch.setenv(CONFIG_DIGEST_ENV, config_digest(RunConfig.from_dictconfig(other).record))
     with pytest.raises(RuntimeError, match="differs from its job"):
-        build_strategy("ddp", cfg)
+        build_strategy("ddp", digest)
 
 
 def test_job_environment_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,30 +179,25 @@ def test_gpu_for_job_is_round_robin() -> None:
 
 def test_pin_job_to_gpu_sets_one_device() -> None:
     cfg = compose_config("trainer=gpu_per_job")
-    assert pin_job_to_gpu(cfg, job_num=5, n_gpus=2) == 1
-    assert list(cfg.trainer.devices) == [1] and world_size(cfg) == 1
+    assert pin_job_to_gpu(cfg.trainer, job_num=5, n_gpus=2) == 1
+    assert list(cfg.trainer.devices) == [1] and RunConfig.from_dictconfig(cfg).trainer.world_size == 1
     plain = compose_config("trainer=gpu")
-    assert pin_job_to_gpu(plain, job_num=5, n_gpus=2) is None and plain.trainer.devices == 1
+    assert pin_job_to_gpu(plain.trainer, job_num=5, n_gpus=2) is None and plain.trainer.devices == 1
     with pytest.raises(ValueError, match="CUDA"):
-        pin_job_to_gpu(compose_config("trainer=gpu_per_job"), job_num=0, n_gpus=0)
+        pin_job_to_gpu(compose_config("trainer=gpu_per_job").trainer, job_num=0, n_gpus=0)
 
 
 def test_requeued_job_resumes_from_its_last_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = compose_config(*TINY_CLI, output_dir=tmp_path)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    resume_after_requeue(cfg)
-    assert (
-        cfg.resume == "auto"
-    )  # nothing to resume from yet: resume=auto starts fresh in the killed one's folder
-    cfg.resume = None
+    # nothing to resume from yet: resume=auto starts fresh in the killed one's folder
+    assert resume_after_requeue(tmp_path)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
     (tmp_path / "failed.txt").write_text("killed by the requeue")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
-    resume_after_requeue(cfg)
-    assert cfg.resume is None  # first attempt
+    assert not resume_after_requeue(tmp_path)  # first attempt
+    assert (tmp_path / "failed.txt").exists()
     monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
-    resume_after_requeue(cfg)
-    assert cfg.resume == "auto" and not (tmp_path / "failed.txt").exists()
+    assert resume_after_requeue(tmp_path) and not (tmp_path / "failed.txt").exists()

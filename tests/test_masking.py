@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from ssdn.config.schema import Masking, MethodConfig, Objective
 from ssdn.methods import StepBatch, build_method
 from ssdn.methods.masking import gather_pixels, mask_pixels, stratified_coords
 from ssdn.noise import build_noise
@@ -135,7 +136,9 @@ def _train_blocky(strategy: str) -> float:
     torch.manual_seed(0)
     noise = build_noise("gaussian", 76.5)
     method = build_method(
-        {"name": "n2v", "blindspot": False, "objective": "mean", "masking": strategy, "mask_cell": 4},
+        MethodConfig(
+            name="n2v", blindspot=False, objective=Objective.mean, masking=Masking(strategy), mask_cell=4
+        ),
         noise,
         3,
         "known",
@@ -162,3 +165,25 @@ def _train_blocky(strategy: str) -> float:
     with torch.no_grad():
         out = method.denoise(net, noise, noisy, noise.sample_params(16, _gen(2)))["out"]
     return float(10 * torch.log10((noisy - clean).square().mean() / (out - clean).square().mean()))
+
+
+@pytest.mark.parametrize("strategy", ["copy", "random"])
+def test_training_and_noisy_validation_share_one_masked_loss(strategy: str) -> None:
+    """``Method.pixel_losses`` masks, scores and gathers once: the training loss is the mean of exactly the
+    values the held-out noisy validation averages per image (same mask, no regulariser at the end of training)."""
+    noise = build_noise("gaussian", 25)
+    config = MethodConfig(name="n2v", blindspot=False, objective=Objective.mean, masking=Masking(strategy))
+    method = build_method(config, noise, 3, "known")
+    noisy = torch.rand((2, 3, 64, 64), generator=_gen(3))
+    net = torch.nn.Conv2d(3, 3, 3, padding=1)
+    losses = method.pixel_losses(net, noise, noisy, noisy, None, _gen(7), regularise=False, progress=1.0)
+    assert losses.shape == (2, 4)  # one masked pixel per 32² cell
+    ys, xs = stratified_coords(2, 64, 64, 32, _gen(7), noisy.device)
+    gen = _gen(7)
+    stratified_coords(2, 64, 64, 32, gen, noisy.device)  # the same draws, in the same order
+    out = net(mask_pixels(noisy, ys, xs, strategy, gen))
+    expected = gather_pixels((out - noisy).square().mean(1), ys, xs)
+    assert torch.equal(losses, expected)
+    params = noise.sample_params(2, _gen(1))
+    loss, _ = method.training_loss(net, noise, StepBatch(None, noisy, params, _gen(7), 1.0))
+    assert torch.equal(loss, expected.mean())

@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ssdn.config.schema import MethodConfig, Objective, Target
 from ssdn.methods import StepBatch, build_method
 from ssdn.noise import build_noise
+
+N2N = MethodConfig(name="n2n", blindspot=False, target=Target.second_noisy, objective=Objective.mean)
 
 
 def _changed_fraction(noisy: Tensor, clean: Tensor) -> Tensor:
@@ -16,9 +19,7 @@ def _changed_fraction(noisy: Tensor, clean: Tensor) -> Tensor:
 
 def test_n2n_target_draws_a_new_alpha_for_range_noise() -> None:
     noise = build_noise("impulse", [0.0, 1.0])
-    method = build_method(
-        {"name": "n2n", "blindspot": False, "target": "second_noisy", "objective": "mean"}, noise, 3, "known"
-    )
+    method = build_method(N2N, noise, 3, "known")
     n, size = 64, 32
     gen = torch.Generator().manual_seed(0)
     clean = torch.full((n, 3, size, size), 0.5)
@@ -26,7 +27,7 @@ def test_n2n_target_draws_a_new_alpha_for_range_noise() -> None:
     noisy = noise.corrupt(clean, params, gen)
     seen: dict[str, Tensor] = {}
 
-    def loss_map(out: Tensor, target: Tensor, *args: object) -> Tensor:
+    def loss_map(out: Tensor, target: Tensor, *args: object, **kwargs: object) -> Tensor:
         seen["target"] = target
         return (out - target).abs()
 
@@ -46,16 +47,14 @@ def test_n2n_target_draws_a_new_alpha_for_range_noise() -> None:
 
 def test_n2n_fixed_noise_target_is_an_independent_copy_at_the_same_level() -> None:
     noise = build_noise("gaussian", 25)
-    method = build_method(
-        {"name": "n2n", "blindspot": False, "target": "second_noisy", "objective": "mean"}, noise, 3, "known"
-    )
+    method = build_method(N2N, noise, 3, "known")
     gen = torch.Generator().manual_seed(1)
     clean = torch.full((4, 3, 64, 64), 0.5)
     params = noise.sample_params(4, gen)
     noisy = noise.corrupt(clean, params, gen)
     seen: dict[str, Tensor] = {}
 
-    def loss_map(out: Tensor, target: Tensor, *args: object) -> Tensor:
+    def loss_map(out: Tensor, target: Tensor, *args: object, **kwargs: object) -> Tensor:
         seen["target"] = target
         return (out - target) ** 2
 

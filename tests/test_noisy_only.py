@@ -17,9 +17,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from ssdn.config.compose import ConfigError
+from ssdn.config.run import RunConfig
+from ssdn.config.schema import DataSettings
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.io import check_one_bit_depth, load_native, to_unit
-from ssdn.data.settings import DataSettings
 from ssdn.denoise import main as denoise_main
 from ssdn.noise import build_noise
 from ssdn.train import run
@@ -185,10 +186,11 @@ def test_init_data_starts_the_level_near_the_truth(tmp_path: Path) -> None:
     folder = write_set(tmp_path / "noisy", "png16", count=6, sigma8=25.0)
     cfg = compose_config(*noisy_overrides(folder, "channels=1"), output_dir=tmp_path / "r")
     module = DenoiserModule(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    settings = DataSettings.from_config(cfg.data, channels=1, seed=0)
-    dm = DenoisingDataModule(settings, noise=module.noise)
+    dm = DenoisingDataModule(RunConfig.from_dictconfig(cfg).data_settings, noise=module.noise)
     assert module.learned_level()["sigma"] == pytest.approx(4.9, abs=0.1)  # the authors' start
-    estimate = initialise_level(cfg, module, dm)  # noise_params.init=data, the default
+    estimate = initialise_level(
+        RunConfig.from_dictconfig(cfg).noise_params.init, module, dm
+    )  # the default: data
     assert estimate["sigma"] == pytest.approx(25.0, rel=0.15)
     assert module.learned_level()["sigma"] == pytest.approx(estimate["sigma"], rel=1e-6)
 

@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ssdn.config.schema import DataSettings
 from ssdn.data.crops import RandomCropStream
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.io import load_image
 from ssdn.data.packed import PLAN, PackedSet, PackedSetError
-from ssdn.data.settings import DataSettings
 from ssdn.noise import build_noise
 from ssdn.prepare import pack
 

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 import ssdn.prepare as prepare
+from ssdn.config.schema import DataSettings
 from ssdn.data.crops import RandomCropStream
 from ssdn.data.io import list_images, load_image
 from ssdn.data.packed import MANIFEST, PackedSet, PackedSetError
-from ssdn.data.settings import DataSettings
 from ssdn.prepare import PrepareError, main, pack
 
 # Small stand-ins for the paper's 256..512 window, so that the test images stay tiny.

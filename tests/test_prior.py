@@ -1,29 +1,29 @@
-"""ssdn.methods.prior: channel counts, the authors' explicit Σ_x formulas, diagonal/mono/mean variants, PSD."""
+"""ssdn.methods.prior: channel counts, the authors' explicit Σ_x formulas, diagonal/mono variants, PSD."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from ssdn.config.schema import Prior
 from ssdn.methods.objectives import PriorObjective
-from ssdn.methods.prior import PriorKind, prior_channels, split_prior
+from ssdn.methods.prior import prior_channels, split_prior
 
 F64 = torch.float64
 
 
 @pytest.mark.parametrize(
     ("kind", "c", "k"),
-    [("full", 3, 9), ("full", 1, 2), ("diagonal", 3, 6), ("diagonal", 1, 2), ("mean", 3, 3), ("mean", 1, 1)],
+    [("full", 3, 9), ("full", 1, 2), ("diagonal", 3, 6), ("diagonal", 1, 2)],
 )
 def test_prior_channels(kind: str, c: int, k: int) -> None:
     assert prior_channels(kind, c) == k
-    assert prior_channels(PriorKind(kind), c) == k
+    assert prior_channels(Prior(kind), c) == k
 
 
 def test_prior_kind_values_and_errors() -> None:
-    assert [k.value for k in PriorKind] == ["full", "diagonal", "mean"]
-    assert PriorKind.FULL == "full"
-    with pytest.raises(ValueError, match=r"unknown prior kind 'cholesky'.*full, diagonal, mean"):
+    assert [k.value for k in Prior] == ["full", "diagonal"]
+    with pytest.raises(ValueError, match=r"method.prior='cholesky': use one of full, diagonal"):
         prior_channels("cholesky", 3)
     with pytest.raises(ValueError, match="channels"):
         prior_channels("full", 0)
@@ -79,13 +79,6 @@ def test_mono_full_equals_diagonal() -> None:
     assert torch.equal(cov_f[..., 0, 0], out.to(F64)[:, 1] ** 2)
 
 
-def test_mean_only() -> None:
-    out = _out(3, seed=4, dtype=F64)
-    mu, cov = split_prior(out, PriorKind.MEAN, 3)
-    assert cov is None
-    assert torch.equal(mu, out.permute(0, 2, 3, 1))
-
-
 def test_float64_cast_happens_before_the_maths() -> None:
     """A value whose square underflows in float32 must survive: the cast precedes A·Aᵀ."""
     out = torch.zeros(1, 2, 1, 1, dtype=F64)
@@ -110,5 +103,5 @@ def test_gradients_reach_every_output_channel() -> None:
 
 
 def test_prior_objective_refuses_the_covariance_free_mean_prior() -> None:
-    with pytest.raises(ValueError, match="needs a covariance"):
+    with pytest.raises(ValueError, match=r"method.prior='mean': use one of full, diagonal"):
         PriorObjective("mean")

@@ -1,19 +1,34 @@
-"""The run-config schema: the type, default and allowed values of every group's keys, declared once.
+"""The run-config schema: one typed definition per section, its defaults, allowed values and rules.
 
 Hydra merges each group's YAML onto its schema (``defaults: [/schema/<name>@_here_]``), so a wrong type or a
-value outside an Enum fails at composition with the key named, before any code runs. Enum member names equal
-their values because OmegaConf converts strings to Enums by name. The values are also the single list the
-methods accept (``ssdn.methods``), so this module imports nothing of ssdn: the core may import it.
-Adding a key is one dataclass field.
+value outside an Enum fails at composition with the key named, before any code runs. What a type cannot say
+(a range, a multiple of 32, two keys that exclude each other) each section says in its ``errors()``, one
+message per problem naming the key; rules that span sections are ``ssdn.config.run.RunConfig.errors``. Enum
+member names equal their values because OmegaConf converts strings to Enums by name; the Enums are the single
+list of values the methods accept (``ssdn.methods``), so the core imports this module and it imports only the
+bottom floor (errors, the U-Net's side multiple). Adding a key is one dataclass field.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
+
+from ssdn.errors import UserError
+from ssdn.nets.unet import SIDE_MULTIPLE
+
+
+class ConfigError(UserError, ValueError):
+    """An invalid run configuration; the message names every setting to change, on one line."""
+
+    @classmethod
+    def of(cls, errors: Sequence[str]) -> ConfigError:
+        return cls("invalid configuration: " + "; ".join(errors))
 
 
 class Objective(StrEnum):
@@ -24,7 +39,7 @@ class Objective(StrEnum):
 
 
 class Prior(StrEnum):
-    """Covariance of the Gaussian prior: full Σ_x or the diagonal ablation."""
+    """Covariance of the Gaussian prior: full Σ_x or the diagonal ablation (``ssdn.methods.prior``)."""
 
     full = "full"
     diagonal = "diagonal"
@@ -39,7 +54,8 @@ class Target(StrEnum):
 
 
 class Loss(StrEnum):
-    """Regression loss of the mean objective; ``auto`` picks annealed Lp for non-zero-mean noise."""
+    """Regression loss of the mean objective; ``auto`` picks annealed Lp for non-zero-mean noise (the others
+    are ``REGRESSION_LOSSES``)."""
 
     auto = "auto"
     l2 = "l2"
@@ -47,7 +63,8 @@ class Loss(StrEnum):
 
 
 class Masking(StrEnum):
-    """Masking strategy of the Noise2Void-style baselines."""
+    """Masking strategy of the Noise2Void-style baselines (``ssdn.methods.masking``): the masked pixel takes an
+    unmasked neighbour's value or a uniform random colour."""
 
     copy = "copy"
     random = "random"
@@ -89,10 +106,50 @@ class WandbMode(StrEnum):
     disabled = "disabled"
 
 
+#: The losses ``MeanObjective`` computes: every ``Loss`` but the ``auto`` choice between them.
+REGRESSION_LOSSES = tuple(loss.value for loss in Loss if loss is not Loss.auto)
+
+
+def multiple_errors(key: str, value: int, multiple: int, why: str) -> list[str]:
+    """``[message]`` unless ``value`` is a positive multiple of ``multiple`` (``why``: who needs it)."""
+    if value < multiple or value % multiple:
+        return [f"{key}={value}: {why} needs a positive multiple of {multiple} (e.g. 64 or 256)"]
+    return []
+
+
+def channels_errors(channels: int) -> list[str]:
+    """The run's ``channels`` (a top-level key: the images' format, read by the data and the network)."""
+    return [] if channels in (1, 3) else [f"channels={channels}: use 3 (RGB) or 1 (mono)"]
+
+
 @dataclass
 class NoiseConfig:
-    name: str = MISSING  # checked against the noise registry by validate_config
+    name: str = MISSING  # a noise model of ssdn.noise
     value: Any = MISSING  # a number, a [low, high] pair, or a mapping of such
+
+    @property
+    def plain_value(self) -> Any:
+        """``value`` as plain Python (a float, a list or a dict), as the noise models take it."""
+        if isinstance(self.value, Mapping):
+            return {str(k): list(v) if isinstance(v, Sequence) else v for k, v in self.value.items()}
+        if isinstance(self.value, Sequence) and not isinstance(self.value, str):
+            return list(self.value)
+        return self.value
+
+    @property
+    def ranged(self) -> bool:
+        """True when the level is drawn per image from a range (``[low, high]``, or a range in a mapping)."""
+        values = self.value.values() if isinstance(self.value, Mapping) else [self.value]
+        return any(isinstance(v, Sequence) and not isinstance(v, str) for v in values)
+
+    def errors(self) -> list[str]:
+        from ssdn.noise import build_noise
+
+        try:
+            build_noise(self.name, self.plain_value)
+        except (ValueError, KeyError) as exc:
+            return [f"noise: {exc}"]
+        return []
 
 
 @dataclass
@@ -115,6 +172,31 @@ class MethodConfig:
     loss: Loss = Loss.auto
     masking: Masking | None = None
     mask_cell: int = 32  # one masked pixel per cell² block (64 per 256² crop)
+    blind_hole: int = 1  # odd side of the blind square of the blind-spot net (1: the centre pixel only)
+    pd_stride: int = 1  # pixel-shuffle downsampling stride in training (1: none)
+    pd_stride_infer: int | None = None  # the stride at inference; null: pd_stride
+
+    def errors(self) -> list[str]:
+        errors: list[str] = []
+        if self.mask_cell < 1:
+            errors.append(f"method.mask_cell={self.mask_cell}: one masked pixel per cell needs a cell >= 1")
+        if self.blind_hole < 1 or self.blind_hole % 2 == 0:
+            errors.append(
+                f"method.blind_hole={self.blind_hole}: the blind square's side is an odd number >= 1"
+            )
+        elif self.blind_hole > 1 and not self.blindspot:
+            errors.append(
+                f"method.blind_hole={self.blind_hole} with method.blindspot=false: only the blind-spot net has a "
+                "blind square; set blindspot=true or blind_hole=1"
+            )
+        if self.pd_stride < 1:
+            errors.append(f"method.pd_stride={self.pd_stride}: a downsampling stride is >= 1 (1: none)")
+        if self.pd_stride_infer is not None and self.pd_stride_infer < 1:
+            errors.append(
+                f"method.pd_stride_infer={self.pd_stride_infer}: a downsampling stride is >= 1, or null for "
+                "method.pd_stride"
+            )
+        return errors
 
 
 @dataclass
@@ -126,9 +208,12 @@ class ClassicalConfig:
     classical: Classical = MISSING
     workers: int = 2  # images denoised in parallel processes
 
+    def errors(self) -> list[str]:
+        return [f"method.workers={self.workers}: use 1 or more processes"] if self.workers < 1 else []
+
 
 @dataclass
-class CropStageConfig:
+class CropStage:
     """One early stage of a crop-size curriculum: ``crop_size``² crops in global batches of ``batch_size`` until
     ``until`` (a fraction of the run's planned images); ``ssdn.data.curriculum``."""
 
@@ -137,10 +222,66 @@ class CropStageConfig:
     batch_size: int = MISSING
 
 
+def curriculum_errors(stages: Sequence[CropStage], world_size: int = 1) -> list[str]:
+    """What is wrong with the early stages of ``data.curriculum``, one message per problem, key named."""
+    errors: list[str] = []
+    previous = 0.0
+    for i, stage in enumerate(stages):
+        key = f"data.curriculum[{i}]"
+        if not previous < stage.until < 1.0:
+            errors.append(
+                f"{key}.until={stage.until}: a stage ends at a fraction of the run's images in (0, 1), "
+                f"after the previous stage's end ({previous:g}); the last stage (data.crop_size, "
+                "data.batch_size) runs to the end"
+            )
+        previous = max(previous, stage.until)
+        errors += multiple_errors(f"{key}.crop_size", stage.crop_size, SIDE_MULTIPLE, "the U-Net")
+        if stage.batch_size < 1 or stage.batch_size % world_size:
+            errors.append(
+                f"{key}.batch_size={stage.batch_size} must be a positive multiple of the world size "
+                f"{world_size} (it is the global batch, split across ranks)"
+            )
+    return errors
+
+
+def as_stages(value: Any) -> tuple[CropStage, ...]:
+    """``data.curriculum`` as given (stages, or mappings as a config or a checkpoint holds them) as a tuple."""
+    if not value:
+        return ()
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, CropStage):
+            out.append(item)
+            continue
+        if not isinstance(item, Mapping) or set(item) != {"until", "crop_size", "batch_size"}:
+            raise ConfigError(
+                f"data.curriculum[{i}]={item!r}: each stage is {{until: fraction, crop_size: int, batch_size: int}}"
+            )
+        out.append(CropStage(float(item["until"]), int(item["crop_size"]), int(item["batch_size"])))
+    return tuple(out)
+
+
+def _source(value: Any) -> Any:
+    """A folder or spec as given; a list of them (also a config's list) as a tuple of str/Path."""
+    if value is None or isinstance(value, str | Path):
+        return value
+    return tuple(v if isinstance(v, Path) else str(v) for v in value)
+
+
 @dataclass
 class DataConfig:
+    """Where the training and validation images come from and how they are cut (``conf/data/*.yaml``).
+
+    ``train_dir`` / ``val_dir``: a folder, a list of folders, a packed set (train only), or ``"skimage"`` /
+    ``"skimage:<split>"`` (``ssdn.data.embedded``); ``val_dir=None`` means ``"skimage:val"``, or, with
+    ``add_noise=False`` (the training images *are* the noisy observations), the first ``val_count`` training
+    files held out as noisy validation crops. ``batch_size`` is the **global** batch, split evenly over DDP
+    ranks. ``curriculum``: earlier stages of other crop and batch sizes before ``crop_size``/``batch_size`` run
+    to the end (``ssdn.data.curriculum``), e.g. ``[{until: 0.4, crop_size: 64, batch_size: 8}]``.
+    """
+
     train_dir: Any = MISSING  # a folder, a list of folders, a packed set or skimage:train
-    val_dir: Any = MISSING
+    val_dir: Any = None
     crop_size: int = 256
     batch_size: int = 4  # the global batch: split across DDP ranks
     num_workers: int = 2
@@ -154,8 +295,64 @@ class DataConfig:
     add_noise: bool = True  # false: the training images are the noisy observations, used as read
     val_count: int = 4
     val_size: int = 256
-    # earlier stages before crop_size/batch_size run to the end, e.g. [{until: 0.4, crop_size: 64, batch_size: 8}]
-    curriculum: list[CropStageConfig] = field(default_factory=list)
+    curriculum: list[CropStage] = field(default_factory=list)
+
+    @property
+    def largest_crop(self) -> int:
+        """The largest crop any stage cuts: training images must be at least this size."""
+        return max([self.crop_size, *(s.crop_size for s in self.curriculum)])
+
+    def errors(self, world_size: int = 1) -> list[str]:
+        """The section's own rules; ``world_size``: the ranks the global batches are split over."""
+        errors: list[str] = []
+        if self.crop_size < 1:
+            errors.append(f"data.crop_size={self.crop_size} must be >= 1")
+        if self.batch_size < 1 or self.batch_size % world_size:
+            errors.append(
+                f"data.batch_size={self.batch_size} must be a positive multiple of the world size {world_size} "
+                "(it is the global batch, split across ranks)"
+            )
+        for key in ("num_workers", "val_count", "subset_seed"):
+            if getattr(self, key) < 0:
+                errors.append(f"data.{key}={getattr(self, key)} must be >= 0")
+        if self.subset is not None and self.subset < 1:
+            errors.append(f"data.subset={self.subset}: give a positive image count, or null for all images")
+        if self.fixed_noise and not self.add_noise:
+            errors.append(
+                "data.fixed_noise=true has no meaning with data.add_noise=false (no noise is added: the images "
+                "are already noisy); set data.fixed_noise=false"
+            )
+        errors += multiple_errors(
+            "data.val_size", self.val_size, SIDE_MULTIPLE, "the blind-spot network's square input"
+        )
+        return errors + curriculum_errors(self.curriculum, world_size)
+
+
+@dataclass
+class DataSettings(DataConfig):
+    """The ``data`` section bound to the run's image format (``channels``) and ``seed``: what the data module
+    and the crop stream read. Checked when built (a ``ConfigError`` naming every key), so a data module never
+    starts on settings the run config would refuse. ``seed`` drives crops, subsets aside (``subset_seed``), and
+    the validation noise."""
+
+    channels: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.train_dir = _source(self.train_dir)
+        self.val_dir = _source(self.val_dir)
+        self.curriculum = list(as_stages(self.curriculum))
+        errors = self.errors() + channels_errors(self.channels)
+        if self.seed < 0:
+            errors.append(f"seed={self.seed} must be >= 0")
+        if errors:
+            raise ConfigError.of(errors)
+
+    @classmethod
+    def of(cls, data: DataConfig, *, channels: int, seed: int) -> DataSettings:
+        """The run's data section with its channels and seed."""
+        values = {f.name: getattr(data, f.name) for f in fields(DataConfig)}
+        return cls(**values, channels=channels, seed=seed)
 
 
 @dataclass
@@ -166,6 +363,11 @@ class TrainConfig:
 
     images: int = 800
     minutes: float | None = None
+
+    def errors(self) -> list[str]:
+        if self.minutes is not None and self.minutes <= 0:
+            return [f"train.minutes={self.minutes} must be positive (or null to train for train.images)"]
+        return []
 
 
 @dataclass
@@ -183,6 +385,25 @@ class TrainerConfig:
     log_every_n_steps: int = 50
     enable_progress_bar: bool = True
     checkpoint_every_n_steps: int = 5000
+
+    @property
+    def length_in_images(self) -> bool:
+        """True when the run length comes from ``train`` (``max_steps`` null or <= 0)."""
+        return self.max_steps is None or self.max_steps <= 0
+
+    @property
+    def world_size(self) -> int:
+        """The ranks a global batch is split over (1 for ``devices=auto``: counted at run time)."""
+        devices = self.devices
+        n = len(devices) if isinstance(devices, Sequence) and not isinstance(devices, str) else devices
+        if n in ("auto", -1, "-1"):
+            return 1
+        return int(n) * int(self.num_nodes)
+
+    def errors(self) -> list[str]:
+        if self.checkpoint_every_n_steps < 1:
+            return [f"trainer.checkpoint_every_n_steps={self.checkpoint_every_n_steps} must be >= 1"]
+        return []
 
 
 @dataclass
@@ -202,6 +423,59 @@ class WandbLoggerConfig(LoggerConfig):
     mode: WandbMode = WandbMode.auto
 
 
+@dataclass
+class EvalConfig:
+    """Test-set evaluation after training under the paper's protocol (``ssdn.eval``)."""
+
+    sets: Any = field(default_factory=list)  # a name or a list, e.g. [kodak, bsd300, set14]
+    repeats: Any = None  # null: the paper's factor per set; a number for all sets; or a per-set mapping
+    seed: int = 0
+    pad_mode: str = "authors"
+    batch_size: int = 1
+    root: str | None = None  # folder holding kodak/ bsd300/ set14/
+    limit: int | None = None
+    crop: int | None = None
+    allow_modified: bool = False
+
+    def errors(self) -> list[str]:
+        if self.batch_size < 1:
+            return [f"eval.batch_size={self.batch_size} must be >= 1"]
+        return []
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3.0e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    eps: float = 1.0e-8
+
+
+@dataclass
+class ScheduleConfig:
+    rampup: float = 0.1  # fractions of the run (``ssdn.methods.schedule``)
+    rampdown: float = 0.3
+
+
+@dataclass
+class EmaConfig:
+    enabled: bool = False
+    decay: float = 0.999
+
+
+@dataclass
+class ExampleConfig:
+    enabled: bool = True
+    image: str = "skimage:val"  # a file, or skimage:val for the embedded hold-out photo
+    size: int = 256
+
+
+@dataclass
+class RunNameConfig:
+    name: str = MISSING
+    group: str = MISSING
+    tags: list[str] = field(default_factory=list)
+
+
 SCHEMAS: dict[str, type] = {
     "noise": NoiseConfig,
     "noise_params": NoiseParamsConfig,
@@ -209,6 +483,7 @@ SCHEMAS: dict[str, type] = {
     "classical": ClassicalConfig,
     "data": DataConfig,
     "train": TrainConfig,
+    "eval": EvalConfig,
     "trainer": TrainerConfig,
     "trainer_pinned": PinnedTrainerConfig,
     "logger": LoggerConfig,

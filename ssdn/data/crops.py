@@ -30,9 +30,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ssdn.data.curriculum import CropSchedule, curriculum_errors
+from ssdn.config.schema import DataSettings, curriculum_errors
+from ssdn.data.curriculum import CropSchedule
 from ssdn.data.io import ImageDecodeError, load_image, load_native, rgb_to_mono, to_unit
-from ssdn.data.settings import DataSettings
 from ssdn.data.training_files import SIZE_FILTER, DataWarning, TrainingFiles
 from ssdn.noise.base import NoiseModel
 

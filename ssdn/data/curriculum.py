@@ -25,66 +25,15 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
-from ssdn.nets.unet import SIDE_MULTIPLE
+from ssdn.config.schema import CropStage
 
 NOT_STARTED = 2**62
 """The start of a stage not yet planned (a fresh ``train.minutes`` run before its first measured step)."""
-
-
-@dataclass(frozen=True)
-class CropStage:
-    """Crops of ``crop_size``² in global batches of ``batch_size``, until ``until`` of the run's images."""
-
-    until: float
-    crop_size: int
-    batch_size: int
-
-
-def curriculum_errors(stages: Sequence[CropStage], world_size: int = 1) -> list[str]:
-    """What is wrong with the early stages of ``data.curriculum``, one message per problem, key named."""
-    errors: list[str] = []
-    previous = 0.0
-    for i, stage in enumerate(stages):
-        key = f"data.curriculum[{i}]"
-        if not previous < stage.until < 1.0:
-            errors.append(
-                f"{key}.until={stage.until}: a stage ends at a fraction of the run's images in (0, 1), "
-                f"after the previous stage's end ({previous:g}); the last stage (data.crop_size, "
-                "data.batch_size) runs to the end"
-            )
-        previous = max(previous, stage.until)
-        if stage.crop_size < SIDE_MULTIPLE or stage.crop_size % SIDE_MULTIPLE:
-            errors.append(
-                f"{key}.crop_size={stage.crop_size}: the U-Net needs a multiple of {SIDE_MULTIPLE} (e.g. 64)"
-            )
-        if stage.batch_size < 1 or stage.batch_size % world_size:
-            errors.append(
-                f"{key}.batch_size={stage.batch_size} must be a positive multiple of the world size "
-                f"{world_size} (it is the global batch, split across ranks)"
-            )
-    return errors
-
-
-def as_stages(value: Any) -> tuple[CropStage, ...]:
-    """``data.curriculum`` as given (a list of mappings, e.g. from a config) as a tuple of stages."""
-    if not value:
-        return ()
-    out = []
-    for i, item in enumerate(value):
-        if isinstance(item, CropStage):
-            out.append(item)
-            continue
-        if not isinstance(item, Mapping) or set(item) != {"until", "crop_size", "batch_size"}:
-            raise ValueError(
-                f"data.curriculum[{i}]={item!r}: each stage is {{until: fraction, crop_size: int, batch_size: int}}"
-            )
-        out.append(CropStage(float(item["until"]), int(item["crop_size"]), int(item["batch_size"])))
-    return tuple(out)
 
 
 class CropSchedule:
@@ -95,9 +44,7 @@ class CropSchedule:
     """
 
     def __init__(self, stages: Sequence[CropStage], crop_size: int, batch_size: int) -> None:
-        errors = curriculum_errors(stages)
-        if errors:
-            raise ValueError("; ".join(errors))
+        """``stages``: the early stages, checked by the data section (``DataConfig.errors``)."""
         self.stages = (*stages, CropStage(1.0, crop_size, batch_size))
         self.unit = math.lcm(*(s.batch_size for s in self.stages))
         self.starts = torch.full((len(self.stages),), NOT_STARTED, dtype=torch.int64).share_memory_()

@@ -29,10 +29,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ssdn.config.schema import DataSettings
 from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.curriculum import CropSchedule
 from ssdn.data.io import ImageDecodeError, load_image, to_unit
-from ssdn.data.settings import DataSettings
 from ssdn.data.sources import resolve_sources
 from ssdn.noise.base import NoiseModel
 
@@ -58,7 +58,7 @@ class _ValSet(Dataset):
 
 
 class DenoisingDataModule(L.LightningDataModule):
-    """Training crops + fixed validation set, as ``settings`` say (``DataSettings.from_config`` builds them).
+    """Training crops + fixed validation set, as ``settings`` say (``RunConfig.data_settings`` builds them).
 
     ``noise`` (here or via ``set_noise``) is needed by validation and fixed_noise. ``batch_size`` of the
     settings is the **global** batch, split evenly over DDP ranks.
@@ -84,15 +84,11 @@ class DenoisingDataModule(L.LightningDataModule):
             self.train_stream.set_noise(self.noise)
 
     def _layout(self) -> tuple[int, int, int]:
-        """(rank, world size, per-rank batch) from the attached trainer, else a single process."""
+        """(rank, world size, per-rank batch) from the attached trainer, else a single process; the crop stream
+        refuses a global batch the world size does not divide."""
         rank, world = (
             (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         )
-        if self.settings.batch_size % world:
-            raise ValueError(
-                f"batch_size={self.settings.batch_size} is the global batch and must be divisible by the world size "
-                f"{world}; choose a multiple of {world}"
-            )
         return rank, world, self.settings.batch_size // world
 
     @property

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssdn.config.schema import DataSettings
 from ssdn.data.io import ImageDecodeError, check_one_bit_depth
-from ssdn.data.settings import DataSettings
 from ssdn.data.sources import DataSourceError, header_size, open_packed, resolve_sources
 
 SIZE_FILTER = (256, 512)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-STRATEGIES = ("copy", "random")
+from ssdn.config.schema import Masking
 
 
 def stratified_coords(
@@ -28,7 +28,12 @@ def stratified_coords(
 
 
 def mask_pixels(
-    noisy: Tensor, ys: Tensor, xs: Tensor, strategy: str, generator: torch.Generator, radius: int = 2
+    noisy: Tensor,
+    ys: Tensor,
+    xs: Tensor,
+    strategy: Masking | str,
+    generator: torch.Generator,
+    radius: int = 2,
 ) -> Tensor:
     """Return a copy of ``noisy`` (N,C,H,W) whose pixels at ``(ys, xs)`` are replaced by ``strategy``.
 
@@ -37,12 +42,12 @@ def mask_pixels(
     pixel's training target into its neighbour's input, so the network could learn to read its own target. The
     masked input is therefore a function of the unmasked pixels alone, for both strategies.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"masking strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy not in tuple(Masking):
+        raise ValueError(f"method.masking={strategy!r}: use one of {', '.join(Masking)}")
     n, c, h, w = noisy.shape
     batch = torch.arange(n, device=noisy.device)[:, None].expand_as(ys)
     out = noisy.clone()
-    if strategy == "random":
+    if strategy == Masking.random:
         colours = torch.rand((n, ys.shape[1], c), generator=generator, device=noisy.device, dtype=noisy.dtype)
         out[batch, :, ys, xs] = colours
         return out

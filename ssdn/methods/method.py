@@ -5,23 +5,18 @@ Every row of the paper's tables is one combination; none of them needs to know w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ssdn.config.schema import LevelSourceName, Loss, Masking, MethodConfig, Target
 from ssdn.config.schema import Objective as ObjectiveName
-from ssdn.config.schema import Target
 from ssdn.errors import UserError
 from ssdn.methods.levels import LevelSource, build_level_source
-from ssdn.methods.masking import STRATEGIES, gather_pixels, mask_pixels, stratified_coords
+from ssdn.methods.masking import gather_pixels, mask_pixels, stratified_coords
 from ssdn.methods.objectives import MeanObjective, Objective, PriorObjective
 from ssdn.noise import NoiseModel
-
-TARGETS = tuple(t.value for t in Target)
-OBJECTIVES = tuple(o.value for o in ObjectiveName)
 
 
 @dataclass
@@ -42,25 +37,21 @@ class Method(nn.Module):
         self,
         name: str,
         blindspot: bool,
-        target: str,
+        target: Target,
         objective: Objective,
         level_source: LevelSource | None,
-        masking: str | None = None,
-        mask_cell: int = 32,
+        masking: Masking | None,
+        mask_cell: int,
     ) -> None:
         super().__init__()
-        if target not in TARGETS:
-            raise ValueError(f"method.target must be one of {TARGETS}, got {target!r}")
-        if masking is not None and masking not in STRATEGIES:
-            raise ValueError(f"method.masking must be null or one of {STRATEGIES}, got {masking!r}")
         if objective.uses_level and level_source is None:
             raise ValueError(f"method {name!r} needs a noise-level source")
         self.name = name
         self.blindspot = blindspot
-        self.target = target
+        self.target = Target(target)
         self.objective = objective
         self.level_source = level_source if objective.uses_level else None
-        self.masking = masking
+        self.masking = None if masking is None else Masking(masking)
         self.mask_cell = mask_cell
 
     @property
@@ -81,29 +72,31 @@ class Method(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Scalar loss for one step, plus values worth logging."""
         level = self.level(batch.noisy, batch.params, noise)
-        if self.target == "noisy":
+        if self.target is Target.noisy:
             target = batch.noisy
         elif batch.clean is None:  # refused by validate_config before training; kept for direct callers
             raise ValueError(
                 f"method {self.name!r} (target={self.target}) needs clean images, but the batch has none "
                 "(data.add_noise=false); use a self-supervised method or set data.add_noise=true"
             )
-        elif self.target == "clean":
+        elif self.target is Target.clean:
             target = batch.clean
         else:
             # A new draw of the per-image parameter, as the authors (noisify called twice): reusing the input's
             # would bias the target wherever the level matters (impulse L0.5 at alpha >~ 0.8).
             target_params = noise.sample_params(batch.clean.shape[0], batch.generator, batch.clean.device)
             target = noise.corrupt(batch.clean, target_params, batch.generator)
-        net_in = batch.noisy
-        coords = None
-        if self.masking is not None:
-            n, _, h, w = net_in.shape
-            coords = stratified_coords(n, h, w, self.mask_cell, batch.generator, net_in.device)
-            net_in = mask_pixels(net_in, *coords, self.masking, batch.generator)
-        out = net(net_in)
-        loss_map = self.objective.loss_map(out, target, noise, level, self.learned_level, batch.progress)
-        loss = gather_pixels(loss_map, *coords).mean() if coords is not None else loss_map.mean()
+        losses = self.pixel_losses(
+            net,
+            noise,
+            batch.noisy,
+            target,
+            level,
+            batch.generator,
+            regularise=self.learned_level,
+            progress=batch.progress,
+        )
+        loss = losses.mean()
         logs: dict[str, Tensor] = {}
         if self.learned_level and level is not None:
             # one curve per parameter in the paper's units: "noise_level", or "noise_level_a", "noise_level_b"
@@ -111,6 +104,32 @@ class Method(nn.Module):
             single = len(per_name) == 1
             logs |= {("noise_level" if single else f"noise_level_{k}"): v.mean() for k, v in per_name.items()}
         return loss, logs
+
+    def pixel_losses(
+        self,
+        net: nn.Module,
+        noise: NoiseModel,
+        noisy: Tensor,
+        target: Tensor,
+        level: Tensor | None,
+        generator: torch.Generator,
+        *,
+        regularise: bool,
+        progress: float,
+    ) -> Tensor:
+        """The per-pixel loss of the network on ``noisy`` against ``target``: every pixel (N,H,W), or for a
+        masking method the masked pixels only (N,M), masked with ``generator``. Training and the held-out noisy
+        validation both score through here; ``regularise`` adds a learned level's regulariser, ``progress``
+        anneals the Lp loss."""
+        net_in, coords = noisy, None
+        if self.masking is not None:
+            n, _, h, w = noisy.shape
+            coords = stratified_coords(n, h, w, self.mask_cell, generator, noisy.device)
+            net_in = mask_pixels(noisy, *coords, self.masking, generator)
+        loss_map = self.objective.loss_map(
+            net(net_in), target, noise, level, regularise=regularise, progress=progress
+        )
+        return gather_pixels(loss_map, *coords) if coords is not None else loss_map
 
     def denoise(
         self, net: nn.Module, noise: NoiseModel, noisy: Tensor, params: Tensor, uncertainty: bool = False
@@ -126,26 +145,26 @@ class Method(nn.Module):
         return self.objective.outputs(net(noisy), noisy, noise, level, uncertainty)
 
 
-def build_method(cfg: Mapping[str, Any], noise: NoiseModel, channels: int, level_source: str) -> Method:
-    """Build a method from its config group entry (``conf/method/*.yaml``)."""
-    objective_name = cfg.get("objective", "prior")
-    if objective_name == "prior":
-        objective: Objective = PriorObjective(cfg.get("prior", "full"))
-    elif objective_name == "mean":
-        loss = cfg.get("loss", "auto")
-        if loss == "auto":
-            # Non-zero-mean noise (impulse) makes an L2 fit to noisy targets learn the corrupted mean.
-            loss = "l2" if cfg.get("target") == "clean" or noise.zero_mean else "lp_anneal"
-        objective = MeanObjective(loss)
+def build_method(
+    cfg: MethodConfig, noise: NoiseModel, channels: int, level_source: LevelSourceName | str
+) -> Method:
+    """Build a method from its config section (``conf/method/*.yaml`` on the schema's defaults)."""
+    objective: Objective
+    if cfg.objective is ObjectiveName.prior:
+        objective = PriorObjective(cfg.prior)
     else:
-        raise ValueError(f"method.objective must be one of {OBJECTIVES}, got {objective_name!r}")
+        loss = cfg.loss
+        if loss is Loss.auto:
+            # Non-zero-mean noise (impulse) makes an L2 fit to noisy targets learn the corrupted mean.
+            loss = Loss.l2 if cfg.target is Target.clean or noise.zero_mean else Loss.lp_anneal
+        objective = MeanObjective(loss)
     source = build_level_source(level_source, channels, noise.num_params) if objective.uses_level else None
     return Method(
-        name=cfg["name"],
-        blindspot=bool(cfg.get("blindspot", True)),
-        target=cfg.get("target", "noisy"),
+        name=cfg.name,
+        blindspot=cfg.blindspot,
+        target=cfg.target,
         objective=objective,
         level_source=source,
-        masking=cfg.get("masking"),
-        mask_cell=int(cfg.get("mask_cell", 32)),
+        masking=cfg.masking,
+        mask_cell=cfg.mask_cell,
     )

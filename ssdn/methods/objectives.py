@@ -9,13 +9,12 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from ssdn.config.schema import REGRESSION_LOSSES, Loss, Prior
 from ssdn.errors import UserError
 from ssdn.eval.results import UNCERTAINTY_KEY
-from ssdn.methods.prior import PriorKind, prior_channels, split_prior
+from ssdn.methods.prior import as_prior, prior_channels, split_prior
 from ssdn.methods.schedule import lp_exponent
 from ssdn.noise import NoiseModel
-
-REGRESSION_LOSSES = ("l2", "lp_anneal")
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -45,10 +44,12 @@ class Objective(nn.Module, ABC):
         target: Tensor,
         noise: NoiseModel,
         level: Tensor | None,
-        learned: bool,
+        *,
+        regularise: bool,
         progress: float,
     ) -> Tensor:
-        """Per-pixel loss ``(N, H, W)`` of raw outputs ``out`` against ``target`` (N,C,H,W)."""
+        """Per-pixel loss ``(N, H, W)`` of raw outputs ``out`` against ``target`` (N,C,H,W); ``regularise``
+        adds the learned level's regulariser, ``progress`` (fraction of training done) anneals a loss."""
 
     @abstractmethod
     def outputs(
@@ -65,21 +66,15 @@ class PriorObjective(Objective):
     uses_level = True
     has_posterior = True
 
-    def __init__(self, kind: str = "full") -> None:
+    def __init__(self, kind: Prior | str = Prior.full) -> None:
         super().__init__()
-        self.kind = PriorKind(kind)
-        if self.kind is PriorKind.MEAN:
-            raise ValueError(
-                "the prior objective needs a covariance (prior 'full' or 'diagonal'), got 'mean'"
-            )
+        self.kind = as_prior(kind)
 
     def out_channels(self, channels: int) -> int:
         return prior_channels(self.kind, channels)
 
     def _split(self, out: Tensor, channels: int) -> tuple[Tensor, Tensor]:
-        mu, cov = split_prior(out, self.kind, channels)
-        assert cov is not None, "__init__ rejects the covariance-free 'mean' prior"
-        return mu, cov
+        return split_prior(out, self.kind, channels)
 
     def loss_map(
         self,
@@ -87,7 +82,8 @@ class PriorObjective(Objective):
         target: Tensor,
         noise: NoiseModel,
         level: Tensor | None,
-        learned: bool,
+        *,
+        regularise: bool,
         progress: float,  # noqa: ARG002 -- the Objective interface
     ) -> Tensor:
         assert level is not None, "the prior objective needs a noise level"
@@ -96,7 +92,7 @@ class PriorObjective(Objective):
             mu, cov = self._split(out, channels)
             lvl = noise.pixel_level(level)
             loss = noise.nll(_channels_last(target), mu, cov, lvl)
-            if learned:
+            if regularise:
                 loss = loss + noise.regulariser(mu, lvl)
         return loss
 
@@ -124,11 +120,11 @@ class MeanObjective(Objective):
     annealed from 2 to 0.5 over the first 75% of training.
     """
 
-    def __init__(self, loss: str = "l2") -> None:
+    def __init__(self, loss: Loss | str = Loss.l2) -> None:
         super().__init__()
         if loss not in REGRESSION_LOSSES:
             raise ValueError(f"method.loss must be one of {REGRESSION_LOSSES}, got {loss!r}")
-        self.loss = loss
+        self.loss = Loss(loss)
 
     def out_channels(self, channels: int) -> int:
         return channels
@@ -139,12 +135,13 @@ class MeanObjective(Objective):
         target: Tensor,
         noise: NoiseModel,  # noqa: ARG002 -- the Objective interface
         level: Tensor | None,  # noqa: ARG002 -- the Objective interface
-        learned: bool,  # noqa: ARG002 -- the Objective interface
+        *,
+        regularise: bool,  # noqa: ARG002 -- the Objective interface
         progress: float,
     ) -> Tensor:
         with torch.autocast(device_type=out.device.type, enabled=False):
             diff = out.float() - target.float()
-            if self.loss == "lp_anneal":
+            if self.loss is Loss.lp_anneal:
                 p = lp_exponent(progress, 1.0)
                 return ((diff.abs() + 1e-8) ** p).mean(dim=1)
             return diff.square().mean(dim=1)

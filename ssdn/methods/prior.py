@@ -6,44 +6,34 @@ tiny or near-singular, and det / inverse / log-likelihood lose too much precisio
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import torch
 from torch import Tensor
 
-__all__ = ["PriorKind", "prior_channels", "split_prior"]
+from ssdn.config.schema import Prior
+
+__all__ = ["as_prior", "prior_channels", "split_prior"]
 
 
-class PriorKind(StrEnum):
-    """What the network predicts besides μ_x: the full Σ_x, its diagonal (ablation), or nothing (μ only)."""
-
-    FULL = "full"
-    DIAGONAL = "diagonal"
-    MEAN = "mean"
-
-
-def _as_kind(kind: PriorKind | str) -> PriorKind:
+def as_prior(kind: Prior | str) -> Prior:
     try:
-        return PriorKind(kind)
+        return Prior(kind)
     except ValueError:
-        valid = ", ".join(k.value for k in PriorKind)
-        raise ValueError(f"unknown prior kind {kind!r}; valid kinds: {valid}") from None
+        valid = ", ".join(k.value for k in Prior)
+        raise ValueError(f"method.prior={kind!r}: use one of {valid}") from None
 
 
-def prior_channels(kind: PriorKind | str, channels: int) -> int:
-    """Network output width K: C for μ plus C(C+1)/2 (full A), C (diagonal) or 0 (mean only)."""
-    kind = _as_kind(kind)
+def prior_channels(kind: Prior | str, channels: int) -> int:
+    """Network output width K: C for μ plus C(C+1)/2 (full A) or C (diagonal)."""
+    kind = as_prior(kind)
     if channels < 1:
         raise ValueError(f"channels must be >= 1, got {channels}")
-    if kind is PriorKind.FULL:
+    if kind is Prior.full:
         return channels + channels * (channels + 1) // 2
-    if kind is PriorKind.DIAGONAL:
-        return 2 * channels
-    return channels
+    return 2 * channels
 
 
-def split_prior(out: Tensor, kind: PriorKind | str, channels: int) -> tuple[Tensor, Tensor | None]:
-    """Network output (N, K, H, W) -> μ_x (N, H, W, C) and Σ_x (N, H, W, C, C), float64 (Σ_x None for mean).
+def split_prior(out: Tensor, kind: Prior | str, channels: int) -> tuple[Tensor, Tensor]:
+    """Network output (N, K, H, W) -> μ_x (N, H, W, C) and Σ_x (N, H, W, C, C), float64.
 
     A volume's (N, K, D, H, W) gives (N, D, H, W, C) and (N, D, H, W, C, C): the prior is per pixel or voxel.
 
@@ -51,7 +41,7 @@ def split_prior(out: Tensor, kind: PriorKind | str, channels: int) -> tuple[Tens
     reproduces the authors' explicit formulas (Σ00 = a0²+a1²+a2², Σ01 = a1a3+a2a4, …), so pretrained-weight
     semantics match. Diagonal: Σ_x = diag(a²). As the authors: μ_x raw, no positivity constraint on A, no
     epsilon."""
-    kind = _as_kind(kind)
+    kind = as_prior(kind)
     k = prior_channels(kind, channels)
     if out.ndim not in (4, 5) or out.shape[1] != k:
         raise ValueError(
@@ -60,9 +50,7 @@ def split_prior(out: Tensor, kind: PriorKind | str, channels: int) -> tuple[Tens
         )
     z = out.to(torch.float64).permute(0, *range(2, out.ndim), 1)
     mu, a = z[..., :channels], z[..., channels:]
-    if kind is PriorKind.MEAN:
-        return mu, None
-    if kind is PriorKind.DIAGONAL:
+    if kind is Prior.diagonal:
         return mu, torch.diag_embed(a.square())
     # A as one gather from a with a zero appended, rather than an in-place write into a zero matrix: the same
     # values, and a traced graph (ssdn.export: TorchScript, ONNX) then takes images of any size.

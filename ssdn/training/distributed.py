@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
-from omegaconf import DictConfig, OmegaConf
 
 from ssdn.training.hydra_job import restore_environ
 from ssdn.training.lightning_private import (
@@ -74,18 +73,18 @@ class DestroyProcessGroup(Callback):
             dist.destroy_process_group()
 
 
-def config_digest(cfg: DictConfig) -> str:
-    """SHA-256 of the resolved config: equal digests mean the ranks train exactly the same run."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+def config_digest(record: Mapping[str, Any]) -> str:
+    """SHA-256 of the resolved config (``RunConfig.record``): equal digests mean the ranks train exactly the
+    same run."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def build_strategy(name: str | Any, cfg: DictConfig) -> str | Any:
+def build_strategy(name: str, digest: str) -> str | Any:
     """The Lightning strategy for ``trainer.strategy``: ``ddp`` becomes :class:`HydraDDPStrategy`, other names
-    pass through. In a rank started by that strategy, first check that the rank composed its job's config."""
+    pass through. In a rank started by that strategy, first check that the rank composed its job's config
+    (``digest``: ``config_digest`` of the run config)."""
     if name != "ddp":
         return name
-    digest = config_digest(cfg)
     expected = os.environ.get(CONFIG_DIGEST_ENV)
     if expected is not None and expected != digest:
         raise RuntimeError(

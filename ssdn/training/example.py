@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
+from ssdn.config.schema import ExampleConfig
 from ssdn.data.embedded import embedded_photos
 from ssdn.data.io import load_image
 from ssdn.eval.metrics import psnr, quantize
@@ -20,10 +20,12 @@ from ssdn.training.module import DenoiserModule
 from ssdn.utils import atomic_write_json, atomic_write_png
 
 
-def write_example(cfg: DictConfig, module: DenoiserModule, output_dir: Path) -> dict[str, float]:
-    """Denoise a held-out image and save noisy / denoised / clean PNGs with their PSNRs (``example.json``)."""
-    channels, size = int(cfg.channels), int(cfg.example.size)
-    source = str(cfg.example.image)
+def write_example(
+    example: ExampleConfig, module: DenoiserModule, output_dir: Path, *, seed: int, channels: int
+) -> dict[str, float]:
+    """Denoise a held-out image and save noisy / denoised / clean PNGs with their PSNRs (``example.json``);
+    ``seed``, ``channels``: the run's (its noise draw, its image format)."""
+    size, source = example.size, example.image
     if source.startswith("skimage"):
         pixels = embedded_photos(channels=channels, split="val")[0][1]
     else:
@@ -33,7 +35,7 @@ def write_example(cfg: DictConfig, module: DenoiserModule, output_dir: Path) -> 
     clean = (
         torch.from_numpy(pixels[top : top + h, left : left + w].copy()).permute(2, 0, 1)[None].float() / 255
     )
-    gen = torch.Generator().manual_seed(int(cfg.seed) + 12345)
+    gen = torch.Generator().manual_seed(seed + 12345)
     params = module.noise.sample_params(1, gen)
     padded, (h0, w0) = pad_to_square(clean)
     noisy = module.noise.corrupt(padded, params, gen)

@@ -46,23 +46,23 @@ def job_environment() -> Iterator[None]:
         restore_environ(saved)
 
 
-def resume_after_requeue(cfg: DictConfig) -> None:
-    """A requeued SLURM job (time limit via submitit, or pre-emption) continues from its run directory's
-    ``last.ckpt`` (``resume=auto``), whatever the first attempt was given; the killed attempt's failure marker is
-    dropped. Without a checkpoint yet it starts afresh, still as ``resume=auto``: the killed attempt's logs must
-    not make the folder look like someone else's run. A finished job stays as it is (``ssdn.train``). Requeued
-    jobs land in the same directory: the sweep dir is resolved once and pickled with the job."""
+def resume_after_requeue(output_dir: Path) -> bool:
+    """True for a requeued SLURM job (time limit via submitit, or pre-emption): it continues from its run
+    directory's ``last.ckpt`` (``resume=auto``), whatever the first attempt was given; the killed attempt's
+    failure marker is dropped. Without a checkpoint yet it starts afresh, still as ``resume=auto``: the killed
+    attempt's logs must not make the folder look like someone else's run. A finished job stays as it is
+    (``ssdn.train``). Requeued jobs land in the same directory: the sweep dir is resolved once and pickled with
+    the job."""
     restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
     if restarts < 1:
-        return
-    output_dir = Path(cfg.output_dir)
+        return False
     last = output_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         log.info("SLURM restart %d: continuing from %s", restarts, last)
     else:
         log.info("SLURM restart %d: no checkpoint yet in %s, starting afresh", restarts, last.parent)
-    cfg.resume = "auto"
     (output_dir / "failed.txt").unlink(missing_ok=True)
+    return True
 
 
 def gpu_for_job(job_num: int, n_gpus: int) -> int:
@@ -74,11 +74,12 @@ def gpu_for_job(job_num: int, n_gpus: int) -> int:
     return job_num % n_gpus
 
 
-def pin_job_to_gpu(cfg: DictConfig, job_num: int | None = None, n_gpus: int | None = None) -> int | None:
-    """With ``trainer.pin_job_to_gpu``, train this job on one GPU (``trainer.devices=[k]``) chosen from the Hydra
-    job number; returns it. ``devices=[k]`` rather than ``CUDA_VISIBLE_DEVICES``: joblib reuses its worker
-    processes, and a worker that already initialised CUDA ignores a changed ``CUDA_VISIBLE_DEVICES``."""
-    if not cfg.trainer.get("pin_job_to_gpu", False):
+def pin_job_to_gpu(trainer: DictConfig, job_num: int | None = None, n_gpus: int | None = None) -> int | None:
+    """With ``trainer.pin_job_to_gpu``, train this job on one GPU (sets ``devices=[k]`` of the composed
+    ``trainer`` section) chosen from the Hydra job number; returns it. ``devices=[k]`` rather than
+    ``CUDA_VISIBLE_DEVICES``: joblib reuses its worker processes, and a worker that already initialised CUDA
+    ignores a changed ``CUDA_VISIBLE_DEVICES``."""
+    if not trainer.get("pin_job_to_gpu", False):
         return None
     if job_num is None:
         job_num = _hydra_job_num()
@@ -87,7 +88,7 @@ def pin_job_to_gpu(cfg: DictConfig, job_num: int | None = None, n_gpus: int | No
     if n_gpus < 1:
         raise ValueError("trainer.pin_job_to_gpu=true needs a CUDA device, and none is visible")
     gpu = gpu_for_job(job_num, n_gpus)
-    cfg.trainer.devices = [gpu]
+    trainer.devices = [gpu]
     log.info("job %d pinned to GPU %d of %d", job_num, gpu, n_gpus)
     return gpu
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from omegaconf import DictConfig
-
 from ssdn.config.schema import LevelInit
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.methods.levels import initialise_from_data
@@ -24,12 +22,12 @@ ESTIMATION_IMAGES = 32
 
 
 def initialise_level(
-    cfg: DictConfig, module: DenoiserModule, datamodule: DenoisingDataModule
+    init: LevelInit, module: DenoiserModule, datamodule: DenoisingDataModule
 ) -> dict[str, float]:
-    """With ``noise_params.init=data`` and a learned level, start it at the data's estimate (paper units,
+    """With ``init`` (``noise_params.init``) ``data`` and a learned level, start it at the data's estimate (paper units,
     returned and logged); otherwise leave the module unchanged and return ``{}``."""
     source = module.method.level_source
-    if cfg.noise_params.get("init", LevelInit.data) != LevelInit.data or source is None or not source.learned:
+    if init != LevelInit.data or source is None or not source.learned:
         return {}
     try:
         estimate = initialise_from_data(source, module.noise, datamodule.estimation_images(ESTIMATION_IMAGES))

@@ -10,8 +10,8 @@ from typing import Any, Literal, TypeGuard, get_args
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
-from omegaconf import DictConfig
 
+from ssdn.config.schema import LoggerConfig, LoggerKind, RunNameConfig, WandbLoggerConfig
 from ssdn.training.lightning_private import csv_experiment
 from ssdn.utils import atomic_path
 
@@ -80,19 +80,24 @@ class ResumableCSVLogger(CSVLogger):
 
 
 def build_loggers(
-    cfg: DictConfig, output_dir: Path, config: dict[str, Any], resume_step: int | None = None
+    logger: LoggerConfig,
+    run: RunNameConfig,
+    record: dict[str, Any],
+    output_dir: Path,
+    resume_step: int | None = None,
 ) -> list[Logger]:
-    """A CSV log always (cheap, readable by tests and reports) and W&B when ``logger=wandb``.
+    """A CSV log always (cheap, readable by tests and reports) and W&B when ``logger=wandb``, its run named and
+    tagged by ``run`` and given the whole config ``record`` (``RunConfig.record``).
 
     ``resume_step``: the global step of the checkpoint being resumed; the CSV history before it is kept.
     """
     loggers: list[Logger] = []
-    if cfg.logger.kind == "none":
+    if logger.kind == LoggerKind.none:
         return loggers
     loggers.append(
         ResumableCSVLogger(save_dir=str(output_dir), name="csv", version="", keep_below_step=resume_step)
     )
-    if cfg.logger.kind == "wandb":
+    if isinstance(logger, WandbLoggerConfig):
         overrides: list[str] = []
         try:
             from hydra.core.hydra_config import HydraConfig
@@ -100,18 +105,23 @@ def build_loggers(
             overrides = list(HydraConfig.get().overrides.task)
         except ValueError:
             pass
-        tags = [cfg.noise.name, cfg.method.name, cfg.noise_params.source, *cfg.run.tags]
+        tags = [
+            record["noise"]["name"],
+            record["method"]["name"],
+            record["noise_params"]["source"],
+            *run.tags,
+        ]
         loggers.append(
             WandbLogger(
-                project=cfg.logger.project,
-                entity=cfg.logger.entity,
-                name=cfg.run.name,
-                group=cfg.run.group,
+                project=logger.project,
+                entity=logger.entity,
+                name=run.name,
+                group=run.group,
                 tags=tags,
                 job_type="train",
                 save_dir=str(output_dir),
-                mode=wandb_mode(cfg.logger.mode),
-                config=config | {"hydra_overrides": overrides, "output_dir": str(output_dir)},
+                mode=wandb_mode(str(logger.mode)),
+                config=record | {"hydra_overrides": overrides, "output_dir": str(output_dir)},
             )
         )
     return loggers

@@ -11,8 +11,7 @@ moment estimates.
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssdn.config.run import method_section, section
+from ssdn.config.schema import (
+    MethodConfig,
+    NoiseConfig,
+    NoiseParamsConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 from ssdn.data.curriculum import CropSchedule
 from ssdn.eval.metrics import psnr, quantize
 from ssdn.methods import Method, StepBatch, build_method
 from ssdn.methods.levels import GlobalLevel
-from ssdn.methods.masking import gather_pixels, mask_pixels, stratified_coords
 from ssdn.methods.schedule import learning_rate
 from ssdn.nets import CompiledForward, UNet
 from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel, build_noise
-from ssdn.training.budget import TimeBudget
+from ssdn.training.progress import TrainingProgress
 from ssdn.utils import atomic_write_png
 
 
@@ -47,20 +54,29 @@ class DenoiserModule(L.LightningModule):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
+        # The whole config is the checkpoint's record: a checkpoint rebuilds its module from it. The module
+        # reads only its sections, typed.
         self.save_hyperparameters({"config": dict(config)})
         cfg = self.hparams["config"]
+        method = method_section(cfg["method"])
+        if not isinstance(method, MethodConfig):
+            raise ValueError(f"method={method.name} is evaluation-only: there is no network to build")
+        noise = section(NoiseConfig, cfg["noise"], "noise")
         self.channels = int(cfg["channels"])
-        self.noise: NoiseModel = build_noise(cfg["noise"]["name"], cfg["noise"]["value"])
+        self.noise: NoiseModel = build_noise(noise.name, noise.plain_value)
         self.method: Method = build_method(
-            cfg["method"], self.noise, self.channels, cfg["noise_params"]["source"]
+            method,
+            self.noise,
+            self.channels,
+            section(NoiseParamsConfig, cfg["noise_params"], "noise_params").source,
         )
         self.net = UNet(
             in_channels=self.channels,
             out_channels=self.method.out_channels(self.channels),
             blindspot=self.method.blindspot,
         )
-        self.optim_cfg = dict(cfg["optim"])
-        self.schedule_cfg = dict(cfg["schedule"])
+        self.optim = section(OptimConfig, cfg["optim"], "optim")
+        self.lr_schedule = section(ScheduleConfig, cfg["schedule"], "schedule")
         self.seed = int(cfg["seed"])
         self.channels_last = bool(cfg.get("channels_last", True))
         if self.channels_last:
@@ -70,27 +86,34 @@ class DenoiserModule(L.LightningModule):
         self.compiled = CompiledForward(self.net) if cfg.get("compile", False) else None
         self.name = f"{self.method.name}/{self.noise.name}"
         self.automatic_optimization = False
-        # Progress counters live outside the state dict: weight averaging swaps and averages tensors, and these
-        # must never be averaged. They are saved in on_save_checkpoint.
-        self.images_seen = 0
-        self.batches_seen = 0
-        self.skipped_steps = 0
-        self.total_images = 0
-        minutes = (cfg.get("train") or {}).get("minutes")
-        #: train.minutes: the schedule's length follows the measured throughput instead of trainer.max_steps
-        self.budget = TimeBudget(60.0 * float(minutes)) if minutes else None
-        self._val_started: float | None = None
-        self._generator: torch.Generator | None = None
-        self._pending_generator_state: Tensor | None = None
-        self._last_step_time: float | None = None
-        self._last_batch_images = 0
-        self._pending_crop_plan: dict[str, Any] | None = None
+        train = section(TrainConfig, cfg.get("train") or {}, "train")
+        #: the run's bookkeeping (images seen, planned length, time budget, random stream), saved in checkpoints
+        self.progress = TrainingProgress(self.seed, train.minutes)
+        #: ``train.images``: the planned length of a crop-size curriculum's run
+        self.planned_images = train.images
         self.eval_bf16 = False  #: network precision of ``denoise`` when not given: fp32 unless asked
         self._val_psnr: dict[str, list[Tensor]] = {}
         self._val_panel: dict[str, Tensor] = {}
         self._val_nll: list[Tensor] = []
         self._val_level: list[Tensor] = []
         self.val_noise_level: dict[str, float] = {}
+
+    @property
+    def images_seen(self) -> int:
+        return self.progress.images_seen
+
+    @property
+    def batches_seen(self) -> int:
+        """Read by the data module: the stream of a resumed run starts after them."""
+        return self.progress.batches_seen
+
+    @property
+    def skipped_steps(self) -> int:
+        return self.progress.skipped_steps
+
+    @property
+    def total_images(self) -> int:
+        return self.progress.total_images
 
     # ------------------------------------------------------------------ inference
     def forward(self, noisy: Tensor) -> Tensor:
@@ -118,32 +141,14 @@ class DenoiserModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        o = self.optim_cfg
-        return torch.optim.Adam(
-            self.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]), eps=float(o["eps"])
-        )
+        o = self.optim
+        beta1, beta2 = o.betas
+        return torch.optim.Adam(self.parameters(), lr=o.lr, betas=(beta1, beta2), eps=o.eps)
 
     def on_fit_start(self) -> None:
-        schedule = self.crop_schedule
-        if schedule is not None and self._pending_crop_plan is not None:
-            schedule.load_state_dict(self._pending_crop_plan)
-            self._pending_crop_plan = None
-        if self.budget is not None:
-            self.total_images = self.budget.start(self.images_seen, self.global_batch_size, schedule)
-            if schedule is not None and self.images_seen:  # a fresh timed run stays in stage 0 until measured
-                schedule.plan(self.total_images, self.batches_seen)
-            return
-        # a curriculum's stages differ in batch size: its run is counted in images (validate_config)
-        if schedule is not None:
-            self.total_images = int(self.hparams["config"]["train"]["images"])
-            schedule.plan(self.total_images, self.batches_seen)
-            return
-        max_steps = self.trainer.max_steps
-        if max_steps is None or max_steps <= 0:
-            raise ValueError(
-                "trainer.max_steps must be set: the schedule is counted in images = steps × batch"
-            )
-        self.total_images = max_steps * self.global_batch_size
+        self.progress.start(
+            self.global_batch_size, self.crop_schedule, self.planned_images, self.trainer.max_steps
+        )
 
     @property
     def global_batch_size(self) -> int:
@@ -160,15 +165,8 @@ class DenoiserModule(L.LightningModule):
         return getattr(getattr(self._trainer, "datamodule", None), "crop_schedule", None)
 
     def generator(self) -> torch.Generator:
-        """The step's random stream: seeded per rank, saved in checkpoints so a resumed run draws the same noise."""
-        if self._generator is None or self._generator.device != self.device:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(self.seed * 1_000_003 + self.global_rank)
-            if self._pending_generator_state is not None:
-                gen.set_state(self._pending_generator_state)
-                self._pending_generator_state = None
-            self._generator = gen
-        return self._generator
+        """The step's random stream (``TrainingProgress.generator``) on this device and rank."""
+        return self.progress.generator(self.device, self.global_rank)
 
     def _config_params(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Params from the configured value, for noisy data whose true level is not known per file: the one
@@ -177,7 +175,7 @@ class DenoiserModule(L.LightningModule):
 
     def _training_inputs(self, batch: Mapping[str, Tensor]) -> StepBatch:
         gen = self.generator()
-        progress = min(self.images_seen / self.total_images if self.total_images else 0.0, 1.0)
+        progress = self.progress.fraction
         if "clean" not in batch:  # the crops are the noisy observations (data.add_noise=false)
             noisy = batch["noisy"].float()
             params = self._config_params(noisy.shape[0], gen)
@@ -197,9 +195,9 @@ class DenoiserModule(L.LightningModule):
         lr = learning_rate(
             self.images_seen,
             self.total_images,
-            float(self.optim_cfg["lr"]),
-            rampup=float(self.schedule_cfg["rampup"]),
-            rampdown=float(self.schedule_cfg["rampdown"]),
+            self.optim.lr,
+            rampup=self.lr_schedule.rampup,
+            rampdown=self.lr_schedule.rampdown,
         )
         for group in opt.param_groups:
             group["lr"] = lr
@@ -213,13 +211,9 @@ class DenoiserModule(L.LightningModule):
         finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
             opt.step()
-        else:
-            self.skipped_steps += 1
         n = inputs.noisy.shape[0]
         # the batch's own size: a crop-size curriculum changes it between stages
-        self._last_batch_images = n * self.trainer.world_size
-        self.images_seen += self._last_batch_images
-        self.batches_seen += 1
+        self.progress.step_done(n * self.trainer.world_size, finite)
 
         # Each DDP rank holds part of the global batch: log the mean over ranks (the single-process value).
         self.log("train/loss", loss.detach().float(), prog_bar=True, batch_size=n, sync_dist=True)
@@ -233,24 +227,24 @@ class DenoiserModule(L.LightningModule):
         return loss.detach()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        now = time.perf_counter()
-        if self._last_step_time is not None:
-            self.log("train/images_per_sec", self._last_batch_images / max(now - self._last_step_time, 1e-9))
-        self._last_step_time = now
-        if self.budget is not None:
-            # every rank must plan the same length, or DDP ranks stop at different steps
-            plan = torch.tensor(self.budget.update(self.images_seen), dtype=torch.int64, device=self.device)
-            self.total_images = int(self.trainer.strategy.reduce(plan, reduce_op="min"))
-            self.budget.total_images = self.total_images
-            self.log("train/total_images", float(self.total_images))
-            if (schedule := self.crop_schedule) is not None and self.budget.measured:
-                schedule.plan(self.total_images, self.batches_seen + schedule.lookahead)
-            if self.budget.done(self.images_seen):
-                self.trainer.should_stop = True  # Lightning then validates and checkpoints once more
+        if (rate := self.progress.batch_end()) is not None:
+            self.log("train/images_per_sec", rate)
+        if self.progress.budget is None:
+            return
+
+        def agree(plan: int) -> int:
+            """Every rank must plan the same length, or DDP ranks stop at different steps."""
+            planned = torch.tensor(plan, dtype=torch.int64, device=self.device)
+            return int(self.trainer.strategy.reduce(planned, reduce_op="min"))
+
+        done = self.progress.replan(agree, self.crop_schedule)
+        self.log("train/total_images", float(self.total_images))
+        if done:
+            self.trainer.should_stop = True  # Lightning then validates and checkpoints once more
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
-        self._val_started = time.monotonic()
+        self.progress.validation_started()
         self._val_psnr = {}
         self._val_panel = {}
         self._val_nll = []
@@ -273,16 +267,14 @@ class DenoiserModule(L.LightningModule):
         """Score held-out noisy crops by the training loss without the level regulariser: the mean NLL of the
         noisy pixels under the prior and level (prior objectives), or the regression loss against the noisy
         crops (mean objectives; masked pixels only for masking methods, with a fixed mask per batch)."""
-        method, (n, _, h, w) = self.method, noisy.shape
+        method, n = self.method, noisy.shape[0]
         params = self._config_params(n, torch.Generator(self.device).manual_seed(self.seed))
         level = method.level(noisy, params, self.noise)
-        net_in, coords = noisy, None
-        if method.masking is not None:
-            gen = torch.Generator(self.device).manual_seed(self.seed + batch_idx)
-            coords = stratified_coords(n, h, w, method.mask_cell, gen, noisy.device)
-            net_in = mask_pixels(noisy, *coords, method.masking, gen)
-        loss_map = method.objective.loss_map(self(net_in), noisy, self.noise, level, False, 1.0)
-        per_image = (gather_pixels(loss_map, *coords) if coords is not None else loss_map).flatten(1).mean(1)
+        mask_gen = torch.Generator(self.device).manual_seed(self.seed + batch_idx)
+        losses = method.pixel_losses(
+            self, self.noise, noisy, noisy, level, mask_gen, regularise=False, progress=1.0
+        )
+        per_image = losses.flatten(1).mean(1)
         self._val_nll.append(per_image.to(torch.float64))
         if level is not None and method.learned_level:
             self._val_level.append(self.noise.to_params(level.detach()).reshape(n, -1))
@@ -297,8 +289,7 @@ class DenoiserModule(L.LightningModule):
                 self.log(key, value, prog_bar=True, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        if self.budget is not None and self._val_started is not None:
-            self.budget.reserve = time.monotonic() - self._val_started  # a final validation follows the stop
+        self.progress.validation_ended()
         if self._val_nll:
             self._log_noisy_validation()
         if not self._val_psnr:
@@ -325,14 +316,6 @@ class DenoiserModule(L.LightningModule):
                 logger.log_image(key="val/panel", images=[panel], caption=[caption], step=self.global_step)
 
     # ------------------------------------------------------------------ learned level
-    def initialise_level(self, noisy: Sequence[Tensor]) -> dict[str, float]:
-        """Start the learned level at the noise model's classical estimate from noisy training images (C,H,W),
-        rather than at the authors' 4.9/255; returns the estimate in paper units ``{param name: value}``."""
-        assert self.method.level_source is not None and self.method.learned_level
-        params = self.noise.estimate_params(noisy).to(torch.float64)
-        self.method.level_source.initialise(self.noise.to_level(params).to(self.device))
-        return dict(zip(self.noise.param_names, params.reshape(-1).tolist(), strict=True))
-
     def learned_level(self) -> dict[str, float]:
         """The learned level in paper units, ``{param name: value}``: the global value, or for a per-image
         estimator the mean over the last validation's images; empty when the level is known or not learned."""
@@ -340,23 +323,12 @@ class DenoiserModule(L.LightningModule):
         if source is None or not self.method.learned_level:
             return {}
         if isinstance(source, GlobalLevel):
-            level = source(torch.empty(1, device=self.device), torch.empty(0), self.noise)
-            return dict(
-                zip(self.noise.param_names, self.noise.to_params(level[0]).reshape(-1).tolist(), strict=True)
-            )
+            return source.params(self.noise)
         return dict(self.val_noise_level)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ssdn_progress"] = {
-            "images_seen": self.images_seen,
-            "batches_seen": self.batches_seen,
-            "skipped_steps": self.skipped_steps,
-            "total_images": self.total_images,
-            "budget": self.budget.state_dict() if self.budget is not None else None,
-            "crop_plan": schedule.state_dict() if (schedule := self.crop_schedule) is not None else None,
-            "generator": self._generator.get_state() if self._generator is not None else None,
-        }
+        checkpoint["ssdn_progress"] = self.progress.state_dict(self.crop_schedule)
         checkpoint["ssdn_config"] = copy.deepcopy(self.hparams["config"])
         checkpoint["ssdn_level"] = self.learned_level()
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -364,13 +336,4 @@ class DenoiserModule(L.LightningModule):
             checkpoint["ssdn_pixel_scale"] = datamodule.pixel_scale()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        progress = checkpoint.get("ssdn_progress", {})
-        self.images_seen = int(progress.get("images_seen", 0))
-        self.batches_seen = int(progress.get("batches_seen", 0))
-        self.skipped_steps = int(progress.get("skipped_steps", 0))
-        self.total_images = int(progress.get("total_images", 0))
-        if self.budget is not None and progress.get("budget"):
-            self.budget.load_state_dict(progress["budget"])
-        self._pending_generator_state = progress.get("generator")
-        self._pending_crop_plan = progress.get("crop_plan")
-        self._generator = None
+        self.progress.load_state_dict(checkpoint.get("ssdn_progress", {}))
