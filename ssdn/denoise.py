@@ -41,7 +41,14 @@ from tqdm.auto import tqdm
 
 from ssdn.data.io import ImageDecodeError, bit_depth, is_palette, load_as_stored
 from ssdn.errors import UserError, exit_on_user_error
-from ssdn.inference.denoiser import PRECISIONS, ChannelError, denoise_pixels, model_input, network_bf16
+from ssdn.inference.denoiser import (
+    PRECISIONS,
+    ChannelError,
+    Refinement,
+    denoise_pixels,
+    model_input,
+    network_bf16,
+)
 from ssdn.inference.levels import check_level_given, parse_param, resolve_params, use_given_level
 from ssdn.inference.plan import ImageTask, check_writable, plan
 from ssdn.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, fits_one_tile, tile_count
@@ -94,6 +101,18 @@ def _parser() -> argparse.ArgumentParser:
         help="network precision (the posterior is always float64); auto: bf16 where the device computes it "
         "natively (GPUs, CPUs with AVX-512-BF16 or AMX), else fp32",
     )
+    parser.add_argument(
+        "--r3-passes",
+        type=int,
+        default=0,
+        help="R³ refinement for camera photos (models trained with method.pd_stride > 1): re-denoise the first "
+        "result this many times with a share --r3-prob of its pixels put back to the noisy ones, and average "
+        "(AP-BSN uses 8; default 0: off; not with --uncertainty)",
+    )
+    parser.add_argument("--r3-prob", type=float, default=0.16, help="R³'s replacement probability (0.16)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of R³'s draws (the same seed, the same output)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of usage errors")
     return parser
@@ -107,6 +126,7 @@ class _Batch:
         self.param = parse_param(args.param)
         self.fixed = None if self.param == "auto" else resolve_params(module, self.param)
         self.bf16 = network_bf16(args.precision, args.device)
+        self.r3 = Refinement(args.r3_passes, args.r3_prob, args.seed) if args.r3_passes else None
         self.failed: list[tuple[Path, str]] = []
         self.written = 0
 
@@ -163,6 +183,7 @@ class _Batch:
                 tile=args.tile,
                 overlap=args.overlap,
                 progress=tiles.update if tiles is not None else None,
+                r3=self.r3,
             )
         finally:
             if tiles is not None:

@@ -8,12 +8,14 @@ run ~1.6× faster on it (bench/README.md), and the posterior reads pixels channe
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ssdn.errors import UserError
+from ssdn.inference.refine import random_replacing_refinement
 from ssdn.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, denoise_tiled
 from ssdn.training.module import DenoiserModule
 from ssdn.training.precision import resolve_precision
@@ -51,6 +53,38 @@ def model_input(pixels: np.ndarray, channels: int, name: object) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True)
+class Refinement:
+    """R³ after the first pass (``ssdn.inference.refine``): ``passes`` re-denoisings at pixel-shuffle stride 1
+    of the first estimate with a share ``replace_prob`` of its pixels put back to the noisy ones; the draws of
+    tile k come from a generator seeded ``seed + k``, so a rerun gives the same image."""
+
+    passes: int
+    replace_prob: float = 0.16  # AP-BSN's value
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.passes < 1:
+            raise UserError(f"--r3-passes={self.passes}: give at least 1 pass (or leave R³ off)")
+        if not 0.0 <= self.replace_prob <= 1.0:
+            raise UserError(f"--r3-prob={self.replace_prob}: a probability in [0, 1]")
+
+
+def _refined(
+    module: DenoiserModule, noisy: Tensor, first: Tensor, params: Tensor, bf16: bool, r3: Refinement, k: int
+) -> Tensor:
+    """R³ of one tile. Each pass reports the prior mean μ (a point estimate for mean methods): the mixture's
+    pixels are no longer the observations the posterior conditions on, so no posterior mean is defined there."""
+
+    def prior_mean(mix: Tensor) -> Tensor:
+        outs = module.denoise(mix, params, bf16=bf16, stride=1)
+        return outs.get("mu", next(iter(outs.values())))
+
+    generator = torch.Generator().manual_seed(r3.seed + k)
+    noisy = noisy.to(first.device)
+    return random_replacing_refinement(noisy, first, prior_mean, r3.passes, r3.replace_prob, generator)
+
+
 def _tile_fn(
     module: DenoiserModule,
     params: Tensor,
@@ -58,15 +92,25 @@ def _tile_fn(
     bf16: bool,
     uncertainty: bool,
     levels: list[Tensor],
+    r3: Refinement | None = None,
 ) -> Callable[[Tensor], dict[str, Tensor]]:
     """What ``denoise_tiled`` runs on each tile: the reported output and the posterior std if asked; the level
     each tile used (paper units) is appended to ``levels``, so a per-image estimator's is averaged over tiles."""
+    if r3 is not None and uncertainty:
+        raise UserError(
+            "--uncertainty with --r3-passes: R³ averages prior means of re-noised mixtures, for which no posterior "
+            "std is defined; drop one of them"
+        )
+    tiles_done = [0]
 
     def fn(tile: Tensor) -> dict[str, Tensor]:
         noisy = tile.float() / scale if scale != 1.0 else tile.float()
         noisy = noisy.contiguous(memory_format=torch.channels_last)
         outs = module.denoise(noisy, params, bf16=bf16, uncertainty=uncertainty)
         result = {"out": next(iter(outs.values()))}
+        if r3 is not None:
+            result["out"] = _refined(module, noisy, result["out"], params, bf16, r3, tiles_done[0])
+            tiles_done[0] += 1
         if uncertainty:
             result["std"] = outs["posterior_std"]
         if module.method.level_source is not None:
@@ -90,14 +134,19 @@ def denoise_pixels(
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     progress: Callable[[int], object] | None = None,
+    r3: Refinement | None = None,
 ) -> tuple[Tensor, Tensor | None, dict[str, float]]:
     """Denoise one (C, H, W) image (float in [0, 1], or integers with ``scale`` their maximum: each tile is
     scaled on its own, so the image is never held as float); returns the reported output (C, H, W) float32, the
     posterior std (C, H, W) or None, and the level used (paper units, the mean over tiles; empty for methods
-    without one)."""
+    without one). ``r3`` refines each tile's output by R³ (``Refinement``)."""
     levels: list[Tensor] = []
     outs = denoise_tiled(
-        _tile_fn(module, params, scale, bf16, uncertainty, levels), pixels, tile, overlap, progress=progress
+        _tile_fn(module, params, scale, bf16, uncertainty, levels, r3),
+        pixels,
+        tile,
+        overlap,
+        progress=progress,
     )
     used: dict[str, float] = {}
     if levels:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ssdn.errors import UserError
 from ssdn.methods import Method
+from ssdn.nets.pixel_shuffle import PixelShuffleNet
 from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel
 from ssdn.noise.base import ParamValue
@@ -47,6 +48,12 @@ class ExportedDenoiser(nn.Module):
 
     def __init__(self, module: DenoiserModule, level: Tensor | None, bf16: bool = False) -> None:
         super().__init__()
+        if isinstance(module.net, PixelShuffleNet):
+            # Tracing records pd_down's reshapes with the example's sizes: the graph would take no other H×W.
+            raise UserError(
+                f"this model denoises with pixel-shuffle stride {module.infer_stride} (method.pd_stride): "
+                "TorchScript/ONNX export of pixel-shuffle models is not supported yet; use python -m ssdn.denoise"
+            )
         self.net, self.noise, self.method = module.net, module.noise, module.method
         self.fixed = level is not None
         self.bf16 = bf16

@@ -11,7 +11,8 @@ moment estimates.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from ssdn.methods import Method, StepBatch, build_method
 from ssdn.methods.levels import GlobalLevel
 from ssdn.methods.schedule import learning_rate
 from ssdn.nets import CompiledForward, UNet
+from ssdn.nets.pixel_shuffle import PixelShuffleNet
 from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel, build_noise
 from ssdn.training.progress import TrainingProgress
@@ -70,10 +72,19 @@ class DenoiserModule(L.LightningModule):
             self.channels,
             section(NoiseParamsConfig, cfg["noise_params"], "noise_params").source,
         )
-        self.net = UNet(
+        unet = UNet(
             in_channels=self.channels,
             out_channels=self.method.out_channels(self.channels),
             blindspot=self.method.blindspot,
+            blind_hole=method.blind_hole,
+        )
+        #: pixel-shuffle strides (``method.pd_stride``, ``method.pd_stride_infer``): 1 is the paper's net, unwrapped
+        self.train_stride = method.pd_stride
+        self.infer_stride = method.pd_stride_infer or method.pd_stride
+        self.net: torch.nn.Module = (
+            PixelShuffleNet(unet, self.train_stride)
+            if max(self.train_stride, self.infer_stride) > 1
+            else unet
         )
         self.optim = section(OptimConfig, cfg["optim"], "optim")
         self.lr_schedule = section(ScheduleConfig, cfg["schedule"], "schedule")
@@ -123,7 +134,12 @@ class DenoiserModule(L.LightningModule):
         return self.compiled(noisy) if self.compiled is not None else self.net(noisy)
 
     def denoise(
-        self, noisy: Tensor, params: Tensor, bf16: bool | None = None, uncertainty: bool = False
+        self,
+        noisy: Tensor,
+        params: Tensor,
+        bf16: bool | None = None,
+        uncertainty: bool = False,
+        stride: int | None = None,
     ) -> dict[str, Tensor]:
         """Denoised outputs of a noisy batch (N,C,H,W), H and W multiples of 32 (square or not: no padding to a
         square); the network may run in bf16, the posterior in float64.
@@ -131,13 +147,33 @@ class DenoiserModule(L.LightningModule):
         ``bf16=None`` follows ``eval_bf16``, which is False (fp32, the authors' protocol) on every device unless
         a caller asks for the faster bf16 autocast (``python -m ssdn.evaluate --bf16``). ``uncertainty`` adds
         ``"posterior_std"`` (N,C,H,W), the per-pixel posterior std in pixel units (a UserError for a method
-        without a posterior).
+        without a posterior). ``stride`` is the pixel-shuffle stride (None: ``method.pd_stride_infer``).
         """
         noisy = noisy.to(self.device, torch.float32)
         params = params.to(self.device, torch.float64)
         use_bf16 = self.eval_bf16 if bf16 is None else bf16
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with (
+            torch.no_grad(),
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16),
+            self.pd_stride(self.infer_stride if stride is None else stride),
+        ):
             return self.method.denoise(self, self.noise, noisy, params, uncertainty)
+
+    @contextmanager
+    def pd_stride(self, stride: int) -> Iterator[None]:
+        """Run the network at pixel-shuffle ``stride`` inside the block (the training stride outside it); a
+        net without pixel shuffle takes only 1."""
+        if not isinstance(self.net, PixelShuffleNet):
+            if stride != 1:
+                raise ValueError(f"this model has no pixel-shuffle wrapper: stride {stride} is not available")
+            yield
+            return
+        before = self.net.stride
+        self.net.stride = stride
+        try:
+            yield
+        finally:
+            self.net.stride = before
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> torch.optim.Optimizer:
