@@ -1,6 +1,7 @@
 """Which files a denoising batch reads and which it writes, settled before any work so nothing is lost.
 
-Inputs are files, folders (recursive, sorted) or glob patterns; outputs mirror them under ``--out``. The plan
+Inputs are files, folders (recursive, sorted) or glob patterns; outputs mirror them under ``--out``. An OME-Zarr
+folder given as an input is one image (a stack), not a folder to walk. The plan
 refuses, naming the files: an output that would replace an input, two inputs writing one output, and outputs
 that exist already (unless asked to overwrite or skip them). The output tree is never read as input, so a
 rerun with ``--out`` inside an input folder (and ``--skip-existing`` after a killed batch) sees only the
