@@ -215,3 +215,14 @@ def test_output_names() -> None:
     assert inf.stack_output_name(Path("b.ome.tiff")) == Path("b.ome.tif")
     assert inf.stack_outputs(Path("o/b.ome.tif"), True) == (Path("o/b.ome.tif"), Path("o/b.std.ome.tif"))
     assert inf.stack_outputs(Path("o/b.tif"), False) == (Path("o/b.tif"),)
+
+
+def test_param_auto_estimates_each_plane_and_reports_the_mean(identity, tmp_path: Path, capsys) -> None:
+    gen = np.random.default_rng(6)
+    sigmas = (10.0, 30.0)  # 8-bit units, one per plane
+    data = np.stack([np.clip(np.rint(128 + gen.normal(0, s, (96, 96))), 0, 255) for s in sigmas]).astype(np.uint8)
+    src = st.write_stack(tmp_path / "n.ome.tif", data, st.StackMeta("ZYX", np.dtype(np.uint8)))
+    assert _main(_checkpoint(tmp_path, depth=8), src, "--out", tmp_path / "out", "--param", "auto") == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"{tmp_path / 'out' / 'n.ome.tif'}\tlevel sigma=") and "(auto)\t2 planes ZYX" in line
+    assert float(line.split("sigma=")[1].split()[0]) == pytest.approx(np.mean(sigmas), rel=0.1)
