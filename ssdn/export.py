@@ -52,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--out", required=True, help="the file to write (atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--param", type=_parse_param, help="noise level in paper units, e.g. 25 or 0.01,0.000384")
-    p.add_argument("--size", type=int, default=64, help="side of the example input traced (multiple of 32)")
+    p.add_argument(
+        "--size", type=int, default=64,
+        help="side of the example input traced (multiple of 32); bioimageio: also of the test input",
+    )
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
