@@ -73,7 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all written, 1 some images failed (listed), 2 a usage error.",
     )
     parser.add_argument("checkpoint", help="a .ckpt written by train.py")
-    parser.add_argument("inputs", nargs="+", help="noisy images (PNG, JPEG, TIFF), folders of them, or globs")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        help="noisy images (PNG, JPEG, TIFF), TIFF / OME-TIFF stacks, OME-Zarr folders, folders of images, or globs",
+    )
     parser.add_argument("--out", required=True, help="output folder (its structure mirrors the inputs')")
     parser.add_argument(
         "--param",
@@ -89,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--uncertainty",
         action="store_true",
-        help="also write the posterior std: NAME.std.tif (float32, image units) and NAME.std.png (false colour)",
+        help="also write the posterior std: NAME.std.tif (float32, image units) and NAME.std.png (false colour); "
+        "for a stack NAME.std.ome.tif (float32, same axes)",
     )
     parser.add_argument(
         "--tile",
