@@ -1,6 +1,7 @@
 """Denoise your own images with a trained checkpoint: any size, files, folders or globs, nothing ever lost.
 
     python -m ssdn.denoise CHECKPOINT INPUT [INPUT ...] --out DIR [--param 25|auto] [--tile 640] [--uncertainty]
+    python -m ssdn.denoise CHECKPOINT stack.ome.tif [cells.ome.zarr ...] --out DIR [--axes ZYX] [--uncertainty]
 
 Inputs are files, folders (searched recursively, sorted; ``--out`` inside one is never read back) or quoted
 glob patterns (``'raw/**/*.tif'``); PNG, JPEG and TIFF, 8- or 16-bit, gray, RGB, palette or with alpha. Each
@@ -20,6 +21,17 @@ killed batch leaves no half-written file and ``--skip-existing`` resumes it. An 
 no image: a pipe, a folder named like one) is reported and skipped; a summary ends the run, with exit status 1
 when any image failed and 2 for a usage error (one line; ``--debug`` shows the traceback).
 
+Microscopy stacks (``ssdn.inference.stacks``): an OME-Zarr folder, a TIFF / OME-TIFF with more than one plane
+(any dimension besides rows, columns and RGB samples longer than 1), and every TIFF when ``--axes`` names T or Z
+are stacks; a single-page TIFF is an image as above. A 2-D model denoises a stack plane by plane (every T and
+Z) and writes it with the same axes, dtype and OME metadata (physical pixel sizes, channel names) as one
+OME-TIFF (an OME-Zarr input gives ``NAME.ome.tif``), reading and writing one plane at a time so memory does not
+grow with the number of planes. Channels are the model's when it takes as many as the stack's C axis, else
+each channel is denoised alone by a 1-channel model; other pairings are refused. ``--axes`` (e.g. ZYX, TYX,
+TZCYX) names the axes of TIFFs that do not name their own; files that do (OME, ImageJ) use theirs.
+``--uncertainty`` writes the posterior std stack beside the result, ``NAME.std.ome.tif`` (float32, same axes,
+in the stack's count units).
+
 The noise level (``ssdn.inference.levels``): models trained with a known level need ``--param`` in the paper's
 units (σ in 8-bit units, λ, α, or ``a,b`` in ``param_names`` order), checked against the noise model's domain;
 ``--param auto`` estimates it per image with the noise model's classical estimator and prints it. Models that
@@ -32,14 +44,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ssdn.data.io import ImageDecodeError, bit_depth, is_palette, load_as_stored
+from ssdn.data.stacks import StackError, check_axes, open_stack
 from ssdn.errors import UserError, exit_on_user_error
 from ssdn.inference.denoiser import (
     PRECISIONS,
@@ -51,6 +64,7 @@ from ssdn.inference.denoiser import (
 )
 from ssdn.inference.levels import check_level_given, parse_param, resolve_params, use_given_level
 from ssdn.inference.plan import ImageTask, check_writable, plan
+from ssdn.inference.stacks import check_depth, denoise_stack, is_stack, open_error
 from ssdn.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, fits_one_tile, tile_count
 from ssdn.inference.write import write_output, write_uncertainty
 from ssdn.training.checkpoints import load_denoiser, read_checkpoint, training_bit_depth
@@ -66,7 +80,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all written, 1 some images failed (listed), 2 a usage error.",
     )
     parser.add_argument("checkpoint", help="a .ckpt written by train.py")
-    parser.add_argument("inputs", nargs="+", help="noisy images (PNG, JPEG, TIFF), folders of them, or globs")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        help="noisy images (PNG, JPEG, TIFF), TIFF / OME-TIFF stacks, OME-Zarr folders, folders of images, or globs",
+    )
     parser.add_argument("--out", required=True, help="output folder (its structure mirrors the inputs')")
     parser.add_argument(
         "--param",
@@ -82,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--uncertainty",
         action="store_true",
-        help="also write the posterior std: NAME.std.tif (float32, image units) and NAME.std.png (false colour)",
+        help="also write the posterior std: NAME.std.tif (float32, image units) and NAME.std.png (false colour); "
+        "for a stack NAME.std.ome.tif (float32, same axes)",
     )
     parser.add_argument(
         "--tile",
@@ -114,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of R³'s draws (the same seed, the same output)"
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--axes",
+        default=None,
+        help="axes of TIFF stacks that do not name their own, OME letters T Z C Y X ending in YX (e.g. ZYX, TYX, "
+        "TZCYX); with T or Z every TIFF input is a stack. Without it, a TIFF with more than one plane and any "
+        "OME-Zarr folder are stacks, other images are 2-D",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of usage errors")
     return parser
 
@@ -134,7 +160,7 @@ class _Batch:
         for task in tasks:
             try:
                 line = self._one(task)
-            except (ImageDecodeError, ChannelError, OSError) as exc:
+            except (ImageDecodeError, ChannelError, StackError, OSError) as exc:
                 self.failed.append((task.source, str(exc)))
                 bar.write(f"{PROG}: skipped {task.source}: {exc}", file=sys.stderr)
             else:
@@ -144,16 +170,13 @@ class _Batch:
 
     def _one(self, task: ImageTask) -> str:
         """Denoise and write one image; returns its stdout line."""
+        if task.stack:
+            return self._stack(task)
         args, module = self.args, self.module
         stored, alpha = load_as_stored(task.source)
         native = model_input(stored, module.channels, task.source)
         depth = bit_depth(native)
-        if self.trained_depth is not None and depth != self.trained_depth:
-            warnings.warn(
-                f"{task.source} is {depth}-bit but the model was trained on {self.trained_depth}-bit images; it "
-                "is scaled by its own depth, which may not match the noise level the model learned",
-                stacklevel=1,
-            )
+        check_depth(task.source, depth, self.trained_depth)
         scale = float(2**depth - 1)
         pixels = torch.from_numpy(native).permute(2, 0, 1)
         params = (
@@ -200,8 +223,41 @@ class _Batch:
             raise OSError(f"cannot write {task.outputs[0]}: {exc}") from exc
         if is_palette(task.source):
             note += "\tpalette image written as RGB"
+        return f"{task.outputs[0]}\tlevel {self._level(used)}{note}"
+
+    def _level(self, used: dict[str, float]) -> str:
         level = " ".join(f"{k}={v:.6g}" for k, v in used.items()) or "none"
-        return f"{task.outputs[0]}\tlevel {level}{' (auto)' if self.param == 'auto' else ''}{note}"
+        return f"{level}{' (auto)' if self.param == 'auto' else ''}"
+
+    def _stack(self, task: ImageTask) -> str:
+        """Denoise and write one stack plane by plane (``ssdn.inference.stacks``); returns its stdout line."""
+        args, module = self.args, self.module
+        try:
+            stack = open_stack(task.source, args.axes)
+        except StackError as exc:
+            raise open_error(exc) from None
+        check_depth(task.source, bit_depth(np.empty(0, stack.dtype)), self.trained_depth)
+        fixed, param = self.fixed, self.param
+
+        def params_for(pixels: torch.Tensor) -> torch.Tensor:
+            return fixed if fixed is not None else resolve_params(module, param, pixels)
+
+        with tqdm(
+            unit="plane", desc=task.source.name, leave=False, file=sys.stderr, dynamic_ncols=True
+        ) as planes:
+            result = denoise_stack(
+                module,
+                stack,
+                task.outputs,
+                params_for,
+                bf16=self.bf16,
+                tile=args.tile,
+                overlap=args.overlap,
+                overwrite=args.overwrite,
+                progress=planes.update,
+            )
+        note = f"\tstd {task.outputs[1]}" if len(task.outputs) > 1 else ""
+        return f"{task.outputs[0]}\tlevel {self._level(result.level)}\t{result.planes} planes {stack.axes}{note}"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -210,6 +266,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"--tile/--overlap: {exc}") from None
     param = parse_param(args.param)
+    axes = None if args.axes is None else check_axes(args.axes, setting="--axes")
     out_dir = Path(args.out)
     batch_plan = plan(
         args.inputs,
@@ -217,6 +274,7 @@ def _run(args: argparse.Namespace) -> int:
         uncertainty=args.uncertainty,
         overwrite=args.overwrite,
         skip_existing=args.skip_existing,
+        is_stack=lambda path: is_stack(path, axes),
     )
     trained_depth = training_bit_depth(read_checkpoint(args.checkpoint))
     module = load_denoiser(args.checkpoint, args.device)

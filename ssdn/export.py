@@ -3,6 +3,7 @@
     python -m ssdn.export CKPT --format torchscript --out denoiser.pt [--param 25] [--precision auto]
     python -m ssdn.export CKPT --format onnx --out denoiser.onnx [--param 25]
     python -m ssdn.export CKPT --format safetensors --out denoiser.safetensors
+    python -m ssdn.export CKPT --format bioimageio --out model.zip [--param 25] [--sample image.tif]
 
 TorchScript and ONNX hold the network plus the reported output (the posterior mean for the paper's method) at
 one noise level: ``--param`` (paper units), else the learned level (global value or per-image estimator, which
@@ -12,6 +13,12 @@ is then part of the graph), else the checkpoint's fixed value. Input: a noisy fl
 network in bf16 where this machine computes it natively; ONNX is fp32 (``ssdn.inference.export_formats``).
 An existing ``--out`` is replaced only with ``--overwrite``. safetensors holds the weights and the run config,
 which ``ssdn.inference.export_formats.load_safetensors`` turns back into a module.
+
+``bioimageio`` writes a BioImage Model Zoo package (spec 0.5) that Fiji, napari, ilastik and the Zoo's tools
+open (``ssdn.inference.zoo``): the same graph as TorchScript and ONNX (fp32), axes CYX, the stored counts at
+the training data's bit depth in (scaled to [0, 1] as training did) and the denoised image in count units out,
+a test input (a centred ``--size`` crop of ``--sample``, else a seeded synthetic image) with the TorchScript
+model's output for it, a README and the paper's citation. Needs ``pip install 'ssdn[bioimageio]'``.
 """
 
 from __future__ import annotations
@@ -21,10 +28,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssdn.errors import exit_on_user_error
+from ssdn.errors import UserError, exit_on_user_error
 from ssdn.inference.denoiser import PRECISIONS
 from ssdn.inference.export_formats import FORMATS, export, export_bf16
-from ssdn.training.checkpoints import load_denoiser
+from ssdn.training.checkpoints import load_denoiser, read_checkpoint, training_bit_depth
 
 PROG = "python -m ssdn.export"
 
@@ -41,11 +48,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """The command line; a usage error is one line and exit status 2 (``exit_on_user_error``)."""
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a .ckpt written by train.py")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=(*FORMATS, "bioimageio"))
     p.add_argument("--out", required=True, help="the file to write (atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--param", type=_parse_param, help="noise level in paper units, e.g. 25 or 0.01,0.000384")
-    p.add_argument("--size", type=int, default=64, help="side of the example input traced (multiple of 32)")
+    p.add_argument(
+        "--size", type=int, default=64,
+        help="side of the example input traced (multiple of 32); bioimageio: also of the test input",
+    )
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -53,9 +63,21 @@ def main(argv: Sequence[str] | None = None) -> Path:
         help="network precision of a TorchScript export (auto: bf16 where this machine computes it natively); "
         "ONNX is fp32",
     )
+    p.add_argument(
+        "--sample", help="bioimageio: an image or stack whose centred --size crop is the package's test input "
+        "(default: a seeded synthetic image)"
+    )
+    p.add_argument("--name", help="bioimageio: the model's name (default: from its method and noise model)")
+    p.add_argument(
+        "--author", action="append", help="bioimageio: an author of the model (repeat for several; default ssdn)"
+    )
     p.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     args = p.parse_args(argv)
     with exit_on_user_error(p.prog, args.debug):
+        if args.format == "bioimageio":
+            path = _bioimageio(args)
+            print(json.dumps({"export": str(path), "format": "bioimageio", "precision": "fp32"}))
+            return path
         bf16 = args.format != "safetensors" and export_bf16(args.format, args.precision)
         path = export(
             load_denoiser(args.checkpoint),
@@ -68,6 +90,24 @@ def main(argv: Sequence[str] | None = None) -> Path:
         )
     print(json.dumps({"export": str(path), "format": args.format, "precision": "bf16" if bf16 else "fp32"}))
     return path
+
+
+def _bioimageio(args: argparse.Namespace) -> Path:
+    from ssdn.inference.zoo import export_bioimageio  # bioimageio and onnx load only for this format
+
+    if args.precision == "bf16":
+        raise UserError("--precision bf16 does not apply to bioimageio packages (fp32 weights run everywhere)")
+    return export_bioimageio(
+        load_denoiser(args.checkpoint),
+        args.out,
+        param=args.param,
+        size=args.size,
+        depth=training_bit_depth(read_checkpoint(args.checkpoint)),
+        sample=args.sample,
+        name=args.name,
+        authors=args.author or ["ssdn"],
+        overwrite=args.overwrite,
+    )
 
 
 if __name__ == "__main__":

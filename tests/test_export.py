@@ -5,19 +5,24 @@ to an equal module; bad input is a UserError; an existing file is replaced only 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import struct
+import zipfile
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
+import tifffile
 import torch
 from omegaconf import OmegaConf
 
+from ssdn.data import stacks as st
 from ssdn.errors import UserError
 from ssdn.export import main
 from ssdn.inference.export_formats import export, export_bf16, load_safetensors
+from ssdn.inference.zoo import synthetic_input
 from ssdn.nets import UNet
 from ssdn.nets.padding import crop, pad_to_multiple
 from ssdn.training import precision
@@ -235,3 +240,84 @@ def test_bf16_torchscript_is_the_modules_bf16_and_auto_follows_the_cpu_flags(
         == 2
     )
     assert "--precision bf16 does not apply to ONNX" in capsys.readouterr().err
+
+
+def _zoo_checkpoint(path: Path, depth: int = 16) -> Path:
+    """A 1-channel ssdn checkpoint with the pixel scale train.py records (the package's input depth)."""
+    module = build("noise=gaussian", "method=ssdn", "channels=1")
+    _checkpoint(module, path)
+    state = torch.load(path, weights_only=True)
+    state["ssdn_pixel_scale"] = {"add_noise": False, "bit_depth": depth, "max_value": 2**depth - 1}
+    torch.save(state, path)
+    return path
+
+
+def test_bioimageio_refusals_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An existing --out is kept unless --overwrite; a sample of another depth or too small is one line."""
+    ckpt = _zoo_checkpoint(tmp_path / "m.ckpt")
+    (tmp_path / "model.zip").write_bytes(b"the user's own file")
+    args = (str(ckpt), "--format", "bioimageio", "--out")
+    assert _main_status(*args, str(tmp_path / "model.zip")) == 2
+    assert "model.zip exists already; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "model.zip").read_bytes() == b"the user's own file"
+    tifffile.imwrite(tmp_path / "s8.tif", np.zeros((64, 64), np.uint8))
+    assert _main_status(*args, str(tmp_path / "a.zip"), "--sample", str(tmp_path / "s8.tif")) == 2
+    assert "s8.tif is 8-bit but the model was trained on 16-bit data" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "s16.tif", np.zeros((40, 64), np.uint16))
+    assert _main_status(*args, str(tmp_path / "a.zip"), "--sample", str(tmp_path / "s16.tif")) == 2
+    assert "40×64 is smaller than the --size 64 crop" in capsys.readouterr().err
+    assert _main_status(*args, str(tmp_path / "a.zip"), "--precision", "bf16") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt", "model.zip", "s16.tif", "s8.tif"]
+
+
+def test_synthetic_test_input_is_seeded_and_at_the_depth() -> None:
+    a, b = synthetic_input(1, 64, 16), synthetic_input(1, 64, 16)
+    assert a.dtype == np.uint16 and a.shape == (1, 1, 64, 64)
+    np.testing.assert_array_equal(a, b)
+    assert 0.2 * 65535 < a.mean() < 0.6 * 65535 and a.std() > 0.04 * 65535  # noisy mid-range, not clipped flat
+    assert synthetic_input(3, 32, 8).dtype == np.uint8
+    f = synthetic_input(1, 32, None)
+    assert f.dtype == np.float32 and 0 <= f.min() and f.max() <= 1
+
+
+@pytest.mark.slow  # ~65 s: two traces, the spec's validation, bioimageio.core running both weights formats
+def test_bioimageio_package_validates_and_passes_the_zoo_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("bioimageio.core", reason="Model Zoo export is an optional extra: ssdn[bioimageio]")
+    from ssdn import bioimageio
+
+    try:
+        bioimageio.check_installed()
+    except bioimageio.PackageError as exc:
+        pytest.skip(str(exc))
+    from bioimageio.core import test_model
+    from bioimageio.spec import load_model_description
+    from bioimageio.spec.model import v0_5
+
+    ckpt = _zoo_checkpoint(tmp_path / "m.ckpt")
+    stack = np.random.default_rng(0).integers(200, 3000, (3, 80, 96), dtype=np.uint16)
+    st.write_stack(tmp_path / "s.ome.tif", stack, st.StackMeta("ZYX", np.dtype(np.uint16)))
+    out = main([str(ckpt), "--format", "bioimageio", "--out", str(tmp_path / "model.zip"), "--param", "25",
+                "--sample", str(tmp_path / "s.ome.tif"), "--author", "A. Microscopist"])
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["format"] == "bioimageio"
+    descr = load_model_description(out)
+    assert isinstance(descr, v0_5.ModelDescr), getattr(descr, "validation_summary", descr)
+    assert [a.name for a in descr.authors] == ["A. Microscopist"]
+    (inp,) = descr.inputs
+    assert [str(a.id) for a in inp.axes] == ["batch", "channel", "y", "x"]
+    assert inp.data.type == "uint16"
+    with zipfile.ZipFile(out) as z:
+        test_input = np.load(io.BytesIO(z.read("test_input.npy")))
+        test_output = np.load(io.BytesIO(z.read("test_output.npy")))
+        ts = torch.jit.load(io.BytesIO(z.read("denoiser.pt")))
+    np.testing.assert_array_equal(test_input, stack[1, 8:72, 16:80][None, None])  # centred crop, middle plane
+    with torch.no_grad():
+        again = ts(torch.from_numpy(test_input.astype(np.float32) * np.float32(1 / 65535))).numpy() * 65535
+    np.testing.assert_array_equal(test_output, again.astype(np.float32))
+    summary = test_model(out, devices=["cpu"])
+    assert summary.status == "passed", summary.format()
+    assert _main_status(str(ckpt), "--format", "bioimageio", "--out", str(out), "--overwrite") == 0
+    np.testing.assert_array_equal(
+        np.load(io.BytesIO(zipfile.ZipFile(out).read("test_input.npy"))), synthetic_input(1, 64, 16)
+    )

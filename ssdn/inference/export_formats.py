@@ -65,7 +65,7 @@ def _any_shape(model: nn.Module) -> Iterator[None]:
             net.two_pass = flag
 
 
-def _torchscript(model: ExportedDenoiser, example: torch.Tensor, path: Path) -> None:
+def write_torchscript(model: ExportedDenoiser, example: torch.Tensor, path: Path) -> None:
     with torch.no_grad(), _quiet_tracing(), _any_shape(model):
         traced = torch.jit.trace(model, example, check_trace=False)
     torch.jit.save(traced, str(path))
@@ -114,7 +114,7 @@ def _diag_embed_symbolic(channels: int) -> Any:
     return symbolic
 
 
-def _onnx(model: ExportedDenoiser, example: torch.Tensor, path: Path) -> None:
+def write_onnx(model: ExportedDenoiser, example: torch.Tensor, path: Path) -> None:
     torch.onnx.register_custom_op_symbolic("aten::rot90", _rot90_symbolic, ONNX_OPSET)
     torch.onnx.register_custom_op_symbolic(
         "aten::diag_embed", _diag_embed_symbolic(example.shape[1]), ONNX_OPSET
@@ -185,7 +185,7 @@ def export(
     bf16 = export_bf16(fmt, precision)
     model = ExportedDenoiser(module, fixed_level(module, param), bf16=bf16).eval()
     example = _example(module, size)
-    trace = _torchscript if fmt == "torchscript" else _onnx
+    trace = write_torchscript if fmt == "torchscript" else write_onnx
     return _write(path, lambda tmp: trace(model, example, tmp))
 
 

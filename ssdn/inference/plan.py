@@ -1,6 +1,7 @@
 """Which files a denoising batch reads and which it writes, settled before any work so nothing is lost.
 
-Inputs are files, folders (recursive, sorted) or glob patterns; outputs mirror them under ``--out``. The plan
+Inputs are files, folders (recursive, sorted) or glob patterns; outputs mirror them under ``--out``. An OME-Zarr
+folder given as an input is one image (a stack), not a folder to walk. The plan
 refuses, naming the files: an output that would replace an input, two inputs writing one output, and outputs
 that exist already (unless asked to overwrite or skip them). The output tree is never read as input, so a
 rerun with ``--out`` inside an input folder (and ``--skip-existing`` after a killed batch) sees only the
@@ -13,12 +14,13 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssdn.data.io import IMAGE_EXTENSIONS, list_images
 from ssdn.errors import UserError
+from ssdn.inference.stacks import is_ome_zarr, stack_output_name, stack_outputs
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -29,10 +31,12 @@ class PlanError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class ImageTask:
-    """One input image and every file denoising it writes (the denoised image first)."""
+    """One input image and every file denoising it writes (the denoised image first); ``stack``: denoised plane
+    by plane into a stack of the same form (``ssdn.inference.stacks``)."""
 
     source: Path
     outputs: tuple[Path, ...]
+    stack: bool = False
 
 
 @dataclass
@@ -72,7 +76,9 @@ def collect_images(
     rejected: list[tuple[Path, str]] = []
     for entry in map(str, inputs):
         path = Path(entry)
-        if path.is_dir():
+        if is_ome_zarr(path):
+            found.append((path, Path(path.name)))
+        elif path.is_dir():
             images = [p for p in list_images(path, recursive=True) if not _inside(p, _below(skip, path))]
             if not images:
                 rejected.append((path, "a folder with no image files in it (its --out folder aside)"))
@@ -138,17 +144,21 @@ def plan(
     uncertainty: bool = False,
     overwrite: bool = False,
     skip_existing: bool = False,
+    is_stack: Callable[[Path], bool] | None = None,
 ) -> Plan:
     """The batch, or a ``PlanError`` before any work when an output would replace an input, two inputs would
-    write one file, or outputs exist unasked."""
+    write one file, or outputs exist unasked. ``is_stack``: which inputs are stacks (written as one stack and
+    its std stack, ``ssdn.inference.stacks``); by default none."""
     found, rejected = collect_images(inputs, exclude=out_dir)
     tasks: dict[Path, ImageTask] = {}
     for source, relative in found:
-        main = out_dir / output_name(relative)
-        extra = (main.with_suffix(".std.tif"), main.with_suffix(".std.png")) if uncertainty else ()
-        tasks.setdefault(
-            source.resolve(), ImageTask(source, (main, *extra))
-        )  # one file given twice runs once
+        if is_stack is not None and is_stack(source):
+            task = ImageTask(source, stack_outputs(out_dir / stack_output_name(relative), uncertainty), stack=True)
+        else:
+            main = out_dir / output_name(relative)
+            extra = (main.with_suffix(".std.tif"), main.with_suffix(".std.png")) if uncertainty else ()
+            task = ImageTask(source, (main, *extra))
+        tasks.setdefault(source.resolve(), task)  # one file given twice runs once
     if not tasks:
         why = f" ({listing([f'{p}: {why}' for p, why in rejected], 3)})" if rejected else ""
         raise PlanError(f"no images found in {listing(list(inputs))}{why}")
