@@ -257,7 +257,9 @@ class _Batch:
                 progress=planes.update,
             )
         note = f"\tstd {task.outputs[1]}" if len(task.outputs) > 1 else ""
-        return f"{task.outputs[0]}\tlevel {self._level(result.level)}\t{result.planes} planes {stack.axes}{note}"
+        return (
+            f"{task.outputs[0]}\tlevel {self._level(result.level)}\t{result.planes} planes {stack.axes}{note}"
+        )
 
 
 def _run(args: argparse.Namespace) -> int:

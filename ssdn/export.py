@@ -53,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--param", type=_parse_param, help="noise level in paper units, e.g. 25 or 0.01,0.000384")
     p.add_argument(
-        "--size", type=int, default=64,
+        "--size",
+        type=int,
+        default=64,
         help="side of the example input traced (multiple of 32); bioimageio: also of the test input",
     )
     p.add_argument(
@@ -64,12 +66,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "ONNX is fp32",
     )
     p.add_argument(
-        "--sample", help="bioimageio: an image or stack whose centred --size crop is the package's test input "
-        "(default: a seeded synthetic image)"
+        "--sample",
+        help="bioimageio: an image or stack whose centred --size crop is the package's test input "
+        "(default: a seeded synthetic image)",
     )
     p.add_argument("--name", help="bioimageio: the model's name (default: from its method and noise model)")
     p.add_argument(
-        "--author", action="append", help="bioimageio: an author of the model (repeat for several; default ssdn)"
+        "--author",
+        action="append",
+        help="bioimageio: an author of the model (repeat for several; default ssdn)",
     )
     p.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     args = p.parse_args(argv)
@@ -96,7 +101,9 @@ def _bioimageio(args: argparse.Namespace) -> Path:
     from ssdn.inference.zoo import export_bioimageio  # bioimageio and onnx load only for this format
 
     if args.precision == "bf16":
-        raise UserError("--precision bf16 does not apply to bioimageio packages (fp32 weights run everywhere)")
+        raise UserError(
+            "--precision bf16 does not apply to bioimageio packages (fp32 weights run everywhere)"
+        )
     return export_bioimageio(
         load_denoiser(args.checkpoint),
         args.out,

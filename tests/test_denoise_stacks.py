@@ -24,7 +24,11 @@ SIZES = {"Z": (0.5, "µm"), "Y": (0.1, "µm"), "X": (0.1, "µm")}
 @functools.cache
 def _config(channels: int) -> dict:
     cfg = compose_config(
-        "noise=gaussian", "method=ssdn", "noise_params=sigma_global", f"channels={channels}", output_dir="unused"
+        "noise=gaussian",
+        "method=ssdn",
+        "noise_params=sigma_global",
+        f"channels={channels}",
+        output_dir="unused",
     )
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
@@ -56,7 +60,9 @@ def identity(monkeypatch: pytest.MonkeyPatch) -> list[DenoiserModule]:
         module = real(path, device)
         module.calls = []  # type: ignore[attr-defined]
 
-        def fake(noisy: torch.Tensor, params: torch.Tensor, bf16: bool | None = None, uncertainty: bool = False):
+        def fake(
+            noisy: torch.Tensor, params: torch.Tensor, bf16: bool | None = None, uncertainty: bool = False
+        ):
             module.calls.append(tuple(noisy.shape))  # type: ignore[attr-defined]
             out = {"pme": noisy.float().clone()}
             return out | ({"posterior_std": torch.full_like(noisy, 0.01)} if uncertainty else {})
@@ -186,11 +192,15 @@ def test_ome_zarr_in_ome_tiff_out(identity, tmp_path: Path) -> None:
     data = _data((2, 32, 32), seed=4)
     root = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w", zarr_format=2)
     root.create_array("0", data=data)
-    root.attrs["multiscales"] = [{
-        "version": "0.4",
-        "axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [0.5, 0.1, 0.1]}]}],
-    }]
+    root.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+            "datasets": [
+                {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [0.5, 0.1, 0.1]}]}
+            ],
+        }
+    ]
     assert _main(_checkpoint(tmp_path), tmp_path / "img.ome.zarr", "--out", tmp_path / "out") == 0
     out = st.read_stack(tmp_path / "out" / "img.ome.tif")
     assert out.axes == "ZYX" and out.meta.physical_sizes["Z"] == (0.5, "micrometer")
@@ -220,9 +230,13 @@ def test_output_names() -> None:
 def test_param_auto_estimates_each_plane_and_reports_the_mean(identity, tmp_path: Path, capsys) -> None:
     gen = np.random.default_rng(6)
     sigmas = (10.0, 30.0)  # 8-bit units, one per plane
-    data = np.stack([np.clip(np.rint(128 + gen.normal(0, s, (96, 96))), 0, 255) for s in sigmas]).astype(np.uint8)
+    data = np.stack([np.clip(np.rint(128 + gen.normal(0, s, (96, 96))), 0, 255) for s in sigmas]).astype(
+        np.uint8
+    )
     src = st.write_stack(tmp_path / "n.ome.tif", data, st.StackMeta("ZYX", np.dtype(np.uint8)))
     assert _main(_checkpoint(tmp_path, depth=8), src, "--out", tmp_path / "out", "--param", "auto") == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith(f"{tmp_path / 'out' / 'n.ome.tif'}\tlevel sigma=") and "(auto)\t2 planes ZYX" in line
+    assert (
+        line.startswith(f"{tmp_path / 'out' / 'n.ome.tif'}\tlevel sigma=") and "(auto)\t2 planes ZYX" in line
+    )
     assert float(line.split("sigma=")[1].split()[0]) == pytest.approx(np.mean(sigmas), rel=0.1)

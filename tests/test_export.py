@@ -274,7 +274,9 @@ def test_synthetic_test_input_is_seeded_and_at_the_depth() -> None:
     a, b = synthetic_input(1, 64, 16), synthetic_input(1, 64, 16)
     assert a.dtype == np.uint16 and a.shape == (1, 1, 64, 64)
     np.testing.assert_array_equal(a, b)
-    assert 0.2 * 65535 < a.mean() < 0.6 * 65535 and a.std() > 0.04 * 65535  # noisy mid-range, not clipped flat
+    assert (
+        0.2 * 65535 < a.mean() < 0.6 * 65535 and a.std() > 0.04 * 65535
+    )  # noisy mid-range, not clipped flat
     assert synthetic_input(3, 32, 8).dtype == np.uint8
     f = synthetic_input(1, 32, None)
     assert f.dtype == np.float32 and 0 <= f.min() and f.max() <= 1
@@ -298,8 +300,21 @@ def test_bioimageio_package_validates_and_passes_the_zoo_test(
     ckpt = _zoo_checkpoint(tmp_path / "m.ckpt")
     stack = np.random.default_rng(0).integers(200, 3000, (3, 80, 96), dtype=np.uint16)
     st.write_stack(tmp_path / "s.ome.tif", stack, st.StackMeta("ZYX", np.dtype(np.uint16)))
-    out = main([str(ckpt), "--format", "bioimageio", "--out", str(tmp_path / "model.zip"), "--param", "25",
-                "--sample", str(tmp_path / "s.ome.tif"), "--author", "A. Microscopist"])
+    out = main(
+        [
+            str(ckpt),
+            "--format",
+            "bioimageio",
+            "--out",
+            str(tmp_path / "model.zip"),
+            "--param",
+            "25",
+            "--sample",
+            str(tmp_path / "s.ome.tif"),
+            "--author",
+            "A. Microscopist",
+        ]
+    )
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["format"] == "bioimageio"
     descr = load_model_description(out)
     assert isinstance(descr, v0_5.ModelDescr), getattr(descr, "validation_summary", descr)

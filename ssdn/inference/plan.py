@@ -153,7 +153,9 @@ def plan(
     tasks: dict[Path, ImageTask] = {}
     for source, relative in found:
         if is_stack is not None and is_stack(source):
-            task = ImageTask(source, stack_outputs(out_dir / stack_output_name(relative), uncertainty), stack=True)
+            task = ImageTask(
+                source, stack_outputs(out_dir / stack_output_name(relative), uncertainty), stack=True
+            )
         else:
             main = out_dir / output_name(relative)
             extra = (main.with_suffix(".std.tif"), main.with_suffix(".std.png")) if uncertainty else ()

@@ -151,14 +151,22 @@ def denoise_stack(
     names: tuple[str, ...] = ()
     indices = plane_indices(stack, channels_independent=independent)
     outputs[0].parent.mkdir(parents=True, exist_ok=True)
-    with StackWriter(outputs[0], stack.shape, stack.meta, overwrite=overwrite) as out, _std_writer(
-        outputs, stack, overwrite
-    ) as std_out:
+    with (
+        StackWriter(outputs[0], stack.shape, stack.meta, overwrite=overwrite) as out,
+        _std_writer(outputs, stack, overwrite) as std_out,
+    ):
         for index in indices:
             pixels = torch.from_numpy(np.ascontiguousarray(take_plane(stack, index)))
             params = params_for(pixels.float() / scale)
             denoised, std, used = denoise_pixels(
-                module, pixels, params, scale=scale, bf16=bf16, uncertainty=uncertainty, tile=tile, overlap=overlap
+                module,
+                pixels,
+                params,
+                scale=scale,
+                bf16=bf16,
+                uncertainty=uncertainty,
+                tile=tile,
+                overlap=overlap,
             )
             del pixels
             key = _key(stack.axes, index)

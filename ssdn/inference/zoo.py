@@ -36,17 +36,24 @@ SYNTHETIC_SEED = 0
 
 
 def _channel_names(channels: int) -> list[str]:
-    return ["red", "green", "blue"] if channels == 3 else ["intensity"] if channels == 1 else [
-        f"channel{i}" for i in range(channels)
-    ]
+    return (
+        ["red", "green", "blue"]
+        if channels == 3
+        else ["intensity"]
+        if channels == 1
+        else [f"channel{i}" for i in range(channels)]
+    )
 
 
 def synthetic_input(channels: int, size: int, depth: int | None) -> np.ndarray:
     """(1, C, size, size): smooth blobs at mid-range plus Gaussian noise (σ 5 % of the range), at ``depth``
     bits (uint8 / uint16) or float32 in [0, 1] when ``depth`` is None. Reproducible: a seeded generator."""
     gen = torch.Generator().manual_seed(SYNTHETIC_SEED)
-    y, x = torch.meshgrid(torch.linspace(0, 1, size, dtype=torch.float64),
-                          torch.linspace(0, 1, size, dtype=torch.float64), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.linspace(0, 1, size, dtype=torch.float64),
+        torch.linspace(0, 1, size, dtype=torch.float64),
+        indexing="ij",
+    )
     clean = 0.4 + 0.2 * torch.sin(6.0 * x) * torch.cos(4.0 * y)
     noisy = clean + 0.05 * torch.randn(1, channels, size, size, generator=gen, dtype=torch.float64)
     unit = noisy.clamp(0, 1).numpy()
@@ -73,7 +80,9 @@ def sample_input(path: Path, channels: int, size: int, depth: int | None) -> np.
         raise UserError(f"--sample {path}: {plane.shape[0]} channel(s), the model takes {channels}")
     h, w = plane.shape[1:]
     if h < size or w < size:
-        raise UserError(f"--sample {path}: {h}×{w} is smaller than the --size {size} crop; give --size ≤ {min(h, w)}")
+        raise UserError(
+            f"--sample {path}: {h}×{w} is smaller than the --size {size} crop; give --size ≤ {min(h, w)}"
+        )
     got = bit_depth(plane)
     if depth is not None and got != depth:
         raise UserError(
@@ -105,14 +114,17 @@ def export_bioimageio(
     """
     path = Path(out)
     if path.exists() and not overwrite:
-        raise UserError(f"--out {path} exists already; pass --overwrite to replace it, or choose another name")
+        raise UserError(
+            f"--out {path} exists already; pass --overwrite to replace it, or choose another name"
+        )
     if size <= 0 or size % SIDE_MULTIPLE:
         raise UserError(f"--size must be a positive multiple of {SIDE_MULTIPLE}, got {size}")
     if not path.parent.is_dir():
         raise UserError(f"--out {path}: the folder {path.parent} does not exist")
     channels = module.channels
     test_input = (
-        sample_input(Path(sample), channels, size, depth) if sample is not None
+        sample_input(Path(sample), channels, size, depth)
+        if sample is not None
         else synthetic_input(channels, size, depth)
     )
     bioimageio.check_installed()
