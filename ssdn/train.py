@@ -37,10 +37,11 @@ from ssdn.training.distributed import DestroyProcessGroup, build_strategy, confi
 from ssdn.training.ema import WarmupEMA
 from ssdn.training.example import write_example
 from ssdn.training.hydra_job import job_environment, pin_job_to_gpu, resume_after_requeue
-from ssdn.training.initial_level import initialise_level
+from ssdn.training.initial_level import ESTIMATION_IMAGES, initialise_level
 from ssdn.training.last_checkpoint import LastCheckpoint
 from ssdn.training.loggers import build_loggers
 from ssdn.training.module import DenoiserModule
+from ssdn.training.noise_check import blind_spot_check
 from ssdn.training.precision import resolve_precision
 from ssdn.utils import atomic_write, atomic_write_json, keep_freed_memory
 
@@ -326,6 +327,14 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> Mapping[st
             extra_callbacks=extra_callbacks,
         )
         if ckpt_path is None:  # a resumed run's checkpoint holds the learned level
+            if not config.data.add_noise and (
+                warning := blind_spot_check(
+                    datamodule.estimation_images(ESTIMATION_IMAGES),
+                    config.method.blind_hole,
+                    config.method.pd_stride,
+                )
+            ):
+                log.warning("%s", warning)
             initialise_level(config.noise_params.init, module, datamodule)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = _fit_metrics(trainer, module)

@@ -9,7 +9,6 @@ import pytest
 
 from ssdn.noise import correlation as corr
 from ssdn.noise.correlation import (
-    blind_spot_warning,
     estimate_correlation,
     noise_correlation,
     recommend,
@@ -197,7 +196,3 @@ def test_recommend_blind_region_from_the_extent() -> None:
     assert not rec.blind_spot_applies and (rec.blind_hole, rec.pd_stride) == (5, 3)
     assert [alt[-1] for alt in rec.alternatives] == ["method.blind_hole=5", "method.pd_stride=3"]
     assert json.loads(json.dumps(rec.to_dict()))["overrides"][1][-1] == "method.pd_stride=3"
-    warning = blind_spot_warning(blurred, rec)
-    assert warning is not None and "over 2 px" in warning and "method.blind_hole=5" in warning
-    assert "method.pd_stride=3" in warning and "\n" not in warning
-    assert blind_spot_warning(white, recommend(white, 0.0, 1e-3)) is None

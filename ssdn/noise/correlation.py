@@ -51,7 +51,6 @@ __all__ = [
     "WINDOW",
     "NoiseCorrelation",
     "Recommendation",
-    "blind_spot_warning",
     "estimate_correlation",
     "noise_correlation",
     "recommend",
@@ -516,16 +515,4 @@ def recommend(correlation: NoiseCorrelation, a: float, b: float) -> Recommendati
         pd_stride=stride,
         blind_spot_applies=extent == 0,
         alternatives=alternatives,
-    )
-
-
-def blind_spot_warning(correlation: NoiseCorrelation, recommendation: Recommendation) -> str | None:
-    """One line for training on noisy images alone when the blind-spot assumption fails (None when it holds)."""
-    if correlation.independent:
-        return None
-    return (
-        f"the noise of these images is spatially correlated over {correlation.extent} px (rho(0,1) = "
-        f"{correlation.at(0, 1):.2f}, rho(1,0) = {correlation.at(1, 0):.2f}; independent noise has 0): a 1-pixel "
-        f"blind spot learns to hand it back. Train with method.blind_hole={recommendation.blind_hole} or "
-        f"method.pd_stride={recommendation.pd_stride} (python -m ssdn.inspect FOLDER shows the details)"
     )

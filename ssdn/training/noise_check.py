@@ -1,0 +1,53 @@
+"""Before training on noisy images alone: does the paper's blind-spot assumption hold for them?
+
+The blind spot hides only the pixel itself, so it assumes the noise of a pixel is independent of its
+neighbours' (paper §2). Camera processing (demosaicing, sharpening, JPEG) breaks that, and a net trained on such
+photos learns to hand the noise back. The check measures the noise's spatial correlation on the images the
+level is estimated from (``ssdn.noise.correlation``) and says, in the log, whether the run's blind region covers
+it: a blind square of side ``method.blind_hole`` covers a correlation reaching (side − 1) / 2 pixels, and
+pixel-shuffle sub-images of stride ``method.pd_stride`` put the pixels the net sees that far apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from torch import Tensor
+
+from ssdn.noise.correlation import estimate_correlation
+
+log = logging.getLogger(__name__)
+
+
+def covered_extent(blind_hole: int, pd_stride: int) -> int:
+    """The largest correlation extent (px) the blind region hides: the hole's half side, or the stride − 1."""
+    return max((blind_hole - 1) // 2, pd_stride - 1)
+
+
+def blind_spot_check(images: Sequence[Tensor], blind_hole: int, pd_stride: int) -> str | None:
+    """Measure the noise correlation of noisy (C, H, W) images in [0, 1]; log the result, and return a warning
+    naming the remedy when the correlation reaches farther than the blind region hides (None otherwise, also when
+    the images are too small or too textured to measure)."""
+    try:
+        corr = estimate_correlation(np.ascontiguousarray(img.permute(1, 2, 0).numpy()) for img in images)
+    except ValueError as exc:
+        log.info("noise correlation not measured: %s", exc)
+        return None
+    rho = f"rho(0,1) = {corr.at(0, 1):.2f}, rho(1,0) = {corr.at(1, 0):.2f}"
+    log.info(
+        "noise of the training images: sigma = %.3g (8-bit units), %s, extent %d px",
+        corr.sigma,
+        rho,
+        corr.extent,
+    )
+    if corr.extent <= covered_extent(blind_hole, pd_stride):
+        return None
+    return (
+        f"the noise of the training images is spatially correlated over {corr.extent} px ({rho}; independent "
+        f"noise has 0), farther than this run's blind region hides (method.blind_hole={blind_hole}, "
+        f"method.pd_stride={pd_stride}): the net will learn to hand the noise back. Train with "
+        f"method.blind_hole={2 * corr.extent + 1} or method.pd_stride={corr.extent + 1} "
+        "(python -m ssdn.inspect FOLDER shows the details)"
+    )

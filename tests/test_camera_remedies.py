@@ -1,0 +1,146 @@
+"""The camera-noise remedies wired into training and denoising: the blind square (``method.blind_hole``), pixel
+shuffle (``method.pd_stride``, ``method.pd_stride_infer``), R³ (``--r3-passes``), and the check that warns when a
+run's blind region does not cover the noise's correlation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from ssdn.denoise import main as denoise_main
+from ssdn.errors import UserError
+from ssdn.inference.denoiser import Refinement, denoise_pixels
+from ssdn.inference.exported import ExportedDenoiser
+from ssdn.nets.pixel_shuffle import PixelShuffleNet
+from ssdn.nets.unet import UNet
+from ssdn.train import run
+from ssdn.training.module import DenoiserModule
+from ssdn.training.noise_check import blind_spot_check, covered_extent
+from tests.conftest import compose_config
+from tests.test_noisy_only import noisy_overrides
+
+
+def _module(*overrides: str) -> DenoiserModule:
+    cfg = compose_config("data=folder", "data.train_dir=unused", *overrides, output_dir="unused")
+    return DenoiserModule(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+
+
+def _correlated(rng: np.random.Generator, n: int = 4, size: int = 192) -> list[torch.Tensor]:
+    """Shaded images plus white noise blurred by [1,2,1]⊗[1,2,1]: correlated over 2 px."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = np.stack([0.3 + 0.3 * xx * yy, 0.5 + 0.1 * np.sin(3 * xx), 0.4 + 0.2 * yy])
+    out = []
+    for _ in range(n):
+        noise = rng.normal(size=(3, size, size))
+        for axis in (1, 2):
+            noise = np.roll(noise, -1, axis) + 2 * noise + np.roll(noise, 1, axis)
+        out.append(torch.from_numpy(base + noise * (15 / 255) / 6.0).float())
+    return out
+
+
+def test_covered_extent_of_hole_and_stride() -> None:
+    assert covered_extent(1, 1) == 0
+    assert covered_extent(3, 1) == 1 and covered_extent(5, 1) == 2
+    assert covered_extent(1, 3) == 2 and covered_extent(3, 5) == 4
+
+
+def test_blind_spot_check_warns_for_correlated_noise_unless_the_region_covers_it() -> None:
+    rng = np.random.default_rng(0)
+    correlated = _correlated(rng)
+    warning = blind_spot_check(correlated, blind_hole=1, pd_stride=1)
+    assert warning is not None and "over 2 px" in warning and "\n" not in warning
+    assert "method.blind_hole=5" in warning and "method.pd_stride=3" in warning
+    assert blind_spot_check(correlated, blind_hole=5, pd_stride=1) is None
+    assert blind_spot_check(correlated, blind_hole=1, pd_stride=3) is None
+    white = [
+        img[:, :, :] * 0 + 0.5 + torch.from_numpy(rng.normal(0, 0.05, img.shape)).float()
+        for img in correlated
+    ]
+    assert blind_spot_check(white, blind_hole=1, pd_stride=1) is None
+    assert blind_spot_check([torch.rand(3, 16, 16)], 1, 1) is None  # too small to measure: no claim
+
+
+def test_the_paper_net_is_not_wrapped_and_remedies_build_what_they_say() -> None:
+    plain = _module()
+    assert isinstance(plain.net, UNet) and plain.net.blind_hole == 1
+    holed = _module("method.blind_hole=3")
+    assert isinstance(holed.net, UNet) and holed.net.blind_hole == 3
+    assert holed.net.state_dict().keys() == plain.net.state_dict().keys()  # the hole has no weights
+    shuffled = _module("method.pd_stride=5", "method.pd_stride_infer=2")
+    assert isinstance(shuffled.net, PixelShuffleNet) and shuffled.net.stride == 5
+    assert (shuffled.train_stride, shuffled.infer_stride) == (5, 2)
+    assert _module("method.pd_stride=3").infer_stride == 3  # pd_stride_infer: null means the training stride
+
+
+def test_denoise_runs_at_the_inference_stride_and_restores_the_training_one() -> None:
+    torch.manual_seed(0)
+    module = _module(
+        "method.pd_stride=4", "method.pd_stride_infer=2", "channels=1", "noise_params=sigma_known"
+    )
+    seen: list[int] = []
+    net = module.net
+    assert isinstance(net, PixelShuffleNet)
+    net.register_forward_pre_hook(lambda m, _: seen.append(m.stride))
+    noisy = torch.rand(1, 1, 64, 64)
+    params = torch.full((1,), 25.0, dtype=torch.float64)
+    module.denoise(noisy, params)
+    module.denoise(noisy, params, stride=1)
+    assert seen == [2, 1] and net.stride == 4
+    with pytest.raises(ValueError, match="no pixel-shuffle"), _module().pd_stride(2):
+        pass
+
+
+def test_r3_is_reproducible_changes_the_output_and_refuses_uncertainty() -> None:
+    torch.manual_seed(0)
+    module = _module("method.pd_stride=2", "channels=1", "noise_params=sigma_known")
+    pixels = torch.rand(1, 64, 64)
+    params = torch.full((1,), 25.0, dtype=torch.float64)
+    first, _, _ = denoise_pixels(module, pixels, params)
+    r3 = Refinement(passes=2, replace_prob=0.3, seed=7)
+    once, _, _ = denoise_pixels(module, pixels, params, r3=r3)
+    again, _, _ = denoise_pixels(module, pixels, params, r3=r3)
+    assert torch.equal(once, again) and not torch.equal(once, first)
+    with pytest.raises(UserError, match="--uncertainty with --r3-passes"):
+        denoise_pixels(module, pixels, params, uncertainty=True, r3=r3)
+    with pytest.raises(UserError, match="--r3-passes=0"):
+        Refinement(passes=0)
+    with pytest.raises(UserError, match=r"--r3-prob=1\.5"):
+        Refinement(passes=1, replace_prob=1.5)
+
+
+def test_export_refuses_a_pixel_shuffle_model_in_one_line() -> None:
+    with pytest.raises(UserError, match="pixel-shuffle stride 2"):
+        ExportedDenoiser(_module("method.pd_stride=2"), None)
+
+
+@pytest.mark.slow
+def test_a_camera_remedy_trains_on_noisy_files_warns_and_denoises_with_r3(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the real entry points: correlated noisy PNGs, a plain run warns, a pixel-shuffle run does not,
+    and its checkpoint denoises with R³."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, img in enumerate(_correlated(rng, n=3, size=128)):
+        pixels = (img.permute(1, 2, 0).numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{i}.png")
+    with caplog.at_level(logging.WARNING):
+        run(compose_config(*noisy_overrides(folder), output_dir=tmp_path / "plain"))
+    assert any("spatially correlated" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        run(compose_config(*noisy_overrides(folder, "method.pd_stride=3"), output_dir=tmp_path / "pd"))
+    assert not any("spatially correlated" in r.getMessage() for r in caplog.records)
+    ckpt = tmp_path / "pd" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "out"
+    denoise_main(
+        [str(ckpt), str(folder / "p0.png"), "--out", str(out), "--r3-passes", "2", "--device", "cpu"]
+    )
+    assert Image.open(out / "p0.png").size == (128, 128)
