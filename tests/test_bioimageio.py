@@ -1,4 +1,5 @@
-"""Model Zoo packages (ssdn.bioimageio): written from TorchScript + ONNX, validated by bioimageio.core's own test."""
+"""Model Zoo packages (ssdn.inference.bioimageio): written from TorchScript + ONNX, validated by
+bioimageio.core's own test."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A trained 2-D denoiser as a BioImage Model Zoo package: the exported graph traced to TorchScript and ONNX, a
-test input and the TorchScript model's output for it, handed to ``ssdn.bioimageio.write_package``.
+test input and the TorchScript model's output for it, handed to ``ssdn.inference.bioimageio.write_package``.
 
 The package takes the camera's stored counts at the training data's bit depth (from the checkpoint's pixel
 scale; [0, 1] float32 when a checkpoint does not record it) and scales them as training did. Its weights are
