@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from ssdn import bioimageio as bz
 from ssdn.errors import UserError
+from ssdn.inference import bioimageio as bz
 from ssdn.nets import UNet
 
 

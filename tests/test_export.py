@@ -287,7 +287,7 @@ def test_bioimageio_package_validates_and_passes_the_zoo_test(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("bioimageio.core", reason="Model Zoo export is an optional extra: ssdn[bioimageio]")
-    from ssdn import bioimageio
+    from ssdn.inference import bioimageio
 
     try:
         bioimageio.check_installed()

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssdn import bioimageio
 from ssdn.data.io import ImageDecodeError, bit_depth, load_as_stored
 from ssdn.data.stacks import StackError, open_stack, plane_indices, take_plane
 from ssdn.errors import UserError
+from ssdn.inference import bioimageio
 from ssdn.inference.denoiser import model_input
 from ssdn.inference.export_formats import write_onnx, write_torchscript
 from ssdn.inference.exported import ExportedDenoiser, fixed_level
