@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ssdn.config.schema import DataSettings, curriculum_errors
+from ssdn.config.schema import DataSettings
 from ssdn.data.curriculum import CropSchedule
 from ssdn.data.io import ImageDecodeError, load_image, load_native, rgb_to_mono, to_unit
 from ssdn.data.training_files import SIZE_FILTER, DataWarning, TrainingFiles
@@ -84,12 +84,9 @@ class RandomCropStream(IterableDataset):
             raise ValueError(
                 "fixed_noise=true needs the noise model: pass noise=... (or set_noise) before setup"
             )
-        if world_size < 1 or settings.batch_size % world_size:
-            raise ValueError(
-                f"batch_size={settings.batch_size} is the global batch and must be divisible by the world size "
-                f"{world_size}; choose a multiple of {world_size}"
-            )
-        if errors := curriculum_errors(settings.curriculum, world_size):
+        if world_size < 1:
+            raise ValueError(f"world_size={world_size}: at least one rank")
+        if errors := settings.errors(world_size):  # the batches split over this many ranks: the section's rules
             raise ValueError("; ".join(errors))
         self.settings = settings
         self.crop_size, self.channels, self.seed = settings.crop_size, settings.channels, settings.seed
