@@ -153,7 +153,9 @@ def test_global_batch_is_split_over_ranks_and_resumes(folder: Path) -> None:
         assert torch.equal(torch.cat([p[k] for p in parts]), single.batch(3)[k])
     dm = make(folder, batch_size=3)
     dm.trainer = fake_trainer(0, 2)  # type: ignore[assignment]
-    with pytest.raises(ValueError, match="data.batch_size=3 must be a positive multiple of the world size 2"):
+    with pytest.raises(
+        ValueError, match=r"data\.batch_size=3 must be a positive multiple of the world size 2"
+    ):
         dm.setup("fit")
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssdn.config.compose import container
+from ssdn.config.run import plain
 from tests.cli_subprocess import TINY_CLI, clean_env
 from tests.conftest import compose_config
 
@@ -158,7 +158,7 @@ def test_resuming_another_model_names_the_differing_keys(
     """A checkpoint of the default run (Gaussian σ=25, the blind-spot method, RGB), resumed (``resume=auto`` or
     by its path) under another setting: refused before anything is trained, naming old and new values."""
     run = tmp_path / "run"
-    saved = container(compose_config(*TINY_CLI, output_dir=run), enum_to_str=True)
+    saved = plain(compose_config(*TINY_CLI, output_dir=run))
     ckpt = run / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
     torch.save({"global_step": 2, "ssdn_config": saved}, ckpt)

@@ -86,7 +86,9 @@ class RandomCropStream(IterableDataset):
             )
         if world_size < 1:
             raise ValueError(f"world_size={world_size}: at least one rank")
-        if errors := settings.errors(world_size):  # the batches split over this many ranks: the section's rules
+        if errors := settings.errors(
+            world_size
+        ):  # the batches split over this many ranks: the section's rules
             raise ValueError("; ".join(errors))
         self.settings = settings
         self.crop_size, self.channels, self.seed = settings.crop_size, settings.channels, settings.seed
