@@ -3,41 +3,11 @@
     python -m ssdn.denoise CHECKPOINT INPUT [INPUT ...] --out DIR [--param 25|auto] [--tile 640] [--uncertainty]
     python -m ssdn.denoise CHECKPOINT stack.ome.tif [cells.ome.zarr ...] --out DIR [--axes ZYX] [--uncertainty]
 
-Inputs are files, folders (searched recursively, sorted; ``--out`` inside one is never read back) or quoted
-glob patterns (``'raw/**/*.tif'``); PNG, JPEG and TIFF, 8- or 16-bit, gray, RGB, palette or with alpha. Each
-image is scaled to [0, 1] by its own bit depth, as training read the noisy photos (a warning when it differs
-from the training data's), denoised whole or in tiles (``ssdn.inference.tiling``) and written under DIR,
-mirroring the folders below each input folder or glob, with the input's bit depth and channels: a PNG (a TIFF
-for TIFF input), gray stays gray (a colour model denoises it as RGB and writes the mean of the three), alpha
-passes through untouched, and palette images come out RGB (``ssdn.inference.write``). A grayscale model refuses
-RGB images. The output is the reported one: the posterior mean for the paper's method. ``--uncertainty`` adds the
-per-pixel posterior standard deviation beside it: ``<name>.std.tif`` (float32, in the image's units) and
-``<name>.std.png`` (false colour, scale printed).
-
-Before any work the plan is checked (``ssdn.inference.plan``): an output that would replace an input, two
-inputs that would write one output, outputs that already exist (unless ``--overwrite`` or ``--skip-existing``)
-and an ``--out`` that cannot be written are refused, naming the files. Outputs are written atomically, so a
-killed batch leaves no half-written file and ``--skip-existing`` resumes it. An input that cannot be read (or is
-no image: a pipe, a folder named like one) is reported and skipped; a summary ends the run, with exit status 1
-when any image failed and 2 for a usage error (one line; ``--debug`` shows the traceback).
-
-Microscopy stacks (``ssdn.inference.stacks``): an OME-Zarr folder, a TIFF / OME-TIFF with more than one plane
-(any dimension besides rows, columns and RGB samples longer than 1), and every TIFF when ``--axes`` names T or Z
-are stacks; a single-page TIFF is an image as above. A 2-D model denoises a stack plane by plane (every T and
-Z) and writes it with the same axes, dtype and OME metadata (physical pixel sizes, channel names) as one
-OME-TIFF (an OME-Zarr input gives ``NAME.ome.tif``), reading and writing one plane at a time so memory does not
-grow with the number of planes. Channels are the model's when it takes as many as the stack's C axis, else
-each channel is denoised alone by a 1-channel model; other pairings are refused. ``--axes`` (e.g. ZYX, TYX,
-TZCYX) names the axes of TIFFs that do not name their own; files that do (OME, ImageJ) use theirs.
-``--uncertainty`` writes the posterior std stack beside the result, ``NAME.std.ome.tif`` (float32, same axes,
-in the stack's count units).
-
-The noise level (``ssdn.inference.levels``): models trained with a known level need ``--param`` in the paper's
-units (σ in 8-bit units, λ, α, or ``a,b`` in ``param_names`` order), checked against the noise model's domain;
-``--param auto`` estimates it per image with the noise model's classical estimator and prints it. Models that
-learned the level use what they learned, or ``--param`` when given (said on stderr). The network runs in bf16
-where the CPU or GPU computes it natively, else fp32 (``--precision``). One line per image on stdout names the
-output and the level used; progress (images, and tiles of large ones) goes to stderr.
+This module wires together steps that live in ``ssdn.inference``: ``plan`` refuses, before any work, a run that
+would replace an input or an existing output; ``levels`` picks the noise level; ``tiling`` bounds memory;
+``write`` and ``stacks`` write atomically, with the input's bit depth, channels and axes, so a killed batch
+leaves no half-written file and ``--skip-existing`` resumes it. An unreadable input is reported and skipped,
+not fatal. The options are in README.md ("Denoising images").
 """
 
 from __future__ import annotations

@@ -5,20 +5,9 @@
     python -m ssdn.export CKPT --format safetensors --out denoiser.safetensors
     python -m ssdn.export CKPT --format bioimageio --out model.zip [--param 25] [--sample image.tif]
 
-TorchScript and ONNX hold the network plus the reported output (the posterior mean for the paper's method) at
-one noise level: ``--param`` (paper units), else the learned level (global value or per-image estimator, which
-is then part of the graph), else the checkpoint's fixed value. Input: a noisy float32 (N, C, H, W) batch in
-[0, 1] units, any H and W (the graph mirror-pads to multiples of 32 and crops back,
-``ssdn.inference.exported``); output: the denoised (N, C, H, W) float32. ``--precision auto`` runs a TorchScript
-network in bf16 where this machine computes it natively; ONNX is fp32 (``ssdn.inference.export_formats``).
-An existing ``--out`` is replaced only with ``--overwrite``. safetensors holds the weights and the run config,
-which ``ssdn.inference.export_formats.load_safetensors`` turns back into a module.
-
-``bioimageio`` writes a BioImage Model Zoo package (spec 0.5) that Fiji, napari, ilastik and the Zoo's tools
-open (``ssdn.inference.zoo``): the same graph as TorchScript and ONNX (fp32), axes CYX, the stored counts at
-the training data's bit depth in (scaled to [0, 1] as training did) and the denoised image in count units out,
-a test input (a centred ``--size`` crop of ``--sample``, else a seeded synthetic image) with the TorchScript
-model's output for it, a README and the paper's citation. Needs ``pip install 'ssdn[bioimageio]'``.
+TorchScript and ONNX hold the network plus the reported output at one noise level (``--param``, else the
+learned level, else the checkpoint's), so they run without ssdn (``ssdn.inference.exported``); bioimageio wraps
+the same graph for the Model Zoo (``ssdn.inference.zoo``). An existing ``--out`` is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations

@@ -3,20 +3,11 @@
     python -m ssdn.prepare SRC OUT [--min-size 256] [--max-size 512] [--seed 0xbadf00d] [--shard-size 1000]
                            [--workers N]
 
-Train on it with ``python train.py data=imagenet data.train_dir=OUT``.
-
-It does what the authors' dataset tool does with ILSVRC2012 validation (reference notes §3.1), in the same
-order: list SRC's image files recursively, sort them (by path relative to SRC), shuffle the list with
-``numpy.random.RandomState(seed)`` (0xbadf00d is theirs), keep the images with ``min <= width, height <= max``
-(inclusive) and convert them to RGB with ``ssdn.data.io.load_image``. Undecodable files are reported, skipped
-and listed in the manifest.
-
-Why it is safe to interrupt: the shuffled, filtered list is cut into shards of ``--shard-size`` images, a
-plan fixed by the listing and the settings (``prepare.json``). Each shard is written to a temporary name and
-renamed, then described by a sidecar JSON; ``manifest.json`` is written last. A re-run with the same
-arguments verifies the finished shards (size and sha256), rebuilds missing or damaged ones and writes the
-manifest; readers refuse a folder without it. A re-run with other settings or another listing refuses to mix
-them. Decoding runs in ``--workers`` processes; the output does not depend on the worker count.
+Train on it with ``python train.py data=imagenet data.train_dir=OUT``. Images are chosen as the authors'
+dataset tool does with ILSVRC2012 validation (`select`). Why it is safe to interrupt: the plan is fixed by
+the listing and the settings (``prepare.json``); each shard is written under a temporary name, renamed and
+described by a sidecar; ``manifest.json`` comes last. A re-run verifies finished shards (size, sha256),
+rebuilds the rest and refuses other settings. The output does not depend on ``--workers``.
 """
 
 from __future__ import annotations
@@ -95,7 +86,13 @@ def _decode(job: tuple[str, str]) -> tuple[int, str, np.ndarray | str]:
 def select(
     src: Path, min_size: int, max_size: int, seed: int, mapper: Callable[..., Iterator[Any]]
 ) -> tuple[list[str], dict[str, Any], list[dict[str, str]]]:
-    """The authors' order and filter: ``(candidates in packing order, counts, header failures)``."""
+    """The authors' order and filter: ``(candidates in packing order, counts, header failures)``.
+
+    As their dataset tool (reference notes §3.1): SRC's image files listed recursively, sorted by path relative
+    to SRC, shuffled with ``numpy.random.RandomState(seed)`` (0xbadf00d is theirs), kept when
+    ``min <= width, height <= max`` (inclusive); they are converted to RGB with ``ssdn.data.io.load_image``
+    when their shard is written.
+    """
     files = [p.relative_to(src).as_posix() for p in list_images(src, recursive=True)]
     if not files:
         raise PrepareError(f"SRC={src} holds no image files (searched recursively); point SRC at the images")
@@ -237,7 +234,10 @@ def pack(
     shard_size: int = 1000,
     workers: int = 1,
 ) -> dict[str, Any]:
-    """Build (or finish) the packed set ``out`` from the images under ``src``; returns the manifest."""
+    """Build (or finish) the packed set ``out`` from the images under ``src``; returns the manifest.
+
+    Undecodable files are reported, skipped and listed in the manifest.
+    """
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
     if not src.is_dir():
         raise PrepareError(f"SRC={src} is not a folder; give the folder that holds the images")

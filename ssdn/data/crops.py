@@ -1,18 +1,12 @@
 """Which crop: an endless stream of random training crops of the chosen files (``ssdn.data.training_files``).
 
 The authors train on uniform random 256² crops of shuffled epochs (§3.1 of the reference notes). Here every
-random choice is a pure function of ``(seed, global sample id)``, so that a resumed run continues with exactly
-the batches of an uninterrupted one, and the loader's worker count or the DDP layout changes only *who* builds
-a batch, never *what* it holds:
-
-- sample ``g`` crops image ``perm_E[g mod n]`` of epoch ``E = g // n`` (every image once per epoch); its corner
-  and rotation are drawn from ``(seed, 1, g)``;
-- element ``e`` of batch ``b`` on rank ``r`` is ``g = b·Bg + r·Bl + e`` (per-rank batch ``Bl``, global batch
-  ``Bg``): ranks split each global batch and never share a sample. With a crop-size curriculum
-  (``ssdn.data.curriculum``), ``b·Bg`` is the number of images in the batches before ``b`` instead.
-
-A packed set (``python -m ssdn.prepare``) is cropped from a memory map with the same ids, so it yields the
-batches of the folder it packs. The stream yields whole batches: use ``DataLoader(stream, batch_size=None)``.
+random choice is a pure function of ``(seed, global sample id)``, so a resumed run continues with exactly the
+batches of an uninterrupted one, and the worker count or DDP layout changes only *who* builds a batch, never
+*what* it holds: sample ``g`` crops image ``perm_E[g mod n]`` of epoch ``E = g // n``, its corner and
+rotation drawn from ``(seed, 1, g)``; element ``e`` of batch ``b`` on rank ``r`` is ``g = b·Bg + r·Bl + e``,
+so ranks never share a sample. A packed set (``python -m ssdn.prepare``) is cropped with the same ids, so it
+yields the batches of the folder it packs.
 """
 
 from __future__ import annotations
@@ -65,6 +59,8 @@ class RandomCropStream(IterableDataset):
     files, subset: all decided, and their problems reported, in the constructor, before training). Its
     ``batch_size`` is the per-rank batch, ``settings.batch_size // world_size``; ``rank``, ``world_size``,
     ``batch_size`` and ``start_batch`` are plain attributes that may be changed before iteration starts.
+    With a crop-size curriculum (``ssdn.data.curriculum``), ``b·Bg`` in the sample id is the number of images
+    in the batches before ``b``. The stream yields whole batches: use ``DataLoader(stream, batch_size=None)``.
     """
 
     setting = TrainingFiles.setting

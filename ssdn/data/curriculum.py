@@ -2,22 +2,11 @@
 
 Why: on short budgets a step on 64² crops × 8 costs about what a 128² × 2 step does (the same pixels) but
 sees four times the images, so the early steps, which learn local statistics, go further; the last stage,
-on ``data.crop_size`` crops in ``data.batch_size`` batches, teaches the larger context full-size images need
-(64²-only training does not carry over to them, see ``conf/data/embedded.yaml``).
-
-Stage boundaries are fractions of the run's planned length in images, so they follow ``train.images`` and a
-``train.minutes`` run whose length is re-planned after every step alike. Loader workers build batches ahead
-of the training step, and a re-plan may come after a batch was built; so the plan is a table of the batch
-index at which each stage starts, kept in shared memory, and the training process only changes the starts
-at or after ``first_free``, the first batch no worker can have built yet (the batches seen plus
-``lookahead``, the batches in flight). A batch's crop size, its batch size and the global ids of its samples
-are then a pure function of its index and that table: a batch is always one size, its images are counted
-exactly, and a ``train.images`` run (planned once, before its first batch) is the same for any worker count
-and on resume. A re-planned boundary that falls inside the batches in flight starts the stage at their end,
-a lag of at most ``lookahead`` batches (``num_workers · prefetch + 2``) that only ``train.minutes`` runs see.
-
-Boundaries are rounded to multiples of the least common multiple of the stages' batch sizes, so each stage
-holds whole batches and a ``train.images`` run ends exactly at its total. Knows nothing of Lightning.
+on ``data.crop_size`` crops, teaches the larger context full-size images need (``conf/data/embedded.yaml``).
+Boundaries are fractions of the run's planned length in images, and loader workers build batches ahead of a
+``train.minutes`` re-plan, so the plan is a shared table changed only past the batches in flight
+(`CropSchedule`): a batch's crop size, batch size and sample ids are a pure function of its index, and a
+``train.images`` run is the same for any worker count and on resume. Knows nothing of Lightning.
 """
 
 from __future__ import annotations
@@ -41,6 +30,13 @@ class CropSchedule:
 
     ``starts[s]`` is the index of the first batch of stage ``s`` (``starts[0] = 0``); it lives in a shared
     memory tensor, so loader workers read the plan the training process writes (module doc).
+
+    The training process only changes the starts at or after ``first_free``, the first batch no worker can
+    have built yet (the batches seen plus ``lookahead``, the batches in flight). A re-planned boundary that
+    falls inside the batches in flight starts the stage at their end, a lag of at most ``lookahead`` batches
+    (``num_workers · prefetch + 2``) that only ``train.minutes`` runs see. Boundaries are rounded to multiples
+    of the least common multiple of the stages' batch sizes, so each stage holds whole batches and a
+    ``train.images`` run (planned once, before its first batch) ends exactly at its total.
     """
 
     def __init__(self, stages: Sequence[CropStage], crop_size: int, batch_size: int) -> None:

@@ -1,19 +1,12 @@
 """Lightning data module: the random-crop training stream plus a small fixed validation set.
 
-Why a fixed validation set: ``val_count`` images (the first ones of the sorted ``val_dir`` listing that are at
-least ``val_size`` on both sides), centre-cropped to ``val_size``² and corrupted **once** in ``setup`` with a
-CPU generator seeded ``seed + VAL_SEED_OFFSET`` (params first, then the noise, all images in one call). So
-validation PSNR compares like with like across steps, runs and devices. Images smaller than ``val_size`` are
-skipped (not padded) so PSNR is measured on real pixels only; ``val_size`` is a multiple of 32 because the
-blind-spot network needs square inputs of that kind. The final protocol evaluation lives in ``ssdn.eval``.
-
-Without clean images (``add_noise=False`` and no ``val_dir``) the validation set is the centre crops of the
-training files the stream holds out, as stored: batches then hold ``"noisy"`` and no ``"clean"``, and the
-module scores them by the self-supervised loss instead of PSNR.
-
-Training resumes exactly: ``train_dataloader`` starts the stream at the LightningModule's ``batches_seen``
-counter (restored from the checkpoint before Lightning asks for the loader) and splits the global
-``batch_size`` over the DDP ranks (see ``ssdn.data.crops``).
+Why a fixed validation set: the first ``val_count`` images of the sorted ``val_dir`` at least ``val_size`` on
+both sides, centre-cropped to ``val_size``² (a multiple of 32, as the network needs) and corrupted **once** in
+``setup`` by a CPU generator seeded ``seed + VAL_SEED_OFFSET``, so validation PSNR compares like with like
+across steps, runs and devices; smaller images are skipped, not padded, so PSNR sees real pixels only.
+Without clean images the held-out training files are validated as stored, scored by the self-supervised
+loss. Training resumes exactly: the stream starts at the restored ``batches_seen`` (``ssdn.data.crops``).
+The final protocol evaluation lives in ``ssdn.eval``.
 """
 
 from __future__ import annotations
@@ -134,6 +127,7 @@ class DenoisingDataModule(L.LightningDataModule):
         return self.settings.add_noise or self.settings.val_dir is not None
 
     def _build_val(self) -> dict[str, Tensor]:
+        """The fixed validation set (module doc): all chosen crops corrupted in one call, params drawn first."""
         if not self.has_clean_val:
             return self._build_noisy_val()
         source = self.settings.val_dir if self.settings.val_dir is not None else DEFAULT_VAL_SOURCE

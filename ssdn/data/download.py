@@ -2,18 +2,11 @@
 
     python -m ssdn.data.download kodak [bsd300 set14 | all] [--root DIR] [--base-url URL]
 
-Each file goes to ``ROOT/<folder>/<name>`` (``ROOT``: ``--root``, else ``$SSDN_DATA_ROOT``, else
-``./data``). The sources of ``testsets.json`` are tried in order; ``--base-url`` replaces them (the file
-name is appended, or substituted for ``{name}``), e.g. for a mirror or a local copy. BSD300's official
-release is the tarball ``BSDS300-images.tgz`` with no per-file URLs and no published per-file hashes, so
-the default source is a pinned GitHub mirror of BSDS500 whose ``val/`` split is the BSDS300 test split; to
-use files from the tarball, serve its ``images/test/`` folder and pass ``--base-url`` (the checksums still
-decide what is accepted).
-
-Safety: a file is written to a temporary file in the destination folder, hashed while it streams, fsynced
-and only renamed into place when its size and sha256 match; on any failure the temporary file is removed,
-so a checksum mismatch or an interrupted transfer never leaves a partial or wrong file. Files already
-present with the right sha256 are skipped, so a re-run only fetches what is missing or wrong.
+Files go to ``ROOT/<folder>/<name>`` (``--root``, else ``$SSDN_DATA_ROOT``, else ``./data``). BSD300's official
+release is a tarball with no per-file URLs or hashes, so the default source is a pinned GitHub mirror of
+BSDS500 whose ``val/`` split is the BSDS300 test split; ``--base-url`` points at a mirror or a served copy of
+the tarball's ``images/test/`` (the checksums still decide). A file is renamed into place only when its size
+and sha256 match, so no partial or wrong file is left, and a re-run fetches only what is missing or wrong.
 """
 
 from __future__ import annotations
@@ -77,7 +70,11 @@ def download_testset(
     timeout: float = 60.0,
     log: Callable[[str], None] = print,
 ) -> DownloadReport:
-    """Make ``ROOT/<folder>`` hold every file of the set with the registered checksum."""
+    """Make ``ROOT/<folder>`` hold every file of the set with the registered checksum.
+
+    The sources of ``testsets.json`` are tried in order; ``base_url`` replaces them (``file_url``). Files
+    already present with the right sha256 are skipped.
+    """
     spec = get_testset(spec) if isinstance(spec, str) else spec
     folder = resolve_root(root) / spec.folder
     sources = (base_url,) if base_url else spec.sources

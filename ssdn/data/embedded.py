@@ -1,18 +1,12 @@
 """Colour photos that ship inside the scikit-image wheel: a training/validation set that needs no download.
 
-Why: smoke runs, CI and first-time users get a working default without any data on disk. Only files that
-are inside the installed ``skimage/data/`` folder are used (scikit-image fetches the others with pooch over
-the network, which fails offline). All are RGB and at least 300 px on their short side. The files are read
-with ``ssdn.data.io.load_image`` (the pixel conventions of every other source), not ``skimage.data.<name>()``.
-
-Fixed split (never reshuffled, so runs stay comparable):
-
-- ``train``: astronaut, rocket, motorcycle_left, motorcycle_right (a stereo pair, so both sit in one split),
-  hubble_deep_field, ihc (immunohistochemistry).
-- ``val``: chelsea (a cat), coffee (a cup): everyday objects unlike any training photo.
-
-Source specs accepted wherever a folder is: ``"skimage"`` (the split that fits the context: ``train`` for a
-training source, ``val`` for a validation source), ``"skimage:train"``, ``"skimage:val"``, ``"skimage:all"``.
+Why: smoke runs, CI and first-time users get a working default without data on disk. Only files inside the
+installed ``skimage/data/`` are used (scikit-image fetches the others over the network, which fails offline),
+read with ``ssdn.data.io.load_image`` like every other source; all are RGB, at least 300 px on the short side.
+Fixed split, never reshuffled so runs stay comparable: ``train`` astronaut, rocket, motorcycle_left,
+motorcycle_right (a stereo pair, so both sit in one split), hubble_deep_field, ihc; ``val`` chelsea, coffee
+(everyday objects unlike any training photo). Specs accepted wherever a folder is: ``"skimage"`` (``train``
+for a training source, ``val`` for a validation one), ``"skimage:train"``, ``"skimage:val"``, ``"skimage:all"``.
 """
 
 from __future__ import annotations

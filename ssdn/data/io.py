@@ -1,22 +1,12 @@
 """Image loading with the pixel conventions of the paper's evaluation.
 
-Why PIL and these rules:
-- PIL never applies a PNG ``gAMA`` chunk, so the Kodak PNGs decode to their stored bytes (a reader that
-  applies gamma changes the PSNR by ~0.5 dB, see the authors' README).
-- EXIF orientation is applied, so a photo is scored the way it is displayed.
-- Grayscale is tiled to RGB when 3 channels are asked for (the authors' ``set_color_channels``); RGB
-  becomes mono as the rounded mean of R, G, B, again as the authors do.
-- Alpha is dropped, not composited: the colour values are kept as stored, which is what a plain RGB
-  conversion of the authors' loader does.
-- 16-bit images are mapped to 8 bits as ``round(v / 257)`` (never a tie, 257 being odd), the exact inverse
-  of the usual 8→16-bit expansion ``k * 257``. (PIL's own ``convert("L")`` clips 16-bit values at 255,
-  which is wrong.) PIL itself decodes 16-bit-per-channel *colour* PNGs to 8-bit RGB by keeping the high
-  byte; that is outside our control.
-
-Noisy observations (``data.add_noise=false`` and ``python -m ssdn.denoise``) use ``load_native`` instead: the
-file's own bit depth is kept (8-bit or 16-bit, PNG via pypng for 16-bit colour which PIL truncates, TIFF via
-tifffile which PIL cannot read in 16-bit RGB), and ``to_unit`` scales it to [0, 1] by that depth (v / 255 or
-v / 65535), so a noisy pixel is never rounded or clipped by us.
+Why PIL and these rules: PIL never applies a PNG ``gAMA`` chunk, so the Kodak PNGs decode to their stored
+bytes (a reader that applies gamma changes the PSNR by ~0.5 dB, see the authors' README); EXIF orientation is
+applied, so a photo is scored the way it is displayed; gray/RGB conversion and dropped (not composited) alpha
+follow the authors' loader; 16-bit maps to 8 bits as ``round(v / 257)``, the exact inverse of ``k * 257``
+(PIL's ``convert("L")`` clips 16-bit values at 255). Noisy observations (``data.add_noise=false``,
+``python -m ssdn.denoise``) use ``load_native`` and ``to_unit`` instead: the file's own 8- or 16-bit depth,
+scaled by it to [0, 1], so a noisy pixel is never rounded or clipped by us.
 """
 
 from __future__ import annotations
@@ -117,7 +107,11 @@ def _to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
 
 
 def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
-    """Decode ``path`` into a contiguous ``uint8`` array ``(H, W, channels)``, channels 3 (RGB) or 1."""
+    """Decode ``path`` into a contiguous ``uint8`` array ``(H, W, channels)``, channels 3 (RGB) or 1.
+
+    PIL itself decodes 16-bit-per-channel *colour* PNGs to 8-bit RGB by keeping the high byte; that is outside
+    our control (``load_native`` keeps all 16 bits).
+    """
     path = _image_path(path, channels)
     try:
         with Image.open(path) as file:
@@ -198,6 +192,7 @@ def load_native(path: str | Path, channels: int = 3) -> np.ndarray:
     """Decode ``path`` keeping its bit depth: contiguous ``uint8`` or ``uint16`` ``(H, W, channels)``.
 
     For noisy observations, whose values must reach the model as stored; channel rules as ``load_image``.
+    16-bit colour PNGs are read with pypng (PIL truncates them), TIFFs with tifffile (PIL cannot read 16-bit RGB).
     """
     return load_native_with_alpha(path, channels)[0]
 

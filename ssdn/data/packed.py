@@ -2,17 +2,9 @@
 
 Why: the paper trains on ~44k ImageNet photos held in RAM. Decoding a JPEG per crop costs more than the crop
 itself, and keeping every decoded image in each worker's RAM does not scale. A packed set stores every image
-once, decoded to RGB uint8 (H, W, 3), back to back in a few large shard files; a crop is a strided view of a
-memory map, so only the crop window's bytes are read and copied, and the OS page cache shares hot shards
-between all workers and DDP ranks on a machine.
-
-Layout of a packed set folder::
-
-    prepare.json             the plan (settings, listing fingerprint): written first, marks the folder
-    shards/shard-00000.bin   raw uint8 pixels, images back to back (row-major H, W, 3)
-    shards/shard-00000.json  the shard's images (source path, size, sha256, offset, h, w) and its own sha256
-    index.npy                int64 (N, 4): shard, byte offset, height, width, in packed order
-    manifest.json            written last: the whole record; a folder without it is an unfinished set
+once, decoded to RGB uint8, back to back in a few large shard files; a crop is a strided view of a memory
+map, so only the crop window's bytes are read, and the OS page cache shares hot shards between all workers
+and DDP ranks on a machine. The folder layout is in `PackedSet`.
 """
 
 from __future__ import annotations
@@ -55,6 +47,14 @@ class PackedSet:
     Opening checks the manifest, the index and every shard's byte size (cheap); ``verify()`` also checks the
     shards' sha256 (reads everything). Shards are memory-mapped lazily and not pickled, so a set can be
     handed to DataLoader workers under any start method; each worker maps the files itself.
+
+    Layout of a packed set folder::
+
+        prepare.json             the plan (settings, listing fingerprint): written first, marks the folder
+        shards/shard-00000.bin   raw uint8 pixels, images back to back (row-major H, W, 3)
+        shards/shard-00000.json  the shard's images (source path, size, sha256, offset, h, w) and its own sha256
+        index.npy                int64 (N, 4): shard, byte offset, height, width, in packed order
+        manifest.json            written last: the whole record; a folder without it is an unfinished set
     """
 
     def __init__(self, root: str | Path, setting: str = "train_dir") -> None:

@@ -1,25 +1,12 @@
 """The paper's test protocol: replicated test sets, seeded noise, test-time padding.
 
 Replication (paper App. A): the sorted image list is repeated ``repeats`` times (KODAK 10, BSD300 3, SET14
-20) as img1..imgN, img1..imgN, ...; every pass draws new noise and, for variable noise, new per-image
-parameters.
-
-Noise order — the reason every method, batch size and machine sees identical noisy inputs: one CPU
-``torch.Generator`` seeded with ``seed`` per set, consumed in this order, float32 on CPU::
-
-    for r in range(repeats):
-        for i, image in enumerate(sorted images):
-            params = noise.sample_params(1, g)            # a fixed parameter draws nothing
-            noisy  = noise.corrupt(source_i, params, g)   # source_i: see the padding modes
-
-Padding modes (``pad_mode``):
-- ``authors`` (default, the official code): one square size per set, ``common_padded_size`` of all its images;
-  each *clean* image is mirror-padded bottom/right to it and the noise is drawn on the whole padded image.
-- ``per_image`` (Neighbor2Neighbor / Blind2Unblind): noise on the unpadded image, then the *noisy* image is
-  mirror-padded to its own ``padded_size``.
-
-Networks get the padded noisy image; classical methods get it cropped back to H×W (in ``authors`` mode that
-crop holds the same noise values the network sees at those pixels). Outputs are cropped to H×W before scoring.
+20); every pass draws new noise and, for variable noise, new per-image parameters. One seeded CPU generator
+per set, consumed in a fixed order (`generate`), is why every method, batch size and machine sees identical
+noisy inputs. ``pad_mode``: ``authors`` (default, the official code) mirror-pads each *clean* image to one
+square per set and draws the noise on the padded image; ``per_image`` (Neighbor2Neighbor / Blind2Unblind)
+draws it on the unpadded image and pads the *noisy* one to its own size. Classical methods get the network's
+input cropped back to H×W; outputs are cropped to H×W before scoring.
 """
 
 from __future__ import annotations
@@ -275,7 +262,18 @@ def _pad(x: Tensor, size: int) -> Tensor:
 
 
 def generate(prepared: PreparedSet) -> Iterator[NoisyItem]:
-    """The replicated noisy list, drawn in the documented order from one seeded CPU generator."""
+    """The replicated noisy list, drawn in the documented order from one seeded CPU generator.
+
+    One CPU ``torch.Generator`` seeded with ``seed`` per set, consumed in this order, float32 on CPU::
+
+        for r in range(repeats):
+            for i, image in enumerate(sorted images):
+                params = noise.sample_params(1, g)            # a fixed parameter draws nothing
+                noisy  = noise.corrupt(source_i, params, g)   # source_i: clean padded (authors) or unpadded (per_image)
+
+    In ``authors`` mode each clean image is mirror-padded bottom/right to the set's ``common_padded_size``, so
+    the H×W crop that classical methods get holds the same noise values the network sees at those pixels.
+    """
     cfg = prepared.config
     noise = cfg.noise.build()
     g = torch.Generator(device="cpu").manual_seed(cfg.seed)

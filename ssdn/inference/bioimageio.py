@@ -1,19 +1,11 @@
 """BioImage Model Zoo packages (bioimageio spec 0.5) of an exported denoiser, for Fiji, napari, ilastik, ...
 
-The bio-imaging tools load models described by a ``rdf.yaml`` in a zip: weights (here TorchScript, with ONNX
-converted from the same model), the input and output tensors' axes and sizes, pre- and post-processing, a
-test input with the output the model gives for it, a README and citations. :func:`write_package` builds that
-description with ``bioimageio.spec`` (which validates every field), checks that the test tensors fit it, and
-writes the zip atomically. ``bioimageio.core.test_model`` on the zip re-runs the test input through each
-weights format and compares with the test output.
-
-The exported graph maps noisy [0, 1] values to denoised [0, 1] values (``ssdn.export``). With ``bit_depth``
-8 or 16 the package takes the camera's stored counts instead: pre-processing scales them to [0, 1] as ssdn
-does (v / 255, v / 65535, a ``scale_linear``), post-processing scales the result back to count units (float32,
-not rounded or clipped). Spatial sizes must be multiples of the net's 32 (``min`` and ``step`` of each
-spatial axis), which a tool then pads or tiles to.
-
-Needs the optional extra: ``pip install 'ssdn[bioimageio]'``.
+:func:`write_package` builds the ``rdf.yaml`` with ``bioimageio.spec`` (which validates every field), checks
+the test tensors against it and writes the zip atomically; ``bioimageio.core.test_model`` re-runs the test
+input through each weights format (TorchScript, and ONNX converted from the same model). With ``bit_depth`` 8
+or 16 the package takes the camera's stored counts: pre-processing scales them to [0, 1] as ssdn does
+(v / 255, v / 65535), post-processing back to counts (float32, not rounded or clipped). Spatial sizes are
+multiples of the net's 32, which a tool pads or tiles to. Needs ``pip install 'ssdn[bioimageio]'``.
 """
 
 from __future__ import annotations

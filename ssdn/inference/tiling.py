@@ -1,22 +1,12 @@
 """Tiled inference: denoise an image of any size and aspect ratio with memory bounded by one tile.
 
-The networks need H and W multiples of 32 (they pool five times); the blind-spot one takes any aspect ratio
-(`ssdn.nets.unet.UNet`). An image whose padded H×W (each side rounded up to 32, `padded_shape`) holds no more
-pixels than a tile (``tile``²) runs whole, mirror-padded bottom/right, with no padding to a square. A larger one
-is cut into tiles on a grid with step ``tile − overlap`` along each axis longer than the tile; along an axis that
-fits, the tile is the padded axis, so a strip 100 px high and 4000 long is cut into 128×``tile`` rectangles,
-never padded to squares. The image is mirror-padded only at its bottom/right border, just enough for the last
-tile. Tile corners sit on multiples of 32 of the image, so every tile pools on the same grid as the whole image
-would.
-
-Blending: in each overlap of two neighbouring tiles, a quarter of the overlap next to each tile's edge is
-dropped (those pixels see the tile's zero padding instead of the image) and the middle half is a cosine ramp
-from one tile to the other (cos² + sin² = 1: the weights of every pixel sum to one). Where the network's receptive field
-(its radius) is at most ``overlap / 4``, tiled and whole-image outputs are equal up to float rounding; the
-U-Net's reach is larger, but what it sees that far away barely matters (bench/README.md has the KODAK figure).
-
-(The evaluator keeps the authors' protocol: it pads each test set to one square itself, and tiles only squares
-larger than its tile, which this module cuts into square tiles as before.)
+An image whose padded H×W holds no more pixels than a tile² runs whole (`fits_one_tile`), with no padding to
+a square; a larger one is cut into tiles (`tile_shape`: rectangles along an axis that fits), mirror-padded
+only at its bottom/right border. Tile corners sit on multiples of 32 of the image, so every tile pools on
+the same grid as the whole image would. Blending (`axis_weights`) drops the quarter of each overlap next to a
+tile's edge (those pixels see the tile's zero padding) and ramps over the middle half; tiled and whole equal
+up to float rounding where the receptive field is at most ``overlap / 4``, and barely differ beyond
+(bench/README.md has the KODAK figure). The evaluator pads each test set to one square (the authors' protocol).
 """
 
 from __future__ import annotations

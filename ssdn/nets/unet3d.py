@@ -1,32 +1,11 @@
 """The U-Net of Laine et al. 2019 (Table 4) carried to volumes: baseline and six-branch blind-spot 3D nets.
 
-For microscopy stacks (ZYX). The paper's construction, one dimension up: the 2D net runs four rotations of
-the image through one trunk that only looks "up" (half-plane padded 3×3 convs, shifted 2×2 poolings), shifts
-its output down one row and undoes the rotations; `UNet3D` runs six rotations of the volume, one per
-half-space (±Z, ±Y, ±X), through one trunk of 3×3×3 convs padded so that they read only the slab they sit in
-and the slabs above it, 2×2×2 poolings shifted likewise, and a final one-voxel shift, so that after rotating
-back each branch has seen one open half-space and the 1×1×1 head combines them: the output at a voxel never
-depends on that voxel (any channel) and depends on all 26 neighbours. The noise models and the posterior
-mean (`ssdn.noise`, `ssdn.methods.prior`) act on each pixel's channel vector and apply to voxels unchanged
-(tests/test_nets3d.py shows it).
-
-Anisotropic voxels (Z steps coarser than Y/X, usual in light microscopy): ``pool_z=False`` pools only in
-Y/X, and ``pool_z=k`` lets only the k deepest poolings also halve Z (the first ones, at full resolution, pool
-Y/X alone until the voxels are about isotropic). Z then needs to be a multiple of 2**k only
-(`UNet3D.side_multiple`, `padded_shape3d`). The ±Y and ±X branches are the 2D net's four rotations of each
-Z plane, so Z keeps one trunk axis in all four. The trunk is shared by all six as in the paper, so with
-anisotropic voxels its kernels see Z-up and Z-lateral views of different spacings; each branch keeps its own
-channels in the 1×1×1 head, which can weight them apart.
-
-Size: a 3×3×3 conv costs 3× a 3×3 one and there are six branches instead of four. The paper's widths
-(48-channel encoder, 96-channel decoder) and five poolings are the defaults, the 2D net carried over as it is:
-26 MFLOP per voxel for forward + backward (`torch.utils.flop_counter`), 4.4× the 2D net's per pixel, 3.4
-TFLOP for one 32×64×64 volume (31 MFLOP per voxel with ``pool_z=False``). That is minutes of CPU per
-minibatch, so for CPU budgets ``levels``, ``enc_channels`` and ``dec_channels`` trade receptive field and
-capacity for time: ``levels=4, enc_channels=32, dec_channels=64`` is 12 MFLOP per voxel (tests use 2 levels
-and a few channels). The baseline (``blindspot=False``, for Noise2Clean) costs 4 MFLOP per voxel. On CPUs,
-``net.to(memory_format=torch.channels_last_3d)`` (kept through the rotations) with bf16 autocast is the fast
-path, as channels_last is for the 2D net.
+For microscopy stacks (ZYX), the paper's construction one dimension up: six rotations of the volume, one per
+half-space (±Z, ±Y, ±X), run through one trunk whose convs and poolings read only their own slab and the
+slabs above it, then a one-voxel shift, so after rotating back the output at a voxel never depends on that
+voxel (any channel) and depends on all 26 neighbours. The noise models and the posterior mean act on each
+pixel's channel vector and apply to voxels unchanged (tests/test_nets3d.py shows it). Anisotropic voxels
+and the cost on CPUs (``pool_z``, ``levels``, widths) are in `UNet3D`.
 """
 
 from __future__ import annotations
@@ -100,6 +79,21 @@ class UNet3D(nn.Module):
     takes any D×H×W.
 
     Input: (N, C, D, H, W) with D, H, W positive multiples of `side_multiple`; padding is the caller's.
+
+    Anisotropic voxels (Z steps coarser than Y/X, usual in light microscopy): ``pool_z=False`` pools only in
+    Y/X, and ``pool_z=k`` lets only the k deepest poolings also halve Z (the first ones, at full resolution,
+    pool Y/X alone until the voxels are about isotropic); Z then needs to be a multiple of 2**k only. The ±Y
+    and ±X branches are the 2D net's four rotations of each Z plane, so Z keeps one trunk axis in all four. The
+    trunk is shared by all six as in the paper, so with anisotropic voxels its kernels see Z-up and Z-lateral
+    views of different spacings; each branch keeps its own channels in the head, which can weight them apart.
+
+    Cost: the paper's widths (48-channel encoder, 96-channel decoder) and five poolings are the defaults:
+    26 MFLOP per voxel for forward + backward (`torch.utils.flop_counter`), 4.4× the 2D net's per pixel, 3.4
+    TFLOP for one 32×64×64 volume (31 MFLOP per voxel with ``pool_z=False``); the baseline costs 4 MFLOP per
+    voxel. For CPU budgets ``levels``, ``enc_channels`` and ``dec_channels`` trade receptive field and capacity
+    for time: ``levels=4, enc_channels=32, dec_channels=64`` is 12 MFLOP per voxel. On CPUs,
+    ``net.to(memory_format=torch.channels_last_3d)`` (kept through the rotations) with bf16 autocast is the
+    fast path, as channels_last is for the 2D net.
     """
 
     def __init__(

@@ -1,20 +1,12 @@
 """The noise-model contract: corruption of clean images plus the Bayesian maths of paper §3–4.
 
-Two unit systems (see docs/api-contract.md): ``params`` are per-image values in the paper's units (σ in 8-bit
-units, λ, α); ``level`` is the same quantity in the model's internal float64 units (σ/255, 1/λ, α), which is
-also what a noise estimator network predicts when the parameter is unknown. A model with P > 1 parameters
-(Poisson–Gaussian: a, b) has params and level with a trailing dim P, e.g. (N, P); scalar models have none.
-
-All maths is float64 on channel-last pixel batches: ``y``, ``mu`` (..., C), ``cov`` (..., C, C), with
-``level`` either 0-d or with one dimension per leading dim and broadcastable to them (e.g. (N, 1, 1) for
-(N, H, W, C); ``pixel_level`` builds it, with the trailing P dim when P > 1).
-Requiring the full rank catches the classic mistake of passing (N,) for (N, H, W), which would
-silently broadcast against W.
-
-Loss scale convention: ``nll`` is exactly −log N(y; μ_y, Σ_y) − (C/2)·log 2π for every model and channel
-count, i.e. with the ½ on both terms. The authors' mono and impulse losses omit the ½ (2×NLL); Adam is nearly
-invariant to a global loss scale, and where the scale matters — relative to the learned-level regulariser —
-``regulariser`` uses the weight that gives the authors' optimum (see its docstring).
+Two unit systems (docs/api-contract.md): ``params`` per image in the paper's units (σ in 8-bit units, λ, α);
+``level`` the same in the model's float64 units (σ/255, 1/λ, α), also what an estimator network predicts.
+With P > 1 parameters (Poisson–Gaussian: a, b) both have a trailing dim P. Maths is float64 on channel-last
+pixels (``y``, ``mu`` (..., C), ``cov`` (..., C, C)); ``level`` is 0-d or has one dim per leading dim
+(``pixel_level``), which catches passing (N,) for (N, H, W), which would silently broadcast against W.
+``nll`` is exactly −log N(y; μ_y, Σ_y) − (C/2)·log 2π; the authors' mono and impulse losses omit the ½, a
+global scale Adam nearly ignores, and where it matters ``regulariser``'s weight gives the authors' optimum.
 """
 
 from __future__ import annotations

@@ -1,34 +1,13 @@
-"""Spatial correlation of the noise, measured from noisy images alone (issue 27).
+"""Spatial correlation of the noise, measured from noisy images alone, to size the blind region (issue 27).
 
-Why: the paper's blind-spot net (§2) assumes that a pixel's noise is independent of its neighbours'. Camera
-processing (demosaicing above all, then sharpening and JPEG) spreads each pixel's noise into its neighbours; a
-blind-spot net trained on such photos learns to predict the noise from the surrounding noise and hands it back.
-This module measures that correlation before training so the user can pick a larger blind region.
-
-How, and why this way:
-
-- **Flat windows, chosen without looking at their own noise.** Image structure would pass for correlated
-  noise, so only flat 32×32 windows are used. A window's flatness is judged on a frame of pixels around it
-  (its difference energy at ``TEXTURE_LAG`` over the noise floor at its brightness), separated from the
-  window by a gap wider than the correlation radius, never on the window itself: selecting windows whose
-  own high-pass energy happens to be low would bias both σ (low) and ρ (towards smooth, i.e. positive,
-  correlation). The frame's noise is independent of the window's (beyond the gap), so keeping a window
-  says nothing about its own noise.
-- **First differences, then a least-squares deconvolution.** Inside a window the residuals
-  ``e_x = y(p + x̂) − y(p)`` and ``e_y``, less a plane fitted per window, remove a smooth (up to quadratic)
-  image; what is left is the noise n filtered by a known kernel h. Their autocovariances are linear in the
-  noise autocovariance R:
-  ``Cov[e(p), e(p + d)] = Σ_{u,v} h(u) h(v) R(d + v − u)``. R is taken to vanish beyond the radius K, and the
-  (2K+1)² symmetric values of R are recovered by least squares from the residual autocovariances at offsets up
-  to K + 1. This is exact for any stationary noise with that support, in particular R = σ²·δ for white noise
-  gives ρ = 0 at every non-zero offset in expectation, whereas the raw correlation of a high-pass residual
-  would show the filter's own correlation (−0.5 at one pixel for a first difference). First differences rather
-  than a Laplacian: |H(ω)|² of a difference grows as ω² near DC (a Laplacian's as ω⁴), so the low frequencies
-  that carry a smooth correlation are recovered with less amplification of the sampling error.
-- **Bounded memory.** Only ``MAX_WINDOWS_PER_IMAGE`` candidate regions are read from each image (drawn with an
-  explicit seeded numpy Generator when an image has more), so a 24-MP photo costs ~40 MB beyond its pixels.
-
-Units: images in [0, 1]; σ is reported in 8-bit units (×255), the paper's.
+The paper's blind-spot net (§2) assumes pixel-independent noise; camera processing (demosaicing, sharpening,
+JPEG) spreads each pixel's noise into its neighbours, which such a net then learns to hand back. Why this
+way: flat windows are judged on a frame around them, past a gap wider than the correlation radius, never on
+their own pixels (selecting on their own noise biases σ low and ρ positive). First differences less a fitted
+plane remove the image; R (zero beyond radius K) is then recovered by least-squares deconvolution, exact for
+stationary noise (white noise gives ρ = 0, not the filter's −0.5 at one pixel). Differences rather than a
+Laplacian (|H(ω)|² ∝ ω², not ω⁴) amplify the low frequencies' sampling error less. Images in [0, 1]; σ is
+reported in 8-bit units (×255), the paper's.
 """
 
 from __future__ import annotations
@@ -184,7 +163,11 @@ _DIFFERENCES: tuple[dict[tuple[int, int], float], ...] = (
 
 
 def _design(radius: int) -> np.ndarray:
-    """Matrix A with Cov[e_f(p), e_f(p + d)] = (A R)[f, d], R on ``_half_offsets(radius)``."""
+    """Matrix A with Cov[e_f(p), e_f(p + d)] = (A R)[f, d], R on ``_half_offsets(radius)``.
+
+    For a residual e = h * n, Cov[e(p), e(p + d)] = Σ_{u,v} h(u) h(v) R(d + v − u); R vanishes beyond
+    ``radius``, and the residual offsets reach ``radius + 1``.
+    """
     unknown = {d: i for i, d in enumerate(_half_offsets(radius))}
 
     def index(dy: int, dx: int) -> int | None:
@@ -289,7 +272,10 @@ def _frame_energy(regions: np.ndarray, lag: int) -> np.ndarray:
 
 def _candidates(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frame energy (N,), mean brightness (N,), windows (N, WINDOW, WINDOW, C) float64) of up to
-    MAX_WINDOWS_PER_IMAGE regions; clipped windows get an infinite energy."""
+    MAX_WINDOWS_PER_IMAGE regions; clipped windows get an infinite energy.
+
+    An image with more regions has them drawn with an explicit seeded numpy Generator, so memory stays
+    bounded: a 24-MP photo costs ~40 MB beyond its pixels."""
     if image.ndim != 3:
         raise ValueError(f"expected an (H, W, C) image, got shape {image.shape}")
     h, w, c = image.shape

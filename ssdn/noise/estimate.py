@@ -1,23 +1,12 @@
 """Classical noise-level estimators, the models' ``estimate_params`` (also CBM3D's "σ unknown" row).
 
-**Chen, Zhu and Heng** (ICCV 2015, the estimator the paper pairs with CBM3D): the eigenvalues of the covariance
-of all overlapping d×d patches (all channels together, r = C·d² values). Natural patches live near a
-low-dimensional subspace, so the small eigenvalues are pure noise variance σ², and a set of pure-noise
-eigenvalues has mean ≈ median: drop the largest eigenvalue until the remaining set's mean τ is its median;
-σ = √τ.
-
-**Poisson–Gaussian, in the spirit of Foi et al.** (IEEE TIP 2008): Var[y | x] = a·x + b. Per channel, cut the
-image into d×d patches, group them in intensity bins of equal counts (quantiles of the patch means), take
-Chen's variance of each bin, and fit var = a·mean + b by weighted least squares. Our approximations, for
-natural RGB photos rather than raw data: Chen's PCA in place of Foi's wavelet MAD on edge-detected smooth
-pixels (no edge threshold); clipping handled by dropping bins within 2 fitted noise stds of 0 or 1, then
-refitting (Foi models the clipped likelihood; heavily clipped images still bias a and b low); weights n_k /
-var_k² (a variance's sampling variance is ∝ var²/n), refitted with the fitted variance; a, b ≥ 0 by refitting
-with the offending coefficient at 0. 8-bit quantisation adds 1/(12·255²) ≈ 1.3e-6 to b.
-
-Memory: a channel has ~H·W/4 patches of 64 float64 values (3 GB at 24 MP), so above ``MAX_PATCHES`` a fixed,
-seeded sample of that many patch positions is used (64 MiB per channel, whatever the photo's size); smaller
-images (up to about 730×730, e.g. KODAK and every training crop) use every patch, as without sampling.
+**Chen, Zhu and Heng** (ICCV 2015, the estimator the paper pairs with CBM3D): natural patches live near a
+low-dimensional subspace, so the small eigenvalues of the patch covariance are pure noise variance σ².
+**Poisson–Gaussian, in the spirit of Foi et al.** (IEEE TIP 2008): Var[y | x] = a·x + b fitted over intensity
+bins, with Chen's PCA per bin in place of Foi's wavelet MAD (natural RGB photos rather than raw data) and
+clipped bins dropped rather than modelled (heavily clipped images still bias a and b low). Memory: above
+``MAX_PATCHES`` patches per channel a fixed, seeded sample is used (64 MiB per channel rather than 3 GB at
+24 MP); smaller images (up to about 730×730, e.g. KODAK and every training crop) use every patch.
 """
 
 from __future__ import annotations
@@ -142,7 +131,10 @@ def binned_variances(
     image: Tensor, bins: int = NUM_BINS, patch: int = PATCH_SIZE, max_patches: int | None = MAX_PATCHES
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(means, variances, counts) float64 of the intensity bins of every channel of a (C, H, W) image, from
-    at most ``max_patches`` patches per channel (``channel_patches``)."""
+    at most ``max_patches`` patches per channel (``channel_patches``).
+
+    Per channel, the patches are grouped in bins of equal counts (quantiles of the patch means) and each bin's
+    variance is Chen's estimate of its patches."""
     _check_image(image, patch)
     means, variances, counts = [], [], []
     for ch in range(image.shape[0]):
@@ -181,7 +173,12 @@ def _wls(x: Tensor, v: Tensor, w: Tensor, a_only: bool) -> tuple[float, float]:
 def fit_variance_line(
     means: Tensor, variances: Tensor, counts: Tensor, b_zero: bool = False
 ) -> tuple[float, float]:
-    """Weighted least squares of var = a·mean + b (b = 0 if ``b_zero``), a, b ≥ 0, clipped bins dropped."""
+    """Weighted least squares of var = a·mean + b (b = 0 if ``b_zero``), a, b ≥ 0, clipped bins dropped.
+
+    Clipped bins: those within 2 fitted noise stds of 0 or 1, then refitted. Weights n_k / var_k² (a variance's
+    sampling variance is ∝ var²/n), refitted with the fitted variance; a, b ≥ 0 by refitting with the offending
+    coefficient at 0.
+    """
     if means.numel() == 0:
         raise ValueError("no intensity bin had enough patches to estimate the noise; use larger images")
     a, b = _wls(means, variances, counts / variances.clamp_min(1e-12).square(), b_zero)
@@ -198,5 +195,8 @@ def fit_variance_line(
 def estimate_poisson_gaussian(
     image: Tensor, b_zero: bool = False, max_patches: int | None = MAX_PATCHES
 ) -> tuple[float, float]:
-    """(a, b) of Var[y | x] = a·x + b for a (C, H, W) image in [0, 1] units; ``b_zero`` fits pure Poisson."""
+    """(a, b) of Var[y | x] = a·x + b for a (C, H, W) image in [0, 1] units; ``b_zero`` fits pure Poisson.
+
+    8-bit quantisation adds 1/(12·255²) ≈ 1.3e-6 to b.
+    """
     return fit_variance_line(*binned_variances(image, max_patches=max_patches), b_zero=b_zero)
