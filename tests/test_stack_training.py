@@ -20,6 +20,7 @@ from ssdn.data.sources import DataSourceError
 from ssdn.data.stack_planes import PLANE_CACHE
 from ssdn.data.stacks import Stack
 from ssdn.denoise import main as denoise_main
+from ssdn.inference.stacks import trained_axes
 from ssdn.training.checkpoints import read_checkpoint
 from tests.cli_subprocess import TINY_CLI, clean_env, train_cli
 
@@ -50,7 +51,10 @@ def test_listing_yields_every_plane_of_every_stack(tmp_path: Path) -> None:
     stream = RandomCropStream(settings(tmp_path / "s"))
     assert stream.stacked and stream.item_count == 6
     assert stream.files == [tmp_path / "s" / "s0.tif", tmp_path / "s" / "s1.tif"]
-    assert [stream.item_name(k) for k in (0, 5)] == [f"{tmp_path / 's' / 's0.tif'}[Z=0]", f"{tmp_path / 's' / 's1.tif'}[Z=2]"]
+    assert [stream.item_name(k) for k in (0, 5)] == [
+        f"{tmp_path / 's' / 's0.tif'}[Z=0]",
+        f"{tmp_path / 's' / 's1.tif'}[Z=2]",
+    ]
     for k in range(6):
         assert np.array_equal(stream.pixels(k)[:, :, 0], stacks[k // 3][k % 3])
     assert stream.describe()["axes"] == "ZYX" and stream.describe()["planes"] == 6
@@ -92,6 +96,7 @@ def test_whole_stacks_are_held_out_and_the_level_is_estimated_from_planes(tmp_pa
     stacks = write_stacks(tmp_path / "s", count=3)
     dm = DenoisingDataModule(settings(tmp_path / "s", val_count=1))
     dm.setup("fit")
+    assert dm.train_stream is not None and dm._val is not None
     assert dm.val_files == [tmp_path / "s" / "s0.tif"] and dm.train_stream.item_count == 6
     middle = stacks[0][1, 16:48, 16:48]  # the held-out stack's middle plane, centre val_size² crop
     assert torch.equal(dm._val["noisy"][0, 0], torch.from_numpy(to_unit(middle)))
@@ -109,9 +114,9 @@ def test_mixed_bit_depths_and_bad_settings_are_refused(tmp_path: Path) -> None:
         RandomCropStream(settings(tmp_path / "m"))
     with pytest.raises(ConfigError, match=r"data.axes='ZQYX' is not a valid axes string"):
         settings(tmp_path / "m", axes="ZQYX")
-    with pytest.raises(ConfigError, match="set data.add_noise=false"):
+    with pytest.raises(ConfigError, match=r"set data\.add_noise=false"):
         settings(tmp_path / "m", add_noise=True)
-    with pytest.raises(ConfigError, match="data.channels_independent=true with data.axes=ZYX: no C axis"):
+    with pytest.raises(ConfigError, match=r"data\.channels_independent=true with data\.axes=ZYX: no C axis"):
         settings(tmp_path / "m", channels_independent=True)
 
 
@@ -130,12 +135,13 @@ def _cli(folder: Path, *extra: str) -> tuple[str, ...]:
     )
 
 
+@pytest.mark.slow  # ~15 s: a training subprocess
 def test_train_on_a_stack_folder_through_the_cli_then_denoise_with_its_axes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_stacks(tmp_path / "s", count=3)
     run_dir = tmp_path / "run"
-    train_cli(*_cli(tmp_path / "s", "data.axes=zyx", f"hydra.run.dir={run_dir}"), cwd=tmp_path)
+    train_cli(*_cli(tmp_path / "s", "data.axes=ZYX", f"hydra.run.dir={run_dir}"), cwd=tmp_path)
     ckpt = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert ckpt["ssdn_config"]["data"]["axes"] == "ZYX"
     assert ckpt["global_step"] == 2 and ckpt["ssdn_pixel_scale"]["bit_depth"] == 16
@@ -147,10 +153,17 @@ def test_train_on_a_stack_folder_through_the_cli_then_denoise_with_its_axes(
     assert tifffile.imread(tmp_path / "d" / "s1.tif").shape == (3, SIDE, SIDE)
 
 
+def test_the_denoiser_reads_the_trained_axes_from_the_run_config() -> None:
+    assert trained_axes({"ssdn_config": {"data": {"axes": "zyx"}}}) == "ZYX"
+    assert trained_axes({"ssdn_config": {"data": {"axes": None}}}) is None
+    assert trained_axes({"ssdn_config": {"data": {}}}) is None  # a checkpoint from before data.axes
+
+
 def test_a_bad_axes_setting_is_one_line_naming_the_key(tmp_path: Path) -> None:
     write_stacks(tmp_path / "s", count=1)
+    args = _cli(tmp_path / "s", "data.axes=ZQYX", f"hydra.run.dir={tmp_path / 'r'}")
     proc = subprocess.run(
-        [sys.executable, "-m", "ssdn.train", *_cli(tmp_path / "s", "data.axes=ZQYX", f"hydra.run.dir={tmp_path / 'r'}")],
+        [sys.executable, "-m", "ssdn.train", *args],
         cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2
