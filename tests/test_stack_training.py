@@ -105,6 +105,16 @@ def test_whole_stacks_are_held_out_and_the_level_is_estimated_from_planes(tmp_pa
     assert [im.shape for im in images] == [(1, SIDE, SIDE)] * 3
     for image, plane in zip(images, expected, strict=True):
         assert torch.equal(image[0], torch.from_numpy(to_unit(plane)))
+    # val_count counts planes: whole stacks are held out until they have as many, the planes spread over them
+    dm = DenoisingDataModule(settings(tmp_path / "s", val_count=4))
+    dm.setup("fit")
+    assert dm.train_stream is not None and dm._val is not None
+    assert dm.val_files == [tmp_path / "s" / "s0.tif", tmp_path / "s" / "s1.tif"]
+    assert dm.train_stream.files == [tmp_path / "s" / "s2.tif"]
+    for crop, (s, z) in zip(dm._val["noisy"][:, 0], [(0, 0), (0, 2), (1, 0), (1, 2)], strict=True):
+        assert torch.equal(crop, torch.from_numpy(to_unit(stacks[s][z, 16:48, 16:48])))
+    with pytest.raises(DataSourceError, match=r"data\.val_count=7 plane\(s\) would take all 3 usable stack"):
+        RandomCropStream(settings(tmp_path / "s", val_count=7))
 
 
 def test_mixed_bit_depths_and_bad_settings_are_refused(tmp_path: Path) -> None:

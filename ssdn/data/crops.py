@@ -161,12 +161,12 @@ class RandomCropStream(IterableDataset):
         return self._planes.label(i) if self._planes is not None else str(self.files[i])
 
     def held_out_images(self) -> list[np.ndarray]:
-        """The held-out validation images (H, W, C) as stored: whole files, or of each held-out stack its
-        middle plane (``ssdn.data.stack_planes.validation_planes``)."""
+        """The held-out validation images (H, W, C) as stored: whole files, or ``val_count`` planes spread over
+        the held-out stacks (``ssdn.data.stack_planes.validation_planes``)."""
         if self._planes is None:
             return [self.load(path) for path in self.held_out]
-        independent = self.settings.channels_independent
-        return [image for stack in self.held_out_stacks for image in validation_planes(stack, independent)]
+        settings = self.settings
+        return validation_planes(self.held_out_stacks, settings.channels_independent, settings.val_count)
 
     @property
     def crop_failed_files(self) -> list[str]:

@@ -140,12 +140,11 @@ class PlaneReader:
         return image
 
 
-def validation_planes(stack: Stack, independent: bool) -> list[np.ndarray]:
-    """The images a held-out stack contributes to validation: its middle T/Z plane, (H, W, C), or each of its
-    channels alone (H, W, 1) when channels are independent. One plane per stack keeps validation small; the
-    whole stack is held out so that no neighbouring plane of it is trained on."""
-    indices = plane_indices(stack, channels_independent=False)
-    image = _as_image(take_plane(stack, indices[len(indices) // 2]))
-    if not independent:
-        return [image]
-    return [np.ascontiguousarray(image[:, :, c : c + 1]) for c in range(image.shape[2])]
+def validation_planes(stacks: Sequence[Stack], independent: bool, count: int) -> list[np.ndarray]:
+    """``count`` planes (H, W, C) spread evenly over every plane of the held-out ``stacks``, the centres of
+    ``count`` equal runs (one plane: the middle one; all planes when they are fewer): the noisy validation
+    images."""
+    refs = plane_refs(stacks, independent)
+    m = min(count, len(refs))
+    picks = ((np.arange(m) + 0.5) * len(refs) / m).astype(int)
+    return [_as_image(take_plane(stacks[refs[k].stack], dict(refs[k].index))) for k in picks.tolist()]

@@ -111,7 +111,7 @@ class TrainingFiles:
         usable, sizes = self._scan(listed, lambda p: (opened[p].size("X"), opened[p].size("Y")))
         self.held_out = []
         if settings.val_count > 0:
-            usable, sizes = self._hold_out(usable, sizes)
+            usable, sizes = self._hold_out_stacks(usable, sizes, opened)
         try:
             self.bit_depth = collection_bit_depth([opened[p] for p in [*self.held_out, *usable]])
         except StackError as exc:
@@ -121,6 +121,30 @@ class TrainingFiles:
         self.stacks = [opened[p] for p in self.files]
         self.held_out_stacks = [opened[p] for p in self.held_out]
         self.planes = plane_refs(self.stacks, settings.channels_independent)
+
+    def _hold_out_stacks(
+        self, usable: list[Path], sizes: list[tuple[int, int]], opened: dict[Path, Stack]
+    ) -> tuple[list[Path], list[tuple[int, int]]]:
+        """Hold out the first stacks of at least ``val_size``² until they have ``val_count`` planes.
+
+        Whole stacks, never planes beside trained ones: neighbouring planes of a stack show the same
+        structures, so a held-out plane between trained ones would score a memorised image.
+        """
+        want, independent = self.settings.val_count, self.settings.channels_independent
+        held, planes = [], 0
+        for i, (w, h) in enumerate(sizes):
+            if planes >= want:
+                break
+            if min(w, h) >= self.settings.val_size:
+                held.append(i)
+                planes += len(plane_refs([opened[usable[i]]], independent))
+        if held and len(held) == len(usable):
+            raise DataSourceError(
+                f"{self.setting}: validation holds out whole stacks (neighbouring planes show the same "
+                f"structures), and data.val_count={want} plane(s) would take all {len(usable)} usable stack(s); "
+                "add a stack, lower data.val_count, or set data.val_count=0"
+            )
+        return self._hold_out(usable, sizes, held)
 
     def skip_undecodable(self, path: Path, exc: Exception) -> None:
         self.skipped_files.append(str(path))
@@ -157,11 +181,13 @@ class TrainingFiles:
         return usable, sizes
 
     def _hold_out(
-        self, usable: list[Path], sizes: list[tuple[int, int]]
+        self, usable: list[Path], sizes: list[tuple[int, int]], held: list[int] | None = None
     ) -> tuple[list[Path], list[tuple[int, int]]]:
-        """Move the first ``val_count`` files of at least ``val_size``² into ``held_out`` (noisy validation)."""
+        """Move the first ``val_count`` files of at least ``val_size``² (or the files ``held``) into
+        ``held_out`` (noisy validation)."""
         s, count = self.settings.val_size, self.settings.val_count
-        held = [i for i, (w, h) in enumerate(sizes) if min(w, h) >= s][:count]
+        if held is None:
+            held = [i for i, (w, h) in enumerate(sizes) if min(w, h) >= s][:count]
         if not held:
             raise DataSourceError(
                 f"{self.setting}: none of the {len(usable)} usable image(s) is at least data.val_size={s}² to "
