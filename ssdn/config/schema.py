@@ -283,6 +283,8 @@ class DataConfig:
     (TIFF / OME-TIFF, OME-Zarr; ``ssdn.data.stack_planes``) and a 2-D model trains on their planes, every T and
     Z; files that name their own axes are read with them, ``axes`` covering each. ``channels_independent``:
     each channel of the C axis is its own 1-channel image (``channels=1``) instead of the model's channels.
+    With stacks, ``val_count`` counts validation planes (from whole held-out stacks), ``subset`` counts stacks,
+    and ``in_memory`` has no effect (planes are read one at a time).
     """
 
     train_dir: Any = MISSING  # a folder, a list of folders, a packed set or skimage:train
