@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ssdn.data.io import ImageDecodeError, bit_depth, is_palette, load_as_stored
-from ssdn.data.stacks import StackError, check_axes, open_stack
+from ssdn.data.stacks import StackError, check_axes
 from ssdn.errors import UserError, exit_on_user_error
 from ssdn.inference.denoiser import (
     PRECISIONS,
@@ -34,7 +34,7 @@ from ssdn.inference.denoiser import (
 )
 from ssdn.inference.levels import check_level_given, parse_param, resolve_params, use_given_level
 from ssdn.inference.plan import ImageTask, check_writable, plan
-from ssdn.inference.stacks import check_depth, denoise_stack, is_stack, open_error
+from ssdn.inference.stacks import check_depth, denoise_stack, is_stack, open_input_stack, trained_axes
 from ssdn.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, fits_one_tile, tile_count
 from ssdn.inference.write import write_output, write_uncertainty
 from ssdn.training.checkpoints import load_denoiser, read_checkpoint, training_bit_depth
@@ -117,8 +117,15 @@ def _parser() -> argparse.ArgumentParser:
 class _Batch:
     """The run over the planned images: one line per image on stdout, failures collected for the summary."""
 
-    def __init__(self, module: DenoiserModule, args: argparse.Namespace, trained_depth: int | None) -> None:
+    def __init__(
+        self,
+        module: DenoiserModule,
+        args: argparse.Namespace,
+        trained_depth: int | None,
+        trained_axes: str | None = None,
+    ) -> None:
         self.module, self.args, self.trained_depth = module, args, trained_depth
+        self.trained_axes = trained_axes
         self.param = parse_param(args.param)
         self.fixed = None if self.param == "auto" else resolve_params(module, self.param)
         self.bf16 = network_bf16(args.precision, args.device)
@@ -202,10 +209,7 @@ class _Batch:
     def _stack(self, task: ImageTask) -> str:
         """Denoise and write one stack plane by plane (``ssdn.inference.stacks``); returns its stdout line."""
         args, module = self.args, self.module
-        try:
-            stack = open_stack(task.source, args.axes)
-        except StackError as exc:
-            raise open_error(exc) from None
+        stack = open_input_stack(task.source, args.axes, self.trained_axes)
         check_depth(task.source, bit_depth(np.empty(0, stack.dtype)), self.trained_depth)
         fixed, param = self.fixed, self.param
 
@@ -248,14 +252,16 @@ def _run(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         is_stack=lambda path: is_stack(path, axes),
     )
-    trained_depth = training_bit_depth(read_checkpoint(args.checkpoint))
+    checkpoint = read_checkpoint(args.checkpoint)
+    trained_depth, default_axes = training_bit_depth(checkpoint), trained_axes(checkpoint)
+    del checkpoint  # its weights: the module loads its own copy
     module = load_denoiser(args.checkpoint, args.device)
     check_level_given(module, param)
     check_writable(out_dir)
     note = use_given_level(module, param)
     if note:
         print(f"{PROG}: {note}", file=sys.stderr)
-    batch = _Batch(module, args, trained_depth)
+    batch = _Batch(module, args, trained_depth, default_axes)
     for source, why in batch_plan.rejected:
         print(f"{PROG}: skipped {source}: {why}", file=sys.stderr)
     with tqdm(

@@ -147,7 +147,7 @@ def test_reads_and_writes_one_plane_at_a_time(identity, tmp_path: Path, monkeypa
         writes.append((key, np.asarray(values).shape))
         real_write(self, key, values)
 
-    monkeypatch.setattr(denoise, "open_stack", counting_open)
+    monkeypatch.setattr(inf, "open_stack", counting_open)
     monkeypatch.setattr(st.StackWriter, "write", counting_write)
     assert _main(_checkpoint(tmp_path), src, "--out", tmp_path / "out") == 0
     assert reads == [(32, 64)] * 5

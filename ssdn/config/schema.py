@@ -278,6 +278,13 @@ class DataConfig:
     files held out as noisy validation crops. ``batch_size`` is the **global** batch, split evenly over DDP
     ranks. ``curriculum``: earlier stages of other crop and batch sizes before ``crop_size``/``batch_size`` run
     to the end (``ssdn.data.curriculum``), e.g. ``[{until: 0.4, crop_size: 64, batch_size: 8}]``.
+
+    ``axes`` (OME letters, e.g. ``ZYX``, ``TYX``, ``CYX``, ``TZCYX``): the training files are microscopy stacks
+    (TIFF / OME-TIFF, OME-Zarr; ``ssdn.data.stack_planes``) and a 2-D model trains on their planes, every T and
+    Z; files that name their own axes are read with them, ``axes`` covering each. ``channels_independent``:
+    each channel of the C axis is its own 1-channel image (``channels=1``) instead of the model's channels.
+    With stacks, ``val_count`` counts validation planes (from whole held-out stacks), ``subset`` counts stacks,
+    and ``in_memory`` has no effect (planes are read one at a time).
     """
 
     train_dir: Any = MISSING  # a folder, a list of folders, a packed set or skimage:train
@@ -296,6 +303,8 @@ class DataConfig:
     val_count: int = 4
     val_size: int = 256
     curriculum: list[CropStage] = field(default_factory=list)
+    axes: str | None = None  # null: 2-D images; else the stacks' axes, e.g. ZYX, TYX, CYX, TZCYX
+    channels_independent: bool = False  # stacks: each channel its own 1-channel image (and its own level)
 
     @property
     def largest_crop(self) -> int:
@@ -325,7 +334,40 @@ class DataConfig:
         errors += multiple_errors(
             "data.val_size", self.val_size, SIDE_MULTIPLE, "the blind-spot network's square input"
         )
-        return errors + curriculum_errors(self.curriculum, world_size)
+        return errors + self._stack_errors() + curriculum_errors(self.curriculum, world_size)
+
+    def _stack_errors(self) -> list[str]:
+        """``axes`` and ``channels_independent``: valid axes, and what training on stacks supports."""
+        from ssdn.data.stacks import AxesError, check_axes
+
+        if self.axes is None:
+            if self.channels_independent:
+                return [
+                    "data.channels_independent=true needs stacks with a channel axis: set data.axes (e.g. CYX or "
+                    "ZCYX), or data.channels_independent=false"
+                ]
+            return []
+        try:
+            axes = check_axes(self.axes)
+        except AxesError as exc:
+            return [str(exc)]
+        errors = []
+        if self.channels_independent and "C" not in axes:
+            errors.append(
+                f"data.channels_independent=true with data.axes={axes}: no C axis to split; add C to data.axes "
+                "or set data.channels_independent=false"
+            )
+        if self.add_noise:
+            errors.append(
+                f"data.axes={axes}: stacks are trained on as the noisy counts they store; set "
+                "data.add_noise=false (or data.axes=null for a folder of clean 2-D images)"
+            )
+        if self.val_dir is not None:
+            errors.append(
+                f"data.axes={axes} with data.val_dir: validation on stacks uses held-out training stacks "
+                "(data.val_count); set data.val_dir=null"
+            )
+        return errors
 
 
 @dataclass
@@ -345,8 +387,15 @@ class DataSettings(DataConfig):
         errors = self.errors() + channels_errors(self.channels)
         if self.seed < 0:
             errors.append(f"seed={self.seed} must be >= 0")
+        if self.channels_independent and self.channels != 1:
+            errors.append(
+                f"data.channels_independent=true with channels={self.channels}: each channel is a 1-channel "
+                "image; set channels=1"
+            )
         if errors:
             raise ConfigError.of(errors)
+        if self.axes is not None:
+            self.axes = str(self.axes).strip().upper()
 
     @classmethod
     def of(cls, data: DataConfig, *, channels: int, seed: int) -> DataSettings:

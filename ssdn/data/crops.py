@@ -7,6 +7,8 @@ batches of an uninterrupted one, and the worker count or DDP layout changes only
 rotation drawn from ``(seed, 1, g)``; element ``e`` of batch ``b`` on rank ``r`` is ``g = b·Bg + r·Bl + e``,
 so ranks never share a sample. A packed set (``python -m ssdn.prepare``) is cropped with the same ids, so it
 yields the batches of the folder it packs.
+With ``data.axes`` the images are the planes of stacks (``ssdn.data.stack_planes``): ``perm_E`` permutes
+every (stack, plane) pair, and a crop reads its one plane.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ssdn.config.schema import DataSettings
 from ssdn.data.curriculum import CropSchedule
 from ssdn.data.io import ImageDecodeError, load_image, load_native, rgb_to_mono, to_unit
+from ssdn.data.stack_planes import PlaneReader, validation_planes
+from ssdn.data.stacks import StackError
 from ssdn.data.training_files import SIZE_FILTER, DataWarning, TrainingFiles
 from ssdn.noise.base import NoiseModel
 
@@ -115,6 +119,9 @@ class RandomCropStream(IterableDataset):
         self.held_out, self.bit_depth = chosen.held_out, chosen.bit_depth
         self.skipped_files, self.too_small_files = chosen.skipped_files, chosen.too_small_files
         self.size_filtered_count = chosen.size_filtered_count
+        self.held_out_stacks = chosen.held_out_stacks
+        #: stacks (``data.axes``): the training planes, read on demand; None for 2-D files
+        self._planes = PlaneReader(chosen.stacks, chosen.planes) if settings.axes is not None else None
 
         self._perms: OrderedDict[int, np.ndarray] = OrderedDict()
         self._noisy: OrderedDict[int, tuple[np.ndarray, float]] = OrderedDict()
@@ -135,15 +142,38 @@ class RandomCropStream(IterableDataset):
         self._noisy_bytes = 0
 
     @property
+    def item_count(self) -> int:
+        """How many images the samples draw from: the files, or the planes of the stacks."""
+        return len(self._planes) if self._planes is not None else len(self.files)
+
+    @property
+    def stacked(self) -> bool:
+        """True when the images are the planes of stacks (``data.axes``)."""
+        return self._planes is not None
+
+    def item_name(self, i: int) -> str:
+        """Image ``i`` in messages: its file, or ``stack[Z=3]`` for a plane."""
+        return self._planes.label(i) if self._planes is not None else str(self.files[i])
+
+    def held_out_images(self) -> list[np.ndarray]:
+        """The held-out validation images (H, W, C) as stored: whole files, or ``val_count`` planes spread over
+        the held-out stacks (``ssdn.data.stack_planes.validation_planes``)."""
+        if self._planes is None:
+            return [self.load(path) for path in self.held_out]
+        settings = self.settings
+        return validation_planes(self.held_out_stacks, settings.channels_independent, settings.val_count)
+
+    @property
     def crop_failed_files(self) -> list[str]:
-        """Files that passed the header scan but failed to decode when cropped: skipped from then on."""
-        return [str(self.files[i]) for i in sorted(self._bad)]
+        """Files (or planes) that passed the header scan but failed to decode when cropped: skipped from then on."""
+        return [self.item_name(i) for i in sorted(self._bad)]
 
     def describe(self) -> dict[str, Any]:
         """What was trained on, for checkpoints and logs."""
+        planes = self._planes is not None
         return {
             "source": self.source,
-            "files": [str(p) for i, p in enumerate(self.files) if i not in self._bad],
+            "files": [str(p) for i, p in enumerate(self.files) if planes or i not in self._bad],
             "listed": self.listed_count,
             "skipped_files": [*self.skipped_files, *self.crop_failed_files],
             "crop_failed_files": self.crop_failed_files,
@@ -162,6 +192,15 @@ class RandomCropStream(IterableDataset):
             "held_out": [str(p) for p in self.held_out],
             "channels": self.channels,
             "packed": self._pack.describe() if self._pack is not None else None,
+            **(
+                {
+                    "axes": self.settings.axes,
+                    "channels_independent": self.settings.channels_independent,
+                    "planes": self.item_count,
+                }
+                if planes
+                else {}
+            ),
         }
 
     # ------------------------------------------------------------------ sampling
@@ -186,15 +225,15 @@ class RandomCropStream(IterableDataset):
     def _permutation(self, epoch: int) -> np.ndarray:
         perm = self._perms.get(epoch)
         if perm is None:
-            perm = np.random.default_rng((self.seed, _PERMUTATION, epoch)).permutation(len(self.files))
+            perm = np.random.default_rng((self.seed, _PERMUTATION, epoch)).permutation(self.item_count)
             self._perms[epoch] = perm
             if len(self._perms) > 2:  # a batch spans at most two epochs
                 self._perms.popitem(last=False)
         return perm
 
     def image_of(self, g: int) -> int:
-        """Index (into ``files``) of the image that sample ``g`` crops, before any decode fallback."""
-        epoch, pos = divmod(int(g), len(self.files))
+        """Index (into ``files``, or the planes) of the image that sample ``g`` crops, before any decode fallback."""
+        epoch, pos = divmod(int(g), self.item_count)
         return int(self._permutation(epoch)[pos])
 
     def _image(self, i: int) -> tuple[np.ndarray, int]:
@@ -203,13 +242,15 @@ class RandomCropStream(IterableDataset):
             return self._images[i], i
         if self._pack is not None:
             return self._pack.image(self._pack_ids[i]), i
-        n = len(self.files)
+        n = self.item_count
         for j in ((i + s) % n for s in range(n)):
             if j in self._bad:
                 continue
             try:
-                image = self._load(self.files[j], self.channels)
-            except (ImageDecodeError, OSError) as exc:
+                image = (
+                    self._planes(j) if self._planes is not None else self._load(self.files[j], self.channels)
+                )
+            except (ImageDecodeError, StackError, OSError) as exc:
                 err: Exception = exc
             else:
                 if min(image.shape[:2]) >= self.min_side:
@@ -217,7 +258,7 @@ class RandomCropStream(IterableDataset):
                 err = ValueError(f"decoded size {image.shape[1]}x{image.shape[0]} is smaller than the crop")
             self._bad.add(j)
             warnings.warn(
-                f"{self.setting}: {self.files[j]} failed at crop time ({err}); using the next training image "
+                f"{self.setting}: {self.item_name(j)} failed at crop time ({err}); using the next training image "
                 "instead from now on",
                 DataWarning,
                 stacklevel=2,

@@ -188,8 +188,7 @@ class DenoisingDataModule(L.LightningDataModule):
             self.train_stream = RandomCropStream(self.settings, noise=self.noise, rank=rank, world_size=world)
         stream, s = self.train_stream, self.settings.val_size
         crops = []
-        for path in stream.held_out:
-            image = stream.load(path)
+        for image in stream.held_out_images():
             top, left = (image.shape[0] - s) // 2, (image.shape[1] - s) // 2
             crops.append(to_unit(image[top : top + s, left : left + s]))
         self.val_files = list(stream.held_out)
@@ -201,17 +200,22 @@ class DenoisingDataModule(L.LightningDataModule):
     def estimation_images(self, count: int = 32) -> list[Tensor]:
         """Up to ``count`` noisy training images (C, H, W) float32 to estimate the initial noise level from.
 
-        The first ``count`` training files: as read when ``add_noise=False``; otherwise corrupted once by the
+        The first ``count`` training files (planes of stacks: ``count`` spread evenly over every stack's planes):
+        as read when ``add_noise=False``; otherwise corrupted once by the
         noise model with a CPU generator seeded ``seed + ESTIMATE_SEED_OFFSET``. Every DDP rank gets the same.
         """
         if self.train_stream is None:
             self.setup("fit")
         assert self.train_stream is not None
         stream = self.train_stream
-        images = [
-            torch.from_numpy(to_unit(stream.pixels(i))).permute(2, 0, 1)
-            for i in range(min(count, len(stream.files)))
-        ]
+        n = min(count, stream.item_count)
+        # planes of stacks: spread over the listing, not the first planes of its first stack
+        ids = (
+            np.unique(np.linspace(0, stream.item_count - 1, n).round().astype(int))
+            if stream.stacked
+            else range(n)
+        )
+        images = [torch.from_numpy(to_unit(stream.pixels(int(i)))).permute(2, 0, 1) for i in ids]
         if not self.settings.add_noise:
             return images
         if self.noise is None:

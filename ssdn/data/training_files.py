@@ -17,7 +17,10 @@ import numpy as np
 
 from ssdn.config.schema import DataSettings
 from ssdn.data.io import ImageDecodeError, check_one_bit_depth
+from ssdn.data.packed import PackedSet
 from ssdn.data.sources import DataSourceError, header_size, open_packed, resolve_sources
+from ssdn.data.stack_planes import PlaneRef, list_stacks, open_training_stack, plane_refs
+from ssdn.data.stacks import Stack, StackError, collection_bit_depth
 
 SIZE_FILTER = (256, 512)
 """The paper's training-set filter: keep images with 256 <= width, height <= 512 (inclusive)."""
@@ -40,6 +43,10 @@ class TrainingFiles:
     ``held_out``: with ``add_noise=False`` and no ``val_dir``, the first ``val_count`` files of at least
     ``val_size`` on both sides are noisy validation images, never cropped for training. ``bit_depth``: noisy
     observations keep their file's depth, one for the whole collection (8 otherwise).
+
+    With ``data.axes`` the files are stacks (``ssdn.data.stack_planes``): the same rules apply to the stacks,
+    their plane size taken as the image size, ``val_count`` whole stacks held out; ``stacks`` and ``planes``
+    then hold the chosen stacks (opened lazily) and their (stack, plane) pairs, the unit that crops draw.
     """
 
     setting = "train_dir"
@@ -50,6 +57,14 @@ class TrainingFiles:
         self.min_side, self._crop_setting, self._load = min_side, crop_setting, load
         source = settings.train_dir
         self.source = [str(s) for s in ([source] if isinstance(source, str | Path) else source)]
+        #: with ``data.axes``: the chosen stacks (lazy, in ``files`` order) and every training plane of them
+        self.stacks: list[Stack] = []
+        self.held_out_stacks: list[Stack] = []
+        self.planes: list[PlaneRef] = []
+        self.pack: PackedSet | None = None
+        if settings.axes is not None:
+            self._choose_stacks(settings.axes)
+            return
         self.pack = open_packed(source, self.setting)
         in_memory = settings.in_memory
         size_of: Callable[[Path], tuple[int, int]]
@@ -75,6 +90,61 @@ class TrainingFiles:
         position = {p: i for i, p in enumerate(listed)}
         #: positions of ``files`` in a packed set's index
         self.pack_ids = [position[p] for p in self.files] if self.pack is not None else []
+
+    def _choose_stacks(self, axes: str) -> None:
+        """The stack listing's choice, as for 2-D files (filters on the plane size, held-out stacks, one bit
+        depth, subset of stacks), then every T/Z plane (and C, when independent) of each chosen stack.
+
+        Validation holds out whole stacks, not planes: neighbouring planes of a stack show the same structures,
+        so planes held out beside trained ones would score a memorised image."""
+        settings = self.settings
+        listed = list_stacks(settings.train_dir, recursive=settings.recursive, setting=self.setting)
+        opened = {
+            path: open_training_stack(
+                path, axes, settings.channels, settings.channels_independent, self.setting
+            )
+            for path in listed
+        }
+        self.listed_count = len(listed)
+        self.skipped_files, self.too_small_files = [], []
+        self.size_filtered_count = 0
+        usable, sizes = self._scan(listed, lambda p: (opened[p].size("X"), opened[p].size("Y")))
+        self.held_out = []
+        if settings.val_count > 0:
+            usable, sizes = self._hold_out_stacks(usable, sizes, opened)
+        try:
+            self.bit_depth = collection_bit_depth([opened[p] for p in [*self.held_out, *usable]])
+        except StackError as exc:
+            raise DataSourceError(f"{self.setting}: {exc}") from None
+        self.files, self.images = self._choose(usable, sizes, in_memory=False)
+        self.pack_ids = []
+        self.stacks = [opened[p] for p in self.files]
+        self.held_out_stacks = [opened[p] for p in self.held_out]
+        self.planes = plane_refs(self.stacks, settings.channels_independent)
+
+    def _hold_out_stacks(
+        self, usable: list[Path], sizes: list[tuple[int, int]], opened: dict[Path, Stack]
+    ) -> tuple[list[Path], list[tuple[int, int]]]:
+        """Hold out the first stacks of at least ``val_size``² until they have ``val_count`` planes.
+
+        Whole stacks, never planes beside trained ones: neighbouring planes of a stack show the same
+        structures, so a held-out plane between trained ones would score a memorised image.
+        """
+        want, independent = self.settings.val_count, self.settings.channels_independent
+        held, planes = [], 0
+        for i, (w, h) in enumerate(sizes):
+            if planes >= want:
+                break
+            if min(w, h) >= self.settings.val_size:
+                held.append(i)
+                planes += len(plane_refs([opened[usable[i]]], independent))
+        if held and len(held) == len(usable):
+            raise DataSourceError(
+                f"{self.setting}: validation holds out whole stacks (neighbouring planes show the same "
+                f"structures), and data.val_count={want} plane(s) would take all {len(usable)} usable stack(s); "
+                "add a stack, lower data.val_count, or set data.val_count=0"
+            )
+        return self._hold_out(usable, sizes, held)
 
     def skip_undecodable(self, path: Path, exc: Exception) -> None:
         self.skipped_files.append(str(path))
@@ -111,11 +181,13 @@ class TrainingFiles:
         return usable, sizes
 
     def _hold_out(
-        self, usable: list[Path], sizes: list[tuple[int, int]]
+        self, usable: list[Path], sizes: list[tuple[int, int]], held: list[int] | None = None
     ) -> tuple[list[Path], list[tuple[int, int]]]:
-        """Move the first ``val_count`` files of at least ``val_size``² into ``held_out`` (noisy validation)."""
+        """Move the first ``val_count`` files of at least ``val_size``² (or the files ``held``) into
+        ``held_out`` (noisy validation)."""
         s, count = self.settings.val_size, self.settings.val_count
-        held = [i for i, (w, h) in enumerate(sizes) if min(w, h) >= s][:count]
+        if held is None:
+            held = [i for i, (w, h) in enumerate(sizes) if min(w, h) >= s][:count]
         if not held:
             raise DataSourceError(
                 f"{self.setting}: none of the {len(usable)} usable image(s) is at least data.val_size={s}² to "

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -28,7 +29,9 @@ from ssdn.data.stacks import (
     Stack,
     StackError,
     StackWriter,
+    check_axes,
     from_unit,
+    open_stack,
     plane_indices,
     sibling_path,
     take_plane,
@@ -45,8 +48,10 @@ __all__ = [
     "is_ome_zarr",
     "is_stack",
     "open_error",
+    "open_input_stack",
     "stack_output_name",
     "stack_outputs",
+    "trained_axes",
 ]
 
 STD_TAG = "std"
@@ -213,3 +218,26 @@ def open_error(exc: StackError) -> StackError:
     """A reading error worded for the CLI: the stacks module names the training setting ``data.axes``, which
     ``python -m ssdn.denoise`` takes as ``--axes``."""
     return StackError(str(exc).replace("data.axes", "--axes"))
+
+
+def trained_axes(checkpoint: Mapping[str, Any]) -> str | None:
+    """The ``data.axes`` the model was trained with (its run config in the checkpoint), or None (2-D images,
+    or a checkpoint from before the setting)."""
+    config = checkpoint.get("ssdn_config")
+    data = config.get("data") if isinstance(config, Mapping) else None
+    axes = data.get("axes") if isinstance(data, Mapping) else None
+    return None if axes is None else check_axes(str(axes))
+
+
+def open_input_stack(path: Path, axes: str | None, trained: str | None) -> Stack:
+    """An input stack, lazily: with ``--axes`` as given; without, as the file names its axes, falling back to
+    the training's ``data.axes`` (``trained``) for a file that names none. Errors worded for the CLI."""
+    try:
+        if axes is not None or trained is None:
+            return open_stack(path, axes)
+        try:
+            return open_stack(path)
+        except StackError:
+            return open_stack(path, trained)
+    except StackError as exc:
+        raise open_error(exc) from None
