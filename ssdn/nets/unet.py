@@ -51,6 +51,21 @@ def _upsample_kernel(w: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
 
 
+def authors_init(net: nn.Module, last: nn.Module, zero_last: bool = False) -> None:
+    """The authors' init of a U-Net (2D or 3D): conv weights N(0, gain²/fan_in), gain √2, zero biases; the last
+    1×1 conv ``last`` with gain 1, or zeros."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    assert isinstance(last.weight, torch.Tensor)
+    if zero_last:
+        nn.init.zeros_(last.weight)
+    else:
+        nn.init.normal_(last.weight, std=1.0 / math.sqrt(last.weight[0].numel()))
+
+
 class UNet(nn.Module):
     """Table 4 U-Net: 48-channel encoder, 96-channel decoder, three 1×1 layers at the end.
 
@@ -148,16 +163,7 @@ class UNet(nn.Module):
         return (self._blind_hole + 1) // 2
 
     def reset_parameters(self, zero_last: bool = False) -> None:
-        """The authors' init: weights N(0, gain²/fan_in), gain √2 (1 on ``nin_c``, or zeros), zero biases."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        if zero_last:
-            nn.init.zeros_(self.nin_c.weight)
-        else:
-            nn.init.normal_(self.nin_c.weight, std=1.0 / math.sqrt(self.nin_c.weight[0].numel()))
+        authors_init(self, self.nin_c, zero_last)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:

@@ -10,13 +10,14 @@ and the cost on CPUs (``pool_z``, ``levels``, widths) are in `UNet3D`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ssdn.nets.unet import authors_init
 
 __all__ = ["UNet3D", "padded_shape3d"]
 
@@ -149,16 +150,7 @@ class UNet3D(nn.Module):
         return 2 ** sum(self.z_pooled), 2**self.levels, 2**self.levels
 
     def reset_parameters(self, zero_last: bool = False) -> None:
-        """The authors' init: weights N(0, gain²/fan_in), gain √2 (1 on ``nin_c``, or zeros), zero biases."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        if zero_last:
-            nn.init.zeros_(self.nin_c.weight)
-        else:
-            nn.init.normal_(self.nin_c.weight, std=1.0 / math.sqrt(self.nin_c.weight[0].numel()))
+        authors_init(self, self.nin_c, zero_last)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
