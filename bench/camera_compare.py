@@ -9,6 +9,8 @@ references (``ssdn.eval.metrics.psnr``, mean over images), beside CBM3D at the �
         --out outputs/camera-compare [--configs plain,hole3,...] [--best "method.blind_hole=3 method.pd_stride=2"]
     python bench/camera_compare.py --set /tmp/cam --level iso1600 --images 64 --test-images 4 ...   # smoke
 
+CBM3D runs one crop at a time; ``--workers N`` spreads the crops over N spawned processes.
+
 Configurations (``--configs``): ``plain`` (method=ssdn, hole 1, stride 1), ``hole3``, ``hole5``
 (``method.blind_hole``), ``pd5`` (``method.pd_stride=5 method.pd_stride_infer=2``), ``pd5-r3`` (the same
 model, denoised with R³: ``--r3-passes 8``), ``best`` (``--best``'s overrides, ``--best-r3-passes``),
@@ -28,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,16 +283,24 @@ def score(cfg: Config, cam: CameraSet, dest: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- CBM3D
 
 
-def cbm3d(cam: CameraSet, out: Path, sigmas: list[float]) -> dict[str, Any]:
+def _cbm3d_psnr(noisy: np.ndarray, clean: np.ndarray, sigma: float) -> float:
+    """PSNR of CBM3D at ``sigma`` (8-bit units) on one uint8 crop (a worker process's task)."""
+    from ssdn.baselines.cbm3d import bm3d_denoise
+
+    return psnr_of(bm3d_denoise(noisy.astype(np.float64) / 255.0, sigma / 255.0), clean)
+
+
+def cbm3d(cam: CameraSet, out: Path, sigmas: list[float], workers: int) -> dict[str, Any]:
     """CBM3D on the test crops at each σ (8-bit units) of the grid, at Chen et al.'s per-image estimate and at
     the set's σ from ``ssdn.noise.correlation``; each level's result is kept in OUT/results/cbm3d.json as soon
     as it is done, so a rerun continues."""
     import torch
 
-    from ssdn.baselines.cbm3d import bm3d_denoise
+    from ssdn.baselines.cbm3d import require_bm3d
     from ssdn.noise.correlation import estimate_correlation
     from ssdn.noise.estimate import estimate_sigma
 
+    require_bm3d()
     path = out / "results" / "cbm3d.json"
     names = [p.name for p in cam.noisy]
     done: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
@@ -304,10 +316,11 @@ def cbm3d(cam: CameraSet, out: Path, sigmas: list[float]) -> dict[str, Any]:
         if key in done["levels"]:
             continue
         start = time.monotonic()
-        values = [
-            psnr_of(bm3d_denoise(x.astype(np.float64) / 255.0, s / 255.0), c)
-            for x, c, s in zip(noisy, clean, per_image, strict=True)
-        ]
+        if workers > 1:  # spawned: a forked child of a process that ran torch can hang in OpenMP
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                values = list(pool.map(_cbm3d_psnr, noisy, clean, per_image))
+        else:
+            values = list(map(_cbm3d_psnr, noisy, clean, per_image))
         done["levels"][key] = {
             "sigma_mean": float(np.mean(per_image)),
             "psnr": mean_psnr(values),
@@ -367,12 +380,16 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     (out / "runs").mkdir(exist_ok=True)
     (out / "denoised").mkdir(exist_ok=True)
     budget = budget_overrides(args.minutes, args.images)
+    try:
+        sigmas = [float(s) for s in args.cbm3d_sigmas.split(",")]
+    except ValueError:
+        raise UserError(f"--cbm3d-sigmas={args.cbm3d_sigmas}: give numbers, e.g. {DEFAULT_SIGMAS}") from None
     noisy = cam.noisy_psnr()
     rows: list[dict[str, Any]] = []
     for name in names:
         path = out / "results" / f"{name}.json"
         if name == "cbm3d":
-            row = {"config": "cbm3d", **cbm3d(cam, out, [float(s) for s in args.cbm3d_sigmas.split(",")])}
+            row = {"config": "cbm3d", **cbm3d(cam, out, sigmas, args.workers)}
         elif path.is_file():
             row = json.loads(path.read_text())
         else:
@@ -433,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--best-r3-passes", type=int, default=0, help="R³ passes of the 'best' row (0: none)")
     p.add_argument("--test-images", type=int, default=None, help="score the first N test crops only (smoke)")
     p.add_argument("--cbm3d-sigmas", default=DEFAULT_SIGMAS, help="CBM3D's σ grid, 8-bit units")
+    p.add_argument("--workers", type=int, default=1, help="CBM3D processes, one crop each (default 1)")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each subprocess")
     p.add_argument("--debug", action="store_true", help="show tracebacks of usage errors")
     p.add_argument("overrides", nargs="*", help="extra train.py overrides for every training")
