@@ -41,7 +41,7 @@ from ssdn.training.initial_level import ESTIMATION_IMAGES, initialise_level
 from ssdn.training.last_checkpoint import LastCheckpoint
 from ssdn.training.loggers import build_loggers
 from ssdn.training.module import DenoiserModule
-from ssdn.training.noise_check import blind_spot_check
+from ssdn.training.noise_check import NoiseCheck, blind_spot_check
 from ssdn.training.precision import resolve_precision
 from ssdn.utils import atomic_write, atomic_write_json, keep_freed_memory
 
@@ -327,15 +327,16 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> Mapping[st
             extra_callbacks=extra_callbacks,
         )
         if ckpt_path is None:  # a resumed run's checkpoint holds the learned level
-            if not config.data.add_noise and (
-                warning := blind_spot_check(
+            check = NoiseCheck()
+            if not config.data.add_noise:
+                check = blind_spot_check(
                     datamodule.estimation_images(ESTIMATION_IMAGES),
                     config.method.blind_hole,
                     config.method.pd_stride,
                 )
-            ):
-                log.warning("%s", warning)
-            initialise_level(config.noise_params.init, module, datamodule)
+                if check.warning:
+                    log.warning("%s", check.warning)
+            initialise_level(config.noise_params.init, module, datamodule, check.correlated_sigma)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = _fit_metrics(trainer, module)
         if trainer.is_global_zero:

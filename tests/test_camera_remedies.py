@@ -20,8 +20,9 @@ from ssdn.inference.exported import ExportedDenoiser
 from ssdn.nets.pixel_shuffle import PixelShuffleNet
 from ssdn.nets.unet import UNet
 from ssdn.train import run
+from ssdn.training.checkpoints import read_checkpoint
 from ssdn.training.module import DenoiserModule
-from ssdn.training.noise_check import blind_spot_check, covered_extent
+from ssdn.training.noise_check import NoiseCheck, blind_spot_check, covered_extent
 from tests.conftest import compose_config
 from tests.test_noisy_only import noisy_overrides
 
@@ -53,17 +54,22 @@ def test_covered_extent_of_hole_and_stride() -> None:
 def test_blind_spot_check_warns_for_correlated_noise_unless_the_region_covers_it() -> None:
     rng = np.random.default_rng(0)
     correlated = _correlated(rng)
-    warning = blind_spot_check(correlated, blind_hole=1, pd_stride=1)
+    check = blind_spot_check(correlated, blind_hole=1, pd_stride=1)
+    warning = check.warning
     assert warning is not None and "over 2 px" in warning and "\n" not in warning
     assert "method.blind_hole=5" in warning and "method.pd_stride=3" in warning
-    assert blind_spot_check(correlated, blind_hole=5, pd_stride=1) is None
-    assert blind_spot_check(correlated, blind_hole=1, pd_stride=3) is None
+    assert check.correlated_sigma == pytest.approx(15.0, rel=0.15)  # the noise's per-pixel std, 15/255
+    covered = blind_spot_check(correlated, blind_hole=5, pd_stride=1)
+    assert covered.warning is None and covered.correlated_sigma == check.correlated_sigma
+    assert blind_spot_check(correlated, blind_hole=1, pd_stride=3).warning is None
     white = [
         img[:, :, :] * 0 + 0.5 + torch.from_numpy(rng.normal(0, 0.05, img.shape)).float()
         for img in correlated
     ]
-    assert blind_spot_check(white, blind_hole=1, pd_stride=1) is None
-    assert blind_spot_check([torch.rand(3, 16, 16)], 1, 1) is None  # too small to measure: no claim
+    assert (
+        blind_spot_check(white, blind_hole=1, pd_stride=1) == NoiseCheck()
+    )  # independent: nothing to change
+    assert blind_spot_check([torch.rand(3, 16, 16)], 1, 1) == NoiseCheck()  # too small to measure: no claim
 
 
 def test_the_paper_net_is_not_wrapped_and_remedies_build_what_they_say() -> None:
@@ -139,6 +145,8 @@ def test_a_camera_remedy_trains_on_noisy_files_warns_and_denoises_with_r3(
         run(compose_config(*noisy_overrides(folder, "method.pd_stride=3"), output_dir=tmp_path / "pd"))
     assert not any("spatially correlated" in r.getMessage() for r in caplog.records)
     ckpt = tmp_path / "pd" / "checkpoints" / "last.ckpt"
+    # the learned level started at the correlated noise's measured σ (15), not Chen's far lower estimate
+    assert read_checkpoint(ckpt)["ssdn_level"]["sigma"] == pytest.approx(15.0, rel=0.2)
     out = tmp_path / "out"
     denoise_main(
         [str(ckpt), str(folder / "p0.png"), "--out", str(out), "--r3-passes", "2", "--device", "cpu"]

@@ -109,6 +109,11 @@ def initialise_from_data(source: LevelSource, noise: NoiseModel, noisy: Sequence
     noise model without a classical estimator (impulse) or a source that is not learned, changing nothing."""
     if not source.learned:
         raise ValueError(f"the {source.name} level source is not learned; there is nothing to initialise")
-    params = noise.estimate_params(noisy).to(torch.float64)
+    return initialise_at(source, noise, noise.estimate_params(noisy))
+
+
+def initialise_at(source: LevelSource, noise: NoiseModel, params: Tensor) -> dict[str, float]:
+    """Start a learned level at ``params`` (paper units, () or (P,)); returns them as ``{param name: value}``."""
+    params = params.to(torch.float64)
     source.initialise(noise.to_level(params))
     return dict(zip(noise.param_names, params.reshape(-1).tolist(), strict=True))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from torch import Tensor
@@ -26,15 +27,25 @@ def covered_extent(blind_hole: int, pd_stride: int) -> int:
     return max((blind_hole - 1) // 2, pd_stride - 1)
 
 
-def blind_spot_check(images: Sequence[Tensor], blind_hole: int, pd_stride: int) -> str | None:
-    """Measure the noise correlation of noisy (C, H, W) images in [0, 1]; log the result, and return a warning
-    naming the remedy when the correlation reaches farther than the blind region hides (None otherwise, also when
-    the images are too small or too textured to measure)."""
+@dataclass(frozen=True)
+class NoiseCheck:
+    """``warning``: one line when the blind region does not cover the correlation; ``correlated_sigma``: the
+    noise's σ (8-bit units) when it is spatially correlated, a better start for a learned Gaussian level than
+    Chen's estimate, which takes correlated noise for image structure."""
+
+    warning: str | None = None
+    correlated_sigma: float | None = None
+
+
+def blind_spot_check(images: Sequence[Tensor], blind_hole: int, pd_stride: int) -> NoiseCheck:
+    """Measure the noise correlation of noisy (C, H, W) images in [0, 1] and log it; the warning names the remedy
+    when the correlation reaches farther than the blind region hides (nothing is claimed when the images are too
+    small or too textured to measure)."""
     try:
         corr = estimate_correlation(np.ascontiguousarray(img.permute(1, 2, 0).numpy()) for img in images)
     except ValueError as exc:
         log.info("noise correlation not measured: %s", exc)
-        return None
+        return NoiseCheck()
     rho = f"rho(0,1) = {corr.at(0, 1):.2f}, rho(1,0) = {corr.at(1, 0):.2f}"
     log.info(
         "noise of the training images: sigma = %.3g (8-bit units), %s, extent %d px",
@@ -42,12 +53,16 @@ def blind_spot_check(images: Sequence[Tensor], blind_hole: int, pd_stride: int) 
         rho,
         corr.extent,
     )
+    sigma = None if corr.independent else corr.sigma
     if corr.extent <= covered_extent(blind_hole, pd_stride):
-        return None
-    return (
-        f"the noise of the training images is spatially correlated over {corr.extent} px ({rho}; independent "
-        f"noise has 0), farther than this run's blind region hides (method.blind_hole={blind_hole}, "
-        f"method.pd_stride={pd_stride}): the net will learn to hand the noise back. Train with "
-        f"method.blind_hole={2 * corr.extent + 1} or method.pd_stride={corr.extent + 1} "
-        "(python -m ssdn.inspect FOLDER shows the details)"
+        return NoiseCheck(correlated_sigma=sigma)
+    return NoiseCheck(
+        (
+            f"the noise of the training images is spatially correlated over {corr.extent} px ({rho}; independent "
+            f"noise has 0), farther than this run's blind region hides (method.blind_hole={blind_hole}, "
+            f"method.pd_stride={pd_stride}): the net will learn to hand the noise back. Train with "
+            f"method.blind_hole={2 * corr.extent + 1} or method.pd_stride={corr.extent + 1} "
+            "(python -m ssdn.inspect FOLDER shows the details)"
+        ),
+        sigma,
     )
