@@ -178,12 +178,13 @@ class UNet3D(nn.Module):
     def _conv(self, layer: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
         """3×3×3 conv + leaky ReLU; blind spot: reading the current slab and the ones above only.
 
-        Blind spot: two zero slabs of padding along axis 2 give D + 2 output slabs, the first D of which read
-        input slabs i-2..i (the paper's "zero row on top, SAME conv, drop the bottom row"). Padding in the
-        conv and keeping a view, rather than padding the input, saves one copy of every activation for backward.
+        Blind spot: two zero slabs on top along axis 2 and a valid conv there give D output slabs, slab i reading
+        input slabs i-2..i (the paper's "zero row on top, SAME conv, drop the bottom row"). Padding inside the
+        conv and keeping a view of the first D slabs would save a copy, but the in-place activation on that view
+        gave NaN gradients in bf16 channels_last_3d once other work had run (uninitialised memory read back).
         """
         if self.blindspot:
-            return _act(F.conv3d(x, layer.weight, layer.bias, padding=(2, 1, 1))[:, :, : x.shape[2]])
+            return _act(F.conv3d(F.pad(x, (1, 1, 1, 1, 2, 0)), layer.weight, layer.bias))
         return _act(F.conv3d(x, layer.weight, layer.bias, padding=1))
 
     def _pool(self, x: torch.Tensor, window: tuple[int, int, int]) -> torch.Tensor:
