@@ -213,8 +213,7 @@ INDEPENDENT.update({"gauss25": gaussian25, "pg0.01": poisson_gaussian})
 
 
 def _row(name: str, true: NoiseCorrelation, est: NoiseCorrelation, noisy: list[np.ndarray]) -> dict[str, Any]:
-    a, b = signal_dependence(noisy)
-    rec = recommend(est, a, b)
+    rec = recommend(est, signal_dependence(noisy))
     extra = [o for o in rec.alternatives[0] if o.startswith("method.") or o.startswith("noise=")]
     return {
         "set": name,

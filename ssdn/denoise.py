@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ssdn.data.io import ImageDecodeError, bit_depth, is_palette, load_as_stored
+from ssdn.data.io import ImageDecodeError, bit_depth, is_palette, load_as_stored, photo_metadata
 from ssdn.data.stacks import StackError, check_axes
 from ssdn.errors import UserError, exit_on_user_error
 from ssdn.inference.denoiser import (
@@ -191,7 +191,7 @@ class _Batch:
         del pixels
         channels = stored.shape[2]
         try:
-            write_output(task.outputs[0], out, depth, alpha, channels)
+            write_output(task.outputs[0], out, depth, alpha, channels, photo_metadata(task.source))
             note = ""
             if std is not None:
                 top = write_uncertainty(task.outputs[1], task.outputs[2], std, depth, channels)

@@ -90,8 +90,7 @@ def inspect_folder(
         if isinstance(exc, UserError):
             raise
         raise InspectError(f"{folder}: {exc}; inspect larger or noisier images") from exc
-    a, b = signal_dependence(crops)
-    return read, corr, recommend(corr, a, b)
+    return read, corr, recommend(corr, signal_dependence(crops))
 
 
 def correlation_table(corr: NoiseCorrelation) -> str:
@@ -138,11 +137,9 @@ def report(
             f"verdict: CORRELATED over {corr.extent} px (rho(0,1) = {corr.at(0, 1):.2f}, rho(1,0) = "
             f"{corr.at(1, 0):.2f}): a 1-pixel blind spot would learn to hand the noise back"
         )
-    mid = 0.5 * rec.a
-    share = mid / (mid + rec.b) if mid + rec.b > 0 else 0.0
     out.append(
         f"noise model: {rec.noise} (variance a*x + b fitted: a = {rec.a:.3g}, b = {rec.b:.3g}; "
-        f"signal-dependent share at mid-grey {share:.0%})"
+        f"{rec.noise_reason})"
     )
     out.append(
         "recommended training (noisy images alone):" if corr.independent else "recommended training, one of:"

@@ -9,8 +9,11 @@ import pytest
 
 from ssdn.noise import correlation as corr
 from ssdn.noise.correlation import (
+    MIN_INTENSITY_SPAN,
+    VarianceLine,
     estimate_correlation,
     noise_correlation,
+    noise_model_for,
     recommend,
     signal_dependence,
 )
@@ -167,19 +170,39 @@ def _ramp_noisy(rng: np.random.Generator, a: float, b: float) -> np.ndarray:
 
 def test_signal_dependence_chooses_the_noise_model() -> None:
     rng = np.random.default_rng(4)
-    a, b = signal_dependence([_ramp_noisy(rng, 0.01, 1e-4)])
-    assert a == pytest.approx(0.01, rel=0.2)
+    line = signal_dependence([_ramp_noisy(rng, 0.01, 1e-4)])
+    assert line.a == pytest.approx(0.01, rel=0.2)
+    assert line.low < 0.2 and line.high > 0.8  # the ramp's 0.1..0.9, less the bins' averaging
     independent = noise_correlation([rng.normal(size=(64, 64, 3)) * 0.05])
-    assert recommend(independent, a, b).noise == "poisson_gaussian"
-    a, b = signal_dependence([_ramp_noisy(rng, 0.0, (20 / 255) ** 2)])
-    assert recommend(independent, a, b).noise == "gaussian"
+    rec = recommend(independent, line)
+    assert rec.noise == "poisson_gaussian" and "at least 25%" in rec.noise_reason
+    rec = recommend(independent, signal_dependence([_ramp_noisy(rng, 0.0, (20 / 255) ** 2)]))
+    assert rec.noise == "gaussian" and "below 25%" in rec.noise_reason
+
+
+def test_one_brightness_falls_back_to_gaussian() -> None:
+    """A flat field cannot tell a·x from b: whatever the fit's split, the advice is one learned σ, and says why."""
+    rng = np.random.default_rng(6)
+    flat = np.full((SIZE, SIZE, 3), 0.4)
+    line = signal_dependence([flat + rng.normal(size=flat.shape) * np.sqrt(0.01 * flat)])  # Poisson-like
+    assert line.span < MIN_INTENSITY_SPAN
+    white = noise_correlation([rng.normal(size=(64, 64, 3))])
+    rec = recommend(white, line)
+    assert rec.noise == "gaussian" and "too narrow" in rec.noise_reason
+    # The same line over a wide range would have been Poisson-Gaussian: only the span decides here.
+    wide = VarianceLine(a=0.01, b=0.0, low=0.1, high=0.9)
+    assert noise_model_for(wide)[0] == "poisson_gaussian"
+    assert noise_model_for(VarianceLine(a=0.01, b=0.0, low=0.4, high=0.4 + MIN_INTENSITY_SPAN))[0] == (
+        "poisson_gaussian"
+    )
+    assert noise_model_for(VarianceLine(a=0.01, b=0.0, low=0.4, high=0.64))[0] == "gaussian"
 
 
 def test_recommend_blind_region_from_the_extent() -> None:
     rng = np.random.default_rng(5)
     white = noise_correlation([rng.normal(size=(128, 128, 3))])
     assert white.independent
-    rec = recommend(white, 0.0, 1e-3)
+    rec = recommend(white, VarianceLine(0.0, 1e-3, 0.1, 0.9))
     assert rec.blind_spot_applies and (rec.blind_hole, rec.pd_stride) == (1, 1)
     assert rec.alternatives == (
         (
@@ -192,7 +215,7 @@ def test_recommend_blind_region_from_the_extent() -> None:
     )
     blurred = noise_correlation([blurred_noise(rng, (128, 128, 3), 0.05)])
     assert blurred.extent == 2
-    rec = recommend(blurred, 0.0, 1e-3)
+    rec = recommend(blurred, VarianceLine(0.0, 1e-3, 0.1, 0.9))
     assert not rec.blind_spot_applies and (rec.blind_hole, rec.pd_stride) == (5, 3)
     assert [alt[-1] for alt in rec.alternatives] == ["method.blind_hole=5", "method.pd_stride=3"]
     assert json.loads(json.dumps(rec.to_dict()))["overrides"][1][-1] == "method.pd_stride=3"

@@ -460,3 +460,40 @@ def test_precision_auto_follows_the_cpu_flags(
     assert _main(checkpoint, *args, "--precision", "bf16") == 0
     assert identity.asked_bf16 == [expected, False, True]  # type: ignore[attr-defined]
     assert network_bf16("auto", "cuda", frozenset()) and not network_bf16("auto", "cpu", frozenset())
+
+
+def test_a_photo_keeps_its_exif_and_colour_profile_upright(
+    identity: DenoiserModule, checkpoint: Path, tmp_path: Path
+) -> None:
+    """A camera JPEG stored sideways (EXIF orientation 6) is denoised upright and written with its EXIF (camera,
+    exposure; orientation now 1) and ICC profile, so every viewer shows it as the original was shown."""
+    from PIL import ImageCms
+
+    stored = np.random.default_rng(7).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    exif[0x010F] = "ssdn-camera"
+    exif.get_ifd(0x8769)[0x829A] = (1, 250)  # ExposureTime, in the Exif sub-directory
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    (tmp_path / "in").mkdir()
+    Image.fromarray(stored).save(tmp_path / "in" / "photo.jpg", quality=95, exif=exif, icc_profile=icc)
+    upright = load_native(tmp_path / "in" / "photo.jpg")
+    assert upright.shape == (40, 24, 3)
+    out = tmp_path / "out"
+    assert _main(checkpoint, str(tmp_path / "in"), "--out", str(out), "--param", "25") == 0
+    with Image.open(out / "photo.png") as result:
+        written = result.getexif()
+        assert result.info.get("icc_profile") == icc
+        assert np.array_equal(np.asarray(result.convert("RGB")), upright)  # identity denoiser: pixels as read
+    assert written[0x0112] == 1 and written[0x010F] == "ssdn-camera"
+    with Image.open(tmp_path / "in" / "photo.jpg") as original:
+        exposure = original.getexif().get_ifd(0x8769)[0x829A]
+    assert written.get_ifd(0x8769)[0x829A] == exposure
+    # A file without metadata gets none, and a TIFF keeps its ICC profile.
+    tifffile.imwrite(tmp_path / "in" / "plain.tif", stored, photometric="rgb", iccprofile=icc)
+    _png(tmp_path / "in" / "bare.png", (8, 8, 3))
+    assert _main(checkpoint, str(tmp_path / "in"), "--out", str(out), "--param", "25", "--skip-existing") == 0
+    with tifffile.TiffFile(out / "plain.tif") as tif:
+        assert bytes(tif.pages.first.tags["InterColorProfile"].value) == icc
+    with Image.open(out / "bare.png") as bare:
+        assert not bare.getexif() and "icc_profile" not in bare.info

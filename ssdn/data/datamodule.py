@@ -5,7 +5,9 @@ both sides, centre-cropped to ``val_size``² (a multiple of 32, as the network n
 ``setup`` by a CPU generator seeded ``seed + VAL_SEED_OFFSET``, so validation PSNR compares like with like
 across steps, runs and devices; smaller images are skipped, not padded, so PSNR sees real pixels only.
 Without clean images the held-out training files are validated as stored, scored by the self-supervised
-loss. Training resumes exactly: the stream starts at the restored ``batches_seen`` (``ssdn.data.crops``).
+loss; with ``add_noise=false`` a ``val_dir`` holds real noisy/clean pairs (``ssdn.data.pairs``, the SIDD layout),
+scored by PSNR as they are. Training resumes exactly: the stream starts at the restored ``batches_seen``
+(``ssdn.data.crops``).
 The final protocol evaluation lives in ``ssdn.eval``.
 """
 
@@ -25,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from ssdn.config.schema import DataSettings
 from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.curriculum import CropSchedule
-from ssdn.data.io import ImageDecodeError, load_image, to_unit
+from ssdn.data.io import ImageDecodeError, bit_depth, load_image, load_native, to_unit
+from ssdn.data.pairs import PairsError, find_pairs
 from ssdn.data.sources import resolve_sources
 from ssdn.noise.base import NoiseModel
 
@@ -130,6 +133,8 @@ class DenoisingDataModule(L.LightningDataModule):
         """The fixed validation set (module doc): all chosen crops corrupted in one call, params drawn first."""
         if not self.has_clean_val:
             return self._build_noisy_val()
+        if not self.settings.add_noise:
+            return self._build_paired_val()
         source = self.settings.val_dir if self.settings.val_dir is not None else DEFAULT_VAL_SOURCE
         files = resolve_sources(
             source, recursive=self.settings.recursive, default_split="val", setting="val_dir"
@@ -180,6 +185,50 @@ class DenoisingDataModule(L.LightningDataModule):
             "params": params.to(torch.float64),
             "index": torch.arange(len(chosen)),
         }
+
+    def _build_paired_val(self) -> dict[str, Tensor]:
+        """Centre ``val_size``² crops of the first ``val_count`` noisy/clean pairs of ``val_dir``
+        (``ssdn.data.pairs``): the real noise, scored against its clean version, both scaled by their depth."""
+        s, setting, source = self.settings.val_size, "data.val_dir", self.settings.val_dir
+        folders = [Path(str(f)) for f in (source if isinstance(source, (list, tuple)) else [source])]
+        pairs = [pair for f in folders for pair in find_pairs(f, self.settings.recursive, setting)]
+        noisy, clean, chosen, too_small = [], [], [], []
+        for pair in pairs:
+            a, b = (load_native(p, self.settings.channels) for p in (pair.noisy, pair.clean))
+            if a.shape != b.shape or a.dtype != b.dtype:
+                raise PairsError(
+                    f"{setting}: {pair.noisy} ({a.shape[1]}x{a.shape[0]}, {bit_depth(a)}-bit) and its clean "
+                    f"partner {pair.clean} ({b.shape[1]}x{b.shape[0]}, {bit_depth(b)}-bit) differ; a pair must "
+                    "have one size and depth"
+                )
+            h, w = a.shape[:2]
+            if min(h, w) < s:
+                too_small.append(pair.noisy.name)
+                continue
+            top, left = (h - s) // 2, (w - s) // 2
+            noisy.append(to_unit(a[top : top + s, left : left + s]))
+            clean.append(to_unit(b[top : top + s, left : left + s]))
+            chosen.append(pair.noisy)
+            if len(chosen) == self.settings.val_count:
+                break
+        if not chosen:
+            raise PairsError(
+                f"{setting}={source}: every pair is smaller than data.val_size={s} ({', '.join(too_small[:3])}); "
+                "lower data.val_size"
+            )
+        if too_small:
+            warnings.warn(
+                f"{setting}: skipped {len(too_small)} pair(s) smaller than val_size={s}: "
+                + ", ".join(too_small[:5]),
+                DataWarning,
+                stacklevel=3,
+            )
+        self.val_files = chosen
+
+        def stack(crops: list[np.ndarray]) -> Tensor:
+            return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+
+        return {"clean": stack(clean), "noisy": stack(noisy), "index": torch.arange(len(chosen))}
 
     def _build_noisy_val(self) -> dict[str, Tensor]:
         """Centre ``val_size``² crops of the held-out noisy training files, scaled as the training crops."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +231,43 @@ def is_palette(path: str | Path) -> bool:
             return img.mode in ("P", "PA")
     except _DECODE_ERRORS:
         return False
+
+
+_ORIENTATION = 0x0112
+"""The EXIF tag that tells a viewer how to turn the stored pixels for display (1: as stored)."""
+
+
+@dataclass(frozen=True)
+class PhotoMetadata:
+    """What a photo carries beside its pixels that its denoised copy keeps: the camera's EXIF and the ICC colour
+    profile. ``exif`` is TIFF-structured (no ``Exif\\0\\0`` header), as PNG's eXIf chunk holds it, with the
+    orientation set to 1: the readers here turn the pixels upright, so the copy is written upright and any viewer,
+    whether it honours EXIF orientation or not, shows it the way the original was shown."""
+
+    exif: bytes | None = None
+    icc: bytes | None = None
+
+
+def photo_metadata(path: str | Path) -> PhotoMetadata:
+    """The EXIF and ICC profile of a PNG/JPEG/WebP photo (TIFF: the ICC profile only), empty where it has none
+    or they cannot be read: metadata never stops a denoise."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                tag = tif.pages.first.tags.get("InterColorProfile")
+                return PhotoMetadata(icc=bytes(tag.value) if tag is not None else None)
+        with Image.open(path) as img:
+            icc = img.info.get("icc_profile") or None
+            exif = img.getexif()
+            if not exif:
+                return PhotoMetadata(icc=icc)
+            if _ORIENTATION in exif:
+                exif[_ORIENTATION] = 1
+            raw = exif.tobytes()
+            return PhotoMetadata(exif=raw[6:] if raw.startswith(b"Exif\x00\x00") else raw, icc=icc)
+    except (*_DECODE_ERRORS, tifffile.TiffFileError, KeyError):
+        return PhotoMetadata()
 
 
 def bit_depth(pixels: np.ndarray) -> int:

@@ -4,11 +4,15 @@ A grayscale image denoised by a colour model (the gray channel repeated, ``ssdn.
 written gray as the mean of the three outputs: each is an estimate of the same gray value, and their mean is
 the one with the least noise (it is also how ``ssdn.data.io`` makes mono of RGB). A palette image is denoised
 and written as RGB: its colours, not its indices, are the signal, and a denoised image has more colours than a
-palette holds.
+palette holds. A photo's EXIF (orientation set to 1: the pixels were turned upright on read) and ICC profile
+go into the PNG's eXIf and iCCP chunks; a TIFF keeps the ICC profile (tifffile writes no EXIF directory).
 """
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,7 @@ import png
 import tifffile
 from torch import Tensor
 
+from ssdn.data.io import PhotoMetadata
 from ssdn.utils import atomic_path
 
 
@@ -40,8 +45,26 @@ def _quantize(image: Tensor, depth: int) -> np.ndarray:
     return out
 
 
-def _write_pixels(path: Path, pixels: np.ndarray, has_alpha: bool) -> None:
-    """(H, W, K) integers atomically: TIFF for .tif, PNG (8 or 16 bits, via pypng) otherwise."""
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC-32 of type and data."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+_IHDR_END = 8 + 12 + 13
+"""Bytes of the PNG signature and the IHDR chunk: where the metadata chunks go (both must precede IDAT)."""
+
+
+def _metadata_chunks(meta: PhotoMetadata) -> bytes:
+    chunks = b""
+    if meta.icc:
+        chunks += _chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(meta.icc))
+    if meta.exif:
+        chunks += _chunk(b"eXIf", meta.exif)
+    return chunks
+
+
+def _write_pixels(path: Path, pixels: np.ndarray, has_alpha: bool, meta: PhotoMetadata | None = None) -> None:
+    """(H, W, K) integers atomically: TIFF for .tif, PNG (8 or 16 bits, via pypng) otherwise, with ``meta``."""
     with atomic_path(path) as tmp:
         h, w, k = pixels.shape
         if path.suffix == ".tif":
@@ -51,23 +74,34 @@ def _write_pixels(path: Path, pixels: np.ndarray, has_alpha: bool) -> None:
                 pixels[:, :, 0] if k == 1 else pixels,
                 photometric=photometric,
                 extrasamples=["unassalpha"] if has_alpha else None,
+                iccprofile=meta.icc if meta else None,
             )
         else:
             depth = 16 if pixels.dtype == np.uint16 else 8
             writer = png.Writer(w, h, greyscale=k - has_alpha == 1, alpha=has_alpha, bitdepth=depth)
-            with Path(tmp).open("wb") as f:
-                writer.write(f, pixels.reshape(h, w * k))
+            buffer = io.BytesIO()
+            writer.write(buffer, pixels.reshape(h, w * k))
+            data = buffer.getvalue()
+            if meta is not None:
+                data = data[:_IHDR_END] + _metadata_chunks(meta) + data[_IHDR_END:]
+            Path(tmp).write_bytes(data)
 
 
 def write_output(
-    path: Path, image: Tensor, depth: int, alpha: np.ndarray | None = None, channels: int | None = None
+    path: Path,
+    image: Tensor,
+    depth: int,
+    alpha: np.ndarray | None = None,
+    channels: int | None = None,
+    metadata: PhotoMetadata | None = None,
 ) -> Path:
     """Write (C, H, W) in [0, 1] atomically at ``depth`` bits (a PNG, or a TIFF when ``path`` says .tif) with
-    the input's ``channels`` (default C), ``alpha`` (H, W, 1) at the same depth appended unchanged."""
+    the input's ``channels`` (default C), ``alpha`` (H, W, 1) at the same depth appended unchanged, and the
+    input photo's ``metadata``."""
     pixels = _quantize(as_channels(image, channels or image.shape[0]), depth)
     if alpha is not None:
         pixels = np.concatenate([pixels, alpha.astype(pixels.dtype)], axis=2)
-    _write_pixels(path, pixels, alpha is not None)
+    _write_pixels(path, pixels, alpha is not None, metadata)
     return path
 
 

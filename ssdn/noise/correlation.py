@@ -24,14 +24,17 @@ from ssdn.noise.estimate import binned_variances, fit_variance_line
 __all__ = [
     "FLAT_FRACTION",
     "FOI_CROP",
+    "MIN_INTENSITY_SPAN",
     "RADIUS",
     "RHO_THRESHOLD",
     "SIGNAL_DEPENDENT_FRACTION",
     "WINDOW",
     "NoiseCorrelation",
     "Recommendation",
+    "VarianceLine",
     "estimate_correlation",
     "noise_correlation",
+    "noise_model_for",
     "recommend",
     "signal_dependence",
 ]
@@ -429,8 +432,30 @@ mid-grey (x = 0.5). Below it the noise std varies by less than ±13% from black 
 a Gaussian model with one learned σ absorbs; above it one σ is wrong in the shadows or the highlights."""
 
 
-def signal_dependence(images: Iterable[np.ndarray]) -> tuple[float, float]:
-    """(a, b) of Var[y | x] = a·x + b pooled over images (H, W, C), ssdn.noise.estimate's binned PCA fit.
+MIN_INTENSITY_SPAN = 0.25
+"""Recommend ``poisson_gaussian`` only when the variance line's bins span at least this much of [0, 1]. On
+images of one brightness (a flat field, a dim fluorescence background) every bin has about the same mean, so the
+slope a and the offset b cannot be told apart and the split between them is noise: one learned σ is then the
+model that cannot be wrong about what was never seen."""
+
+
+@dataclass(frozen=True)
+class VarianceLine:
+    """Var[y | x] = a·x + b fitted over intensity bins, and the brightness range [low, high] those bins cover
+    (the range over which the fit says anything)."""
+
+    a: float
+    b: float
+    low: float
+    high: float
+
+    @property
+    def span(self) -> float:
+        return self.high - self.low
+
+
+def signal_dependence(images: Iterable[np.ndarray]) -> VarianceLine:
+    """Var[y | x] = a·x + b pooled over images (H, W, C), ssdn.noise.estimate's binned PCA fit.
 
     Under correlated noise the PCA variances are too low, but by about the same factor in every intensity bin
     (the correlation's shape does not depend on brightness), so the share a·x / (a·x + b) is still right.
@@ -447,7 +472,8 @@ def signal_dependence(images: Iterable[np.ndarray]) -> tuple[float, float]:
     means, variances, counts = (
         torch.cat([p[i] for p in parts]) if parts else torch.zeros(0) for i in range(3)
     )
-    return fit_variance_line(means, variances, counts)
+    a, b = fit_variance_line(means, variances, counts)
+    return VarianceLine(a, b, float(means.min()), float(means.max()))
 
 
 @dataclass(frozen=True)
@@ -460,6 +486,7 @@ class Recommendation:
     """
 
     noise: str
+    noise_reason: str
     a: float
     b: float
     blind_hole: int
@@ -470,6 +497,7 @@ class Recommendation:
     def to_dict(self) -> dict[str, Any]:
         return {
             "noise": self.noise,
+            "noise_reason": self.noise_reason,
             "a": self.a,
             "b": self.b,
             "blind_hole": self.blind_hole,
@@ -479,10 +507,9 @@ class Recommendation:
         }
 
 
-def recommend(correlation: NoiseCorrelation, a: float, b: float) -> Recommendation:
-    """Noise model from the variance line (a, b), blind region from the correlation's extent."""
-    mid = 0.5 * a
-    noise = "poisson_gaussian" if mid > 0 and mid / (mid + b) >= SIGNAL_DEPENDENT_FRACTION else "gaussian"
+def recommend(correlation: NoiseCorrelation, line: VarianceLine) -> Recommendation:
+    """Noise model from the variance line, blind region from the correlation's extent."""
+    noise, reason = noise_model_for(line)
     base = ("data.add_noise=false", f"noise={noise}", "noise_params=sigma_global")
     extent = correlation.extent
     hole, stride = 2 * extent + 1, extent + 1
@@ -495,10 +522,29 @@ def recommend(correlation: NoiseCorrelation, a: float, b: float) -> Recommendati
         )
     return Recommendation(
         noise=noise,
-        a=a,
-        b=b,
+        noise_reason=reason,
+        a=line.a,
+        b=line.b,
         blind_hole=hole,
         pd_stride=stride,
         blind_spot_applies=extent == 0,
         alternatives=alternatives,
+    )
+
+
+def noise_model_for(line: VarianceLine) -> tuple[str, str]:
+    """(``noise`` setting, why) from the variance line: Poisson–Gaussian when the signal-dependent share at
+    mid-grey reaches `SIGNAL_DEPENDENT_FRACTION` over a brightness range of at least `MIN_INTENSITY_SPAN`."""
+    if line.span < MIN_INTENSITY_SPAN:
+        return "gaussian", (
+            f"the images span brightness {line.low:.2f}-{line.high:.2f} only, too narrow to tell whether the "
+            "noise grows with brightness; one learned sigma is the safe choice (use noise=poisson_gaussian if "
+            "the data are photon counts)"
+        )
+    mid = 0.5 * line.a
+    share = mid / (mid + line.b) if mid + line.b > 0 else 0.0
+    verdict = "at least" if share >= SIGNAL_DEPENDENT_FRACTION else "below"
+    return ("poisson_gaussian" if share >= SIGNAL_DEPENDENT_FRACTION else "gaussian"), (
+        f"signal-dependent share of the variance at mid-grey {share:.0%}, {verdict} "
+        f"{SIGNAL_DEPENDENT_FRACTION:.0%}, over brightness {line.low:.2f}-{line.high:.2f}"
     )

@@ -290,7 +290,9 @@ class DenoiserModule(L.LightningModule):
         if "clean" not in batch:
             self._noisy_validation_step(batch["noisy"].float(), batch_idx)
             return
-        clean, noisy, params = batch["clean"].float(), batch["noisy"].float(), batch["params"]
+        clean, noisy = batch["clean"].float(), batch["noisy"].float()
+        # Real noisy/clean pairs (ssdn.data.pairs) carry no drawn params: the configured or learned level.
+        params = batch["params"] if "params" in batch else self._config_params(noisy.shape[0])
         outs = self.denoise(noisy, params, bf16=False)
         scores = {"noisy": psnr(noisy, clean)} | {k: psnr(v, clean) for k, v in outs.items()}
         for key, value in scores.items():
