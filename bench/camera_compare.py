@@ -13,7 +13,8 @@ CBM3D runs one crop at a time; ``--workers N`` spreads the crops over N spawned 
 
 Configurations (``--configs``): ``plain`` (method=ssdn, hole 1, stride 1), ``hole3``, ``hole5``
 (``method.blind_hole``), ``pd5`` (``method.pd_stride=5 method.pd_stride_infer=2``), ``pd5-r3`` (the same
-model, denoised with R³: ``--r3-passes 8``), ``best`` (``--best``'s overrides, ``--best-r3-passes``),
+model, denoised with R³: ``--r3-passes 8``), ``best`` (``--best``'s overrides), ``best-r3`` (the best model
+denoised with ``--best-r3-passes`` R³ passes, default 8),
 ``n2v-dense`` (``method=n2v_random_dense``) and ``cbm3d`` (no training: every σ of ``--cbm3d-sigmas`` on the
 test crops, plus the σ Chen et al. estimate per image and the one ``ssdn.noise.correlation`` estimates for the
 set). For the posterior configurations (ssdn without R³) the posterior std's coverage is measured: the share of
@@ -86,9 +87,10 @@ def configs(best: str, best_r3: int) -> dict[str, Config]:
         Config("hole5", "method.blind_hole=5", "hole5", ("method=ssdn", "method.blind_hole=5")),
         Config("pd5", "pd_stride 5, infer 2", "pd5", pd5),
         Config("pd5-r3", "pd_stride 5, infer 2, R³ 8 passes", "pd5", pd5, r3_passes=8),
+        Config("best", best, "best", ("method=ssdn", *shlex.split(best))),
         Config(
-            "best",
-            best + (f", R³ {best_r3} passes" if best_r3 else ""),
+            "best-r3",
+            f"{best}, R³ {best_r3} passes",
             "best",
             ("method=ssdn", *shlex.split(best)),
             r3_passes=best_r3,
@@ -441,13 +443,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument(
         "--configs",
-        default="plain,hole3,hole5,pd5,pd5-r3,best,n2v-dense,cbm3d",
+        default="plain,hole3,hole5,pd5,pd5-r3,best,best-r3,n2v-dense,cbm3d",
         help="comma-separated rows, in order (default: all)",
     )
     p.add_argument(
         "--best", default=DEFAULT_BEST, help=f"overrides of the 'best' row (default {DEFAULT_BEST!r})"
     )
-    p.add_argument("--best-r3-passes", type=int, default=0, help="R³ passes of the 'best' row (0: none)")
+    p.add_argument("--best-r3-passes", type=int, default=8, help="R³ passes of the 'best-r3' row (default 8)")
     p.add_argument("--test-images", type=int, default=None, help="score the first N test crops only (smoke)")
     p.add_argument("--cbm3d-sigmas", default=DEFAULT_SIGMAS, help="CBM3D's σ grid, 8-bit units")
     p.add_argument("--workers", type=int, default=1, help="CBM3D processes, one crop each (default 1)")
@@ -457,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     if (args.images is not None and args.images < 1) or (args.minutes is not None and args.minutes <= 0):
         p.error("--images / --minutes must be positive")
+    if args.best_r3_passes < 1:
+        p.error("--best-r3-passes must be positive (the 'best' row is the same model without R³)")
     with exit_on_user_error(PROG, args.debug):
         compare(args)
 

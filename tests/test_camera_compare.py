@@ -37,12 +37,13 @@ def test_psnr_of_is_the_projects_8_bit_psnr() -> None:
 
 
 def test_rows_with_a_posterior_are_the_ssdn_ones_without_r3() -> None:
-    table = cc.configs(cc.DEFAULT_BEST, best_r3=0)
+    table = cc.configs(cc.DEFAULT_BEST, best_r3=8)
     with_std = {n for n, c in table.items() if c.posterior}
     assert with_std == {"plain", "hole3", "hole5", "pd5", "best"}
     assert table["pd5-r3"].run == table["pd5"].run  # R³ re-denoises the pd5 model, no second training
     assert table["best"].overrides == ("method=ssdn", "method.blind_hole=3", "method.pd_stride=2")
-    assert not cc.configs(cc.DEFAULT_BEST, best_r3=8)["best"].posterior
+    best_r3 = table["best-r3"]
+    assert not best_r3.posterior and best_r3.r3_passes == 8 and best_r3.run == "best"
 
 
 def test_budget_overrides() -> None:
