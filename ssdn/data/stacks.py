@@ -151,16 +151,25 @@ class Stack:
         """The length of axis ``letter`` (1 when the stack has no such axis)."""
         return self.shape[self.axes.index(letter)] if letter in self.axes else 1
 
-    def take(self, index: Mapping[str, int] | None = None) -> np.ndarray:
-        """The sub-array at the given axis positions, the other axes kept in the stack's order."""
-        index = dict(index or {})
-        unknown = set(index) - set(self.axes)
+    def take(
+        self, index: Mapping[str, int] | None = None, window: Mapping[str, slice] | None = None
+    ) -> np.ndarray:
+        """The sub-array at the given axis positions, the other axes kept in the stack's order; ``window``
+        narrows kept axes to a range (e.g. ``{"Z": slice(8, 24)}``), read from the source alone (a lazy TIFF
+        reads those planes only)."""
+        index, window = dict(index or {}), dict(window or {})
+        unknown = (set(index) | set(window)) - set(self.axes)
         if unknown:
             raise KeyError(f"axes {sorted(unknown)} not in {self.axes!r}")
         for a, i in index.items():
             if not 0 <= i < self.size(a):
                 raise IndexError(f"{a}={i} outside 0..{self.size(a) - 1} of {self.path}")
-        key = tuple(index.get(a, slice(None)) if a in self.axes else 0 for a in self.source_axes)
+        for a, r in window.items():
+            if a in index or r.step not in (None, 1) or not 0 <= (r.start or 0) < (r.stop or 0) <= self.size(a):
+                raise IndexError(f"{a}={r} is not a range inside 0..{self.size(a)} of {self.path}")
+        key = tuple(
+            index.get(a, window.get(a, slice(None))) if a in self.axes else 0 for a in self.source_axes
+        )
         part = np.asarray(self.source[key])
         got = [a for a in self.source_axes if a in self.axes and a not in index]
         want = [a for a in self.axes if a not in index]
@@ -488,9 +497,11 @@ def volume_indices(stack: Stack, channels_independent: bool = False) -> list[dic
     ]
 
 
-def take_volume(stack: Stack, index: Mapping[str, int]) -> np.ndarray:
-    """The volume at ``index`` as (C, Z, Y, X)."""
-    vol = stack.take(index)
+def take_volume(
+    stack: Stack, index: Mapping[str, int], window: Mapping[str, slice] | None = None
+) -> np.ndarray:
+    """The volume at ``index`` as (C, Z, Y, X); ``window`` reads a sub-volume (``Stack.take``)."""
+    vol = stack.take(index, window)
     rest = [a for a in stack.axes if a not in index]
     if "C" not in rest:
         return vol[None]
