@@ -176,7 +176,11 @@ class RandomCropStream(IterableDataset):
         for planes of stacks ``count`` spread evenly over every stack's planes (not the first planes of its
         first stack)."""
         n = min(count, self.item_count)
-        ids = np.unique(np.linspace(0, self.item_count - 1, n).round().astype(int)) if self.stacked else range(n)
+        ids = (
+            np.unique(np.linspace(0, self.item_count - 1, n).round().astype(int))
+            if self.stacked
+            else range(n)
+        )
         return [self.pixels(int(i)) for i in ids]
 
     @property

@@ -165,7 +165,11 @@ class Stack:
             if not 0 <= i < self.size(a):
                 raise IndexError(f"{a}={i} outside 0..{self.size(a) - 1} of {self.path}")
         for a, r in window.items():
-            if a in index or r.step not in (None, 1) or not 0 <= (r.start or 0) < (r.stop or 0) <= self.size(a):
+            if (
+                a in index
+                or r.step not in (None, 1)
+                or not 0 <= (r.start or 0) < (r.stop or 0) <= self.size(a)
+            ):
                 raise IndexError(f"{a}={r} is not a range inside 0..{self.size(a)} of {self.path}")
         key = tuple(
             index.get(a, window.get(a, slice(None))) if a in self.axes else 0 for a in self.source_axes

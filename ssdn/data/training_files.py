@@ -142,7 +142,9 @@ class TrainingFiles:
             if min(w, h) >= self.settings.val_size:
                 held.append(i)
                 stack = opened[usable[i]]
-                units += len(volume_indices(stack, independent) if volumes else plane_refs([stack], independent))
+                units += len(
+                    volume_indices(stack, independent) if volumes else plane_refs([stack], independent)
+                )
         if held and len(held) == len(usable):
             raise DataSourceError(
                 f"{self.setting}: validation holds out whole stacks (neighbouring planes show the same "

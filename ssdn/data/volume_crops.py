@@ -28,6 +28,7 @@ from ssdn.noise.base import NoiseModel
 
 __all__ = ["RandomVolumeStream", "VolumeRef", "volume_refs"]
 
+
 @dataclass(frozen=True)
 class VolumeRef:
     """One training volume: ``stack`` (index into the chosen stacks) and its T / C positions (may be empty)."""
@@ -68,7 +69,9 @@ class RandomVolumeStream(RandomCropStream):
         start_batch: int = 0,
     ) -> None:
         if settings.dims != 3 or settings.crop_depth is None or settings.axes is None:
-            raise ValueError("RandomVolumeStream needs settings of a 3-D model (model.dims=3, data.crop_depth)")
+            raise ValueError(
+                "RandomVolumeStream needs settings of a 3-D model (model.dims=3, data.crop_depth)"
+            )
         super().__init__(settings, noise=noise, rank=rank, world_size=world_size, start_batch=start_batch)
         assert self._planes is not None, "stacks (data.axes) always have a plane reader"
         self.crop_depth = settings.crop_depth
