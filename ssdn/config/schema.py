@@ -484,8 +484,8 @@ class DataConfig:
 class DataSettings(DataConfig):
     """The ``data`` section bound to the run's image format (``channels``), ``seed`` and network (``model``: a
     3-D net's crops are volumes): what the data module and the crop stream read. Checked when built (a
-    ``ConfigError`` naming every key), so a data module never starts on settings the run config would refuse. ``seed`` drives crops, subsets aside (``subset_seed``), and
-    the validation noise."""
+    ``ConfigError`` naming every key), so a data module never starts on settings the run config would refuse.
+    ``seed`` drives crops, subsets aside (``subset_seed``), and the validation noise."""
 
     channels: int = 3
     seed: int = 0
