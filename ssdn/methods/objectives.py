@@ -19,11 +19,11 @@ from ssdn.noise import NoiseModel
 
 def _channels_last(x: Tensor) -> Tensor:
     """(N, C, H, W) or (N, C, D, H, W) -> channel vector last, float64: the noise models act per pixel/voxel."""
-    return x.movedim(1, -1).to(torch.float64)
+    return x.permute(0, *range(2, x.ndim), 1).to(torch.float64)  # explicit dims: ONNX takes no negative perm
 
 
 def _channels_first(x: Tensor) -> Tensor:
-    return x.movedim(-1, 1).to(torch.float32).contiguous()
+    return x.permute(0, x.ndim - 1, *range(1, x.ndim - 1)).to(torch.float32).contiguous()
 
 
 class Objective(nn.Module, ABC):
