@@ -177,13 +177,22 @@ def test_stacks_too_shallow_are_refused_and_validation_holds_out_whole_stacks(tm
     stacks = write_stacks(tmp_path / "s")
     with pytest.raises(DataSourceError, match=r"s0\.tif has 8 Z plane\(s\), fewer than data\.crop_depth=12"):
         RandomVolumeStream(settings(tmp_path / "s", crop_depth=12))
-    dm = DenoisingDataModule(settings(tmp_path / "s", val_count=1))
+    # val_count counts crop_depth-plane slabs of held-out stacks: 8 planes hold two of 4
+    dm = DenoisingDataModule(settings(tmp_path / "s", val_count=3))
+    dm.setup("fit")
+    assert dm.val_files == [tmp_path / "s" / "s0.tif", tmp_path / "s" / "s1.tif"]
+    assert dm._val is not None and dm._val["noisy"].shape == (3, 1, 4, SIDE, SIDE)
+    with pytest.raises(
+        DataSourceError, match=r"data\.val_count=5 sub-volume\(s\) would take all 3 usable stack"
+    ):
+        RandomVolumeStream(settings(tmp_path / "s", val_count=5))
+    dm = DenoisingDataModule(settings(tmp_path / "s", val_count=2))
     dm.setup("fit")
     assert dm.val_files == [tmp_path / "s" / "s0.tif"] and dm.train_stream is not None
     assert dm.train_stream.files == [tmp_path / "s" / "s1.tif", tmp_path / "s" / "s2.tif"]
-    assert dm._val is not None and dm._val["noisy"].shape == (1, 1, 4, SIDE, SIDE)
-    centre = stacks[0][2:6]  # the held-out volume's centre crop_depth × val_size²
-    assert torch.equal(dm._val["noisy"][0, 0], torch.from_numpy(to_unit(centre)))
+    assert dm._val is not None and dm._val["noisy"].shape == (2, 1, 4, SIDE, SIDE)
+    for crop, z in zip(dm._val["noisy"][:, 0], (0, 4), strict=True):
+        assert torch.equal(crop, torch.from_numpy(to_unit(stacks[0][z : z + 4])))
     planes = dm.estimation_images(3)  # the level is estimated from planes of the training stacks
     assert [p.shape for p in planes] == [(1, SIDE, SIDE)] * 3
     assert torch.equal(planes[0][0], torch.from_numpy(to_unit(stacks[1][0])))

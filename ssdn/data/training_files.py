@@ -125,26 +125,20 @@ class TrainingFiles:
     def _hold_out_stacks(
         self, usable: list[Path], sizes: list[tuple[int, int]], opened: dict[Path, Stack]
     ) -> tuple[list[Path], list[tuple[int, int]]]:
-        """Hold out the first stacks of at least ``val_size``² until they have ``val_count`` planes (volumes for a
-        3-D model).
+        """Hold out the first stacks of at least ``val_size``² until they have ``val_count`` planes (for a 3-D
+        model, ``crop_depth``-plane slabs: ``_validation_units``).
 
         Whole stacks, never planes beside trained ones: neighbouring planes of a stack show the same
         structures, so a held-out plane between trained ones would score a memorised image.
         """
-        want, independent = self.settings.val_count, self.settings.channels_independent
-        # a 3-D model validates on volumes (each T, and C when independent), a 2-D one on planes
-        volumes = self.settings.dims == 3
-        unit = "volume(s)" if volumes else "plane(s)"
-        held, units = [], 0
+        want, held, units = self.settings.val_count, [], 0
+        unit = "sub-volume(s)" if self.settings.dims == 3 else "plane(s)"
         for i, (w, h) in enumerate(sizes):
             if units >= want:
                 break
             if min(w, h) >= self.settings.val_size:
                 held.append(i)
-                stack = opened[usable[i]]
-                units += len(
-                    volume_indices(stack, independent) if volumes else plane_refs([stack], independent)
-                )
+                units += self._validation_units(opened[usable[i]])
         if held and len(held) == len(usable):
             raise DataSourceError(
                 f"{self.setting}: validation holds out whole stacks (neighbouring planes show the same "
@@ -152,6 +146,15 @@ class TrainingFiles:
                 "add a stack, lower data.val_count, or set data.val_count=0"
             )
         return self._hold_out(usable, sizes, held)
+
+    def _validation_units(self, stack: Stack) -> int:
+        """The validation images a held-out stack gives: its planes (2-D), or for a 3-D model its disjoint
+        ``crop_depth``-plane slabs of every volume (each T, and C when independent)."""
+        independent = self.settings.channels_independent
+        if self.settings.dims != 3:
+            return len(plane_refs([stack], independent))
+        assert self.settings.crop_depth is not None, "a 3-D model's settings have a crop depth"
+        return len(volume_indices(stack, independent)) * (stack.size("Z") // self.settings.crop_depth)
 
     def skip_undecodable(self, path: Path, exc: Exception) -> None:
         self.skipped_files.append(str(path))

@@ -6,7 +6,8 @@ The unit a sample draws is one volume (a stack at one T / C position), permuted 
 permutes files or planes, so every stack is reached; the corner, rotation and flips of sample ``g`` come from
 ``(seed, 1, g)``, so a resumed run or another loader layout cuts the same volumes (``ssdn.data.crops``). A crop
 reads only its planes, and of them only its window, from the file (``Stack.take``). Validation holds out whole
-stacks, as for 2-D training (``ssdn.data.training_files``); ``val_count`` then counts volumes.
+stacks, as for 2-D training (``ssdn.data.training_files``); ``val_count`` then counts ``crop_depth``-plane
+sub-volumes of them.
 """
 
 from __future__ import annotations
@@ -113,22 +114,24 @@ class RandomVolumeStream(RandomCropStream):
         return [planes(int(i)) for i in ids]
 
     def held_out_crops(self, size: int) -> Tensor:
-        """(V, C, crop_depth, size, size) float32: the centre sub-volume of ``val_count`` held-out volumes spread
-        evenly over them (the centres of equal runs, as for planes)."""
-        refs = self.held_out_volumes
-        m = min(self.settings.val_count, len(refs))
-        picks = ((np.arange(m) + 0.5) * len(refs) / m).astype(int).tolist()
-        crops = []
-        for k in picks:
-            ref = refs[k]
-            stack = self.held_out_stacks[ref.stack]
-            crops.append(to_unit(take_volume(stack, dict(ref.index), self._centre(stack, size))))
-        return torch.from_numpy(np.stack(crops))
-
-    def _centre(self, stack: Stack, size: int) -> dict[str, slice]:
+        """(V, C, crop_depth, size, size) float32: ``val_count`` validation sub-volumes spread evenly (the centres
+        of equal runs, as for planes) over the disjoint ``crop_depth``-plane slabs of every held-out volume (the
+        slabs centred in Z, each cut at the centre ``size``² of its planes)."""
         d = self.crop_depth
-        z, y, x = ((stack.size(a) - n) // 2 for a, n in zip("ZYX", (d, size, size), strict=True))
-        return {"Z": slice(z, z + d), "Y": slice(y, y + size), "X": slice(x, x + size)}
+        slabs = []
+        for ref in self.held_out_volumes:
+            z_size = self.held_out_stacks[ref.stack].size("Z")
+            first = (z_size - z_size // d * d) // 2
+            slabs += [(ref, first + k * d) for k in range(z_size // d)]
+        m = min(self.settings.val_count, len(slabs))
+        crops = []
+        for k in ((np.arange(m) + 0.5) * len(slabs) / m).astype(int).tolist():
+            ref, z = slabs[k]
+            stack = self.held_out_stacks[ref.stack]
+            y, x = ((stack.size(a) - size) // 2 for a in "YX")
+            window = {"Z": slice(z, z + d), "Y": slice(y, y + size), "X": slice(x, x + size)}
+            crops.append(to_unit(take_volume(stack, dict(ref.index), window)))
+        return torch.from_numpy(np.stack(crops))
 
     def batch(self, b: int) -> dict[str, Tensor]:
         """This rank's share of global batch ``b``: a pure function of the seed, the stacks and the layout."""
