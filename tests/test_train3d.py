@@ -20,6 +20,7 @@ from ssdn.data.sources import DataSourceError
 from ssdn.data.stacks import Stack, read_stack
 from ssdn.data.volume_crops import RandomVolumeStream
 from ssdn.denoise import main as denoise_main
+from ssdn.evaluate import main as evaluate_main
 from ssdn.export import main as export_main
 from ssdn.inference.volumes import denoise_volumes, tile_cores
 from ssdn.methods.objectives import PriorObjective
@@ -320,3 +321,6 @@ def test_train_a_3d_model_through_the_cli_then_denoise_a_stack_with_it(
     with pytest.raises(SystemExit) as exit_:
         export_main([str(ckpt_path), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
     assert exit_.value.code == 2 and "a 3-D model (model.dims=3)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_main(["--checkpoint", str(ckpt_path), "--device", "cpu", "--out", str(tmp_path / "ev")])
+    assert exit_.value.code == 2 and "the test sets are 2-D photos" in capsys.readouterr().err

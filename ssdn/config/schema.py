@@ -393,7 +393,9 @@ class DataConfig:
     Z; files that name their own axes are read with them, ``axes`` covering each. ``channels_independent``:
     each channel of the C axis is its own 1-channel image (``channels=1``) instead of the model's channels.
     With stacks, ``val_count`` counts validation planes (from whole held-out stacks), ``subset`` counts stacks,
-    and ``in_memory`` has no effect (planes are read one at a time).
+    and ``in_memory`` has no effect (planes are read one at a time). ``crop_depth``: with ``model.dims=3`` the
+    crops are ``crop_depth`` × ``crop_size``² sub-volumes of every T (``ssdn.data.volume_crops``), and
+    ``val_count`` counts ``crop_depth``-plane sub-volumes of the held-out stacks.
     """
 
     train_dir: Any = MISSING  # a folder, a list of folders, a packed set or skimage:train

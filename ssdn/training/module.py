@@ -171,7 +171,8 @@ class DenoiserModule(L.LightningModule):
         stride: int | None = None,
     ) -> dict[str, Tensor]:
         """Denoised outputs of a noisy batch (N,C,H,W), H and W multiples of 32 (square or not: no padding to a
-        square); the network may run in bf16, the posterior in float64.
+        square), or for a 3-D model (N,C,D,H,W) of its side multiples; the network may run in bf16, the posterior
+        in float64.
 
         ``bf16=None`` follows ``eval_bf16``, which is False (fp32, the authors' protocol) on every device unless
         a caller asks for the faster bf16 autocast (``python -m ssdn.evaluate --bf16``). ``uncertainty`` adds
