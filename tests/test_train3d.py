@@ -14,10 +14,12 @@ import torch
 
 from ssdn.config.compose import ConfigError, compose, validate_config
 from ssdn.config.schema import DataSettings, ModelConfig
+from ssdn.data import volume_crops
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.data.io import to_unit
 from ssdn.data.sources import DataSourceError
-from ssdn.data.stacks import Stack, read_stack
+from ssdn.data.stacks import Stack, StackError, open_stack, read_stack, take_volume
+from ssdn.data.training_files import DataWarning
 from ssdn.data.volume_crops import RandomVolumeStream
 from ssdn.denoise import main as denoise_main
 from ssdn.evaluate import main as evaluate_main
@@ -156,6 +158,37 @@ def test_volume_crops_are_a_function_of_the_seed_and_reach_every_stack(tmp_path:
     plain, turned = a.batch(0)["noisy"], rotated.batch(0)["noisy"]
     for p, t in zip(plain, turned, strict=True):
         assert torch.equal(p.flatten().sort().values, t.flatten().sort().values)
+
+
+def test_a_window_reads_only_its_part_of_a_lazy_stack(tmp_path: Path) -> None:
+    data = write_stacks(tmp_path / "s", count=1, shape=(6, 20, 12))[0]
+    stack = open_stack(tmp_path / "s" / "s0.tif", "ZYX")
+    window = {"Z": slice(1, 5), "Y": slice(3, 17), "X": slice(2, 9)}
+    assert np.array_equal(stack.take(None, window), data[1:5, 3:17, 2:9])
+    assert np.array_equal(take_volume(stack, {}, window)[0], data[1:5, 3:17, 2:9])
+    assert np.array_equal(stack.take({"Z": 2}, {"Y": slice(5, 6)}), data[2, 5:6])
+    with pytest.raises(IndexError, match="Y=slice"):
+        stack.take(None, {"Y": slice(10, 30)})
+
+
+def test_a_volume_that_fails_at_crop_time_is_skipped_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_stacks(tmp_path / "s")
+    stream = RandomVolumeStream(settings(tmp_path / "s"))
+    read = volume_crops.take_volume
+
+    def broken(stack: Stack, index: dict[str, int], window: dict[str, slice]) -> np.ndarray:
+        if stack.path is not None and stack.path.name == "s1.tif":
+            raise StackError("truncated")
+        return read(stack, index, window)
+
+    monkeypatch.setattr(volume_crops, "take_volume", broken)
+    with pytest.warns(DataWarning, match=r"s1\.tif failed at crop time \(truncated\)"):
+        batch = stream.batch(0)
+    assert 1 not in batch["index"].tolist() and batch["crop_failed"].tolist() == [1]
+    assert stream.crop_failed_files == [str(tmp_path / "s" / "s1.tif")]
+    assert "crop_failed" not in stream.batch(1)
 
 
 def test_every_t_and_independent_channel_is_its_own_volume(tmp_path: Path) -> None:

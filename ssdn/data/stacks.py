@@ -319,15 +319,23 @@ class _PlaneFile:
             range(n)[k] if isinstance(k, slice) else [range(n)[k]] for k, n in zip(lead, sizes, strict=True)
         ]
         kept = [len(r) for r, k in zip(ranges, lead, strict=True) if isinstance(k, slice)]
+        # a contiguous run of rows is read alone (a tile of a large plane costs its rows, not the plane)
+        rows, cols = key[-2], key[-1]
+        first, count = 0, self.shape[-2]
+        if isinstance(rows, slice) and rows.step in (None, 1):
+            first, stop, _ = rows.indices(self.shape[-2])
+            count, rows = max(stop - first, 0), slice(None)
+        row_bytes = self._plane_bytes // self.shape[-2] if self.shape[-2] else 0
         planes = []
         with open(self.path, "rb") as f:
             for pos in itertools.product(*ranges):
                 f.seek(
                     self.offset
                     + int(np.ravel_multi_index(pos, self.shape[:-2]) if pos else 0) * self._plane_bytes
+                    + first * row_bytes
                 )
-                plane = np.frombuffer(f.read(self._plane_bytes), self.dtype).reshape(self.shape[-2:])
-                planes.append(plane[key[-2], key[-1]])
+                plane = np.frombuffer(f.read(count * row_bytes), self.dtype).reshape(count, self.shape[-1])
+                planes.append(plane[rows, cols])
         return np.stack(planes).reshape(*kept, *planes[0].shape).astype(self.dtype.newbyteorder("="))
 
 

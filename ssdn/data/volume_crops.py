@@ -12,6 +12,7 @@ sub-volumes of them.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from ssdn.config.schema import DataSettings
 from ssdn.data.crops import _CROP, RandomCropStream
 from ssdn.data.io import to_unit
 from ssdn.data.sources import DataSourceError
-from ssdn.data.stacks import Stack, take_volume, volume_indices
+from ssdn.data.stacks import Stack, StackError, take_volume, volume_indices
+from ssdn.data.training_files import DataWarning
 from ssdn.noise.base import NoiseModel
 
 __all__ = ["RandomVolumeStream", "VolumeRef", "volume_refs"]
@@ -57,7 +59,8 @@ class RandomVolumeStream(RandomCropStream):
     quarter turn, an X mirror and a Z flip per crop (all 16 orientations that keep Z the depth axis).
 
     The files, held-out stacks and bit depth are the 2-D stream's choice (``TrainingFiles``); a stack with
-    fewer Z planes than ``crop_depth`` is refused, naming it.
+    fewer Z planes than ``crop_depth`` is refused, naming it; one whose file fails to read at crop time is
+    skipped from then on with a warning, as the 2-D stream skips files.
     """
 
     def __init__(
@@ -133,29 +136,54 @@ class RandomVolumeStream(RandomCropStream):
             crops.append(to_unit(take_volume(stack, dict(ref.index), window)))
         return torch.from_numpy(np.stack(crops))
 
-    def batch(self, b: int) -> dict[str, Tensor]:
-        """This rank's share of global batch ``b``: a pure function of the seed, the stacks and the layout."""
-        c, id_array = self.layout(b)
-        d = self.crop_depth
-        dtype = np.uint16 if self.bit_depth == 16 else np.uint8
-        out = np.empty((len(id_array), self.channels, d, c, c), dtype)
-        index = []
-        for j, g in enumerate(id_array.tolist()):
-            i = self.image_of(g)
-            ref = self.volumes[i]
+    def _crop(self, i: int, g: int, c: int) -> tuple[np.ndarray, int]:
+        """Sample ``g``'s sub-volume (C, d, c, c) of volume ``i``, or of the next one that reads when ``i``'s file
+        fails now (one warning per volume, then skipped as the 2-D stream skips files); its corner, turn and flips
+        drawn from ``(seed, 1, g)``."""
+        d, n = self.crop_depth, self.item_count
+        for j in ((i + s) % n for s in range(n)):
+            if j in self._bad:
+                continue
+            ref = self.volumes[j]
             stack = self.stacks[ref.stack]
             rng = np.random.default_rng((self.seed, _CROP, g))
             z0, top, left = (
-                int(rng.integers(0, stack.size(a) - n + 1)) for a, n in zip("ZYX", (d, c, c), strict=True)
+                int(rng.integers(0, stack.size(a) - m + 1)) for a, m in zip("ZYX", (d, c, c), strict=True)
             )
             window = {"Z": slice(z0, z0 + d), "Y": slice(top, top + c), "X": slice(left, left + c)}
-            vol = take_volume(stack, dict(ref.index), window)  # (C, d, c, c)
+            try:
+                vol = take_volume(stack, dict(ref.index), window)
+            except (StackError, OSError, ValueError) as exc:
+                self._bad.add(j)
+                warnings.warn(
+                    f"{self.setting}: {self.item_name(j)} failed at crop time ({exc}); using the next training "
+                    "volume instead from now on",
+                    DataWarning,
+                    stacklevel=3,
+                )
+                continue
             if self.rotate_aug:
                 k, mirror, zflip = (int(v) for v in rng.integers(0, (4, 2, 2)))
                 vol = np.rot90(vol, k, axes=(2, 3))
                 vol = vol[..., ::-1] if mirror else vol
                 vol = vol[:, ::-1] if zflip else vol
-            out[j] = vol
+            return vol, j
+        raise RuntimeError(f"{self.setting}: none of the {n} training volumes can be read any more")
+
+    def batch(self, b: int) -> dict[str, Tensor]:
+        """This rank's share of global batch ``b``: a pure function of the seed, the stacks and the layout."""
+        c, id_array = self.layout(b)
+        dtype = np.uint16 if self.bit_depth == 16 else np.uint8
+        out = np.empty((len(id_array), self.channels, self.crop_depth, c, c), dtype)
+        index = []
+        for j, g in enumerate(id_array.tolist()):
+            out[j], i = self._crop(self.image_of(g), g, c)
             index.append(i)
         # the crops are the observations: scaled by their depth, never clipped
-        return {"noisy": torch.from_numpy(to_unit(out)), "index": torch.tensor(index, dtype=torch.int64)}
+        batch = {"noisy": torch.from_numpy(to_unit(out)), "index": torch.tensor(index, dtype=torch.int64)}
+        if (
+            new_bad := self._bad - self._bad_reported
+        ):  # a loader worker's finding, for the main process's record
+            batch["crop_failed"] = torch.tensor(sorted(new_bad), dtype=torch.int64)
+            self._bad_reported |= new_bad
+        return batch
