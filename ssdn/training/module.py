@@ -74,9 +74,9 @@ class DenoiserModule(L.LightningModule):
             self.channels,
             section(NoiseParamsConfig, cfg["noise_params"], "noise_params").source,
         )
-        #: the network's dimensionality (``model.dims``): 2 images or planes, 3 volumes (N, C, D, H, W)
-        self.model = section(ModelConfig, cfg.get("model") or {}, "model")
-        self.dims = self.model.dims
+        #: the ``model`` section; ``dims``: 2 images or planes, 3 volumes (N, C, D, H, W)
+        self.net_config = section(ModelConfig, cfg.get("model") or {}, "model")
+        self.dims = self.net_config.dims
         #: pixel-shuffle strides (``method.pd_stride``, ``method.pd_stride_infer``): 1 is the paper's net, unwrapped
         self.train_stride = method.pd_stride
         self.infer_stride = method.pd_stride_infer or method.pd_stride
@@ -86,10 +86,10 @@ class DenoiserModule(L.LightningModule):
                 self.channels,
                 self.method.out_channels(self.channels),
                 self.method.blindspot,
-                levels=self.model.levels,
-                pool_z=self.model.pool_z,
-                enc_channels=self.model.enc_channels,
-                dec_channels=self.model.dec_channels,
+                levels=self.net_config.levels,
+                pool_z=self.net_config.pool_z,
+                enc_channels=self.net_config.enc_channels,
+                dec_channels=self.net_config.dec_channels,
             )
         else:
             unet = UNet(
