@@ -36,6 +36,7 @@ from ssdn.inference.levels import check_level_given, parse_param, resolve_params
 from ssdn.inference.plan import ImageTask, check_writable, plan
 from ssdn.inference.stacks import check_depth, denoise_stack, is_stack, open_input_stack, trained_axes
 from ssdn.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, fits_one_tile, tile_count
+from ssdn.inference.volumes import OVERLAP_3D, OVERLAP_DEPTH, TILE_3D, TILE_DEPTH, denoise_volumes
 from ssdn.inference.write import write_output, write_uncertainty
 from ssdn.training.checkpoints import load_denoiser, read_checkpoint, training_bit_depth
 from ssdn.training.module import DenoiserModule
@@ -76,12 +77,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tile",
         type=int,
-        default=DEFAULT_TILE,
+        default=None,
         help=f"tile side, a multiple of 32 (default {DEFAULT_TILE}: about 2 GB on CPU); an image of at most "
-        "tile² pixels (sides rounded up to 32) runs whole; larger is faster if memory allows",
+        "tile² pixels (sides rounded up to 32) runs whole; larger is faster if memory allows. 3-D models: the "
+        f"Y/X side of a tile's core, any size (default {TILE_3D})",
     )
     parser.add_argument(
-        "--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap (default {DEFAULT_OVERLAP})"
+        "--overlap",
+        type=int,
+        default=None,
+        help=f"tile overlap (default {DEFAULT_OVERLAP}); 3-D models: the Y/X context read on each side of a "
+        f"core (default {OVERLAP_3D})",
+    )
+    parser.add_argument(
+        "--tile-depth",
+        type=int,
+        default=TILE_DEPTH,
+        help=f"3-D models: the Z planes of a tile's core (default {TILE_DEPTH})",
+    )
+    parser.add_argument(
+        "--overlap-depth",
+        type=int,
+        default=OVERLAP_DEPTH,
+        help=f"3-D models: the Z context planes read on each side of a core (default {OVERLAP_DEPTH})",
     )
     parser.add_argument(
         "--precision",
@@ -150,6 +168,11 @@ class _Batch:
         if task.stack:
             return self._stack(task)
         args, module = self.args, self.module
+        if module.dims == 3:
+            raise ChannelError(
+                f"{task.source}: a 2-D image, but the model is 3-D (model.dims=3) and denoises ZYX stacks; give a "
+                "stack (--axes ZYX for a TIFF that names no axes) or use a 2-D model"
+            )
         stored, alpha = load_as_stored(task.source)
         native = model_input(stored, module.channels, task.source)
         depth = bit_depth(native)
@@ -216,6 +239,26 @@ class _Batch:
         def params_for(pixels: torch.Tensor) -> torch.Tensor:
             return fixed if fixed is not None else resolve_params(module, param, pixels)
 
+        if module.dims == 3:
+            with tqdm(
+                unit="tile", desc=task.source.name, leave=False, file=sys.stderr, dynamic_ncols=True
+            ) as tiles:
+                result = denoise_volumes(
+                    module,
+                    stack,
+                    task.outputs,
+                    params_for,
+                    bf16=self.bf16,
+                    tile=args.tile,
+                    overlap=args.overlap,
+                    tile_depth=args.tile_depth,
+                    overlap_depth=args.overlap_depth,
+                    overwrite=args.overwrite,
+                    progress=tiles.update,
+                )
+            note = f"\tstd {task.outputs[1]}" if len(task.outputs) > 1 else ""
+            planes = f"{result.planes} planes {stack.axes} (3-D)"
+            return f"{task.outputs[0]}\tlevel {self._level(result.level)}\t{planes}{note}"
         with tqdm(
             unit="plane", desc=task.source.name, leave=False, file=sys.stderr, dynamic_ncols=True
         ) as planes:
@@ -236,11 +279,27 @@ class _Batch:
         )
 
 
-def _run(args: argparse.Namespace) -> int:
+def _tiling(args: argparse.Namespace, dims: int) -> None:
+    """``--tile`` and ``--overlap`` at the model's defaults where not given, then checked: 2-D tiles align on the
+    U-Net's grid; 3-D tiles are cores of any size, padded per tile (``ssdn.inference.volumes``)."""
+    if dims == 3:
+        args.tile = TILE_3D if args.tile is None else args.tile
+        args.overlap = OVERLAP_3D if args.overlap is None else args.overlap
+        if min(args.tile, args.tile_depth) < 1 or min(args.overlap, args.overlap_depth) < 0:
+            raise UserError(
+                f"--tile={args.tile}, --tile-depth={args.tile_depth}: 3-D tile cores are at least 1 voxel; "
+                f"--overlap={args.overlap}, --overlap-depth={args.overlap_depth}: context is 0 or more"
+            )
+        return
+    args.tile = DEFAULT_TILE if args.tile is None else args.tile
+    args.overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
     try:
         check_tiling(args.tile, args.overlap)
     except ValueError as exc:
         raise UserError(f"--tile/--overlap: {exc}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     param = parse_param(args.param)
     axes = None if args.axes is None else check_axes(args.axes, setting="--axes")
     out_dir = Path(args.out)
@@ -256,6 +315,7 @@ def _run(args: argparse.Namespace) -> int:
     trained_depth, default_axes = training_bit_depth(checkpoint), trained_axes(checkpoint)
     del checkpoint  # its weights: the module loads its own copy
     module = load_denoiser(args.checkpoint, args.device)
+    _tiling(args, module.dims)
     check_level_given(module, param)
     check_writable(out_dir)
     note = use_given_level(module, param)

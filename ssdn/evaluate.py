@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ssdn.baselines import BASELINES, build_baseline
-from ssdn.errors import exit_on_user_error
+from ssdn.errors import UserError, exit_on_user_error
 from ssdn.eval.calibration import write_calibration
 from ssdn.eval.evaluator import Denoiser, evaluate, write_results
 from ssdn.eval.protocol import ProtocolConfig, protocol_configs
@@ -157,6 +157,11 @@ def _evaluate(p: argparse.ArgumentParser, args: argparse.Namespace) -> Results:
         from ssdn.training.checkpoints import load_denoiser
 
         module = load_denoiser(args.checkpoint, args.device)
+        if module.dims == 3:
+            raise UserError(
+                f"{args.checkpoint}: a 3-D model (model.dims=3); the test sets are 2-D photos, so it is not "
+                "evaluated on them; denoise volumes with python -m ssdn.denoise"
+            )
         module.eval_bf16 = args.bf16
         cfg = module.hparams["config"]
         noise = (

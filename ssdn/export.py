@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     args = p.parse_args(argv)
     with exit_on_user_error(p.prog, args.debug):
+        _refuse_3d(args.checkpoint)
         if args.format == "bioimageio":
             path = _bioimageio(args)
             print(json.dumps({"export": str(path), "format": "bioimageio", "precision": "fp32"}))
@@ -84,6 +85,18 @@ def main(argv: Sequence[str] | None = None) -> Path:
         )
     print(json.dumps({"export": str(path), "format": args.format, "precision": "bf16" if bf16 else "fp32"}))
     return path
+
+
+def _refuse_3d(checkpoint: str) -> None:
+    """The exports trace and package 2-D image models; a 3-D model (``model.dims=3``) is refused, naming what
+    denoises its volumes instead."""
+    config = read_checkpoint(checkpoint).get("ssdn_config") or {}
+    model = config.get("model") if isinstance(config, dict) else None
+    if isinstance(model, dict) and model.get("dims") == 3:
+        raise UserError(
+            f"{checkpoint}: a 3-D model (model.dims=3); the exports are 2-D image graphs and packages, so it is "
+            f"not exported; denoise its volumes with python -m ssdn.denoise {checkpoint} STACK --out DIR"
+        )
 
 
 def _bioimageio(args: argparse.Namespace) -> Path:

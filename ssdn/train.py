@@ -143,7 +143,7 @@ RUN_FILES = ("checkpoints/last.ckpt", "metrics.json", "csv/metrics.csv")
 
 
 #: The settings a checkpoint's weights were trained for: resuming under others would train a different model.
-RUN_IDENTITY = ("noise", "noise_params.source", "method", "channels")
+RUN_IDENTITY = ("noise", "noise_params.source", "method", "channels", "model")
 
 
 def _flat(value: Any, prefix: str) -> dict[str, Any]:
@@ -264,8 +264,10 @@ def _finish_on_rank_zero(
     """Once per run, after fit: the example and test-set scores (added to ``metrics``), ``metrics.json``, and
     the W&B summary."""
     module.to(trainer.strategy.root_device)  # Lightning hands the model back on the CPU after fit
-    if cfg.example.enabled:
-        run = RunConfig.from_dictconfig(cfg)
+    run = RunConfig.from_dictconfig(cfg)
+    if run.example.enabled and run.model.dims == 3:
+        log.info("example.enabled: the example is a 2-D photo, which a 3-D model does not denoise; skipped")
+    elif run.example.enabled:
         example = write_example(run.example, module, output_dir, seed=run.seed, channels=run.channels)
         metrics |= {f"example/{k}": v for k, v in example.items()}
     if cfg.eval.sets:

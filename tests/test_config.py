@@ -66,7 +66,7 @@ def test_row_names() -> None:
     )
 
 
-@pytest.mark.parametrize("group", ["noise", "method", "noise_params", "trainer", "logger"])
+@pytest.mark.parametrize("group", ["noise", "method", "noise_params", "model", "trainer", "logger"])
 def test_every_option_composes_and_validates(group: str) -> None:
     for option in _options(group):
         extra = (

@@ -268,7 +268,7 @@ def test_data_settings_from_every_data_config(name: str) -> None:
 def test_one_data_definition_with_one_set_of_defaults() -> None:
     """The data module reads the run config's data section: its defaults are the schema's, not a second set."""
     names = {f.name for f in fields(DataConfig)}
-    assert {f.name for f in fields(DataSettings)} == names | {"channels", "seed"}
+    assert {f.name for f in fields(DataSettings)} == names | {"channels", "seed", "model"}
     settings = DataSettings(train_dir="x")
     assert all(getattr(settings, n) == getattr(DataConfig(train_dir="x"), n) for n in names - {"curriculum"})
 

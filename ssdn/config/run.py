@@ -25,6 +25,7 @@ from ssdn.config.schema import (
     ExampleConfig,
     LoggerConfig,
     MethodConfig,
+    ModelConfig,
     NoiseConfig,
     NoiseParamsConfig,
     Objective,
@@ -39,6 +40,8 @@ from ssdn.config.schema import (
     WandbLoggerConfig,
     channels_errors,
     multiple_errors,
+    volume_errors,
+    volume_method_errors,
 )
 from ssdn.nets.unet import SIDE_MULTIPLE
 
@@ -124,6 +127,7 @@ class RunConfig:
     example: ExampleConfig
     logger: LoggerConfig
     run: RunNameConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 0
     channels: int = 3
     channels_last: bool = True
@@ -158,6 +162,7 @@ class RunConfig:
                 WandbLoggerConfig if logger.get("kind") == "wandb" else LoggerConfig, logger, "logger"
             ),
             run=section(RunNameConfig, record["run"], "run"),
+            model=section(ModelConfig, record.get("model") or {}, "model"),
             seed=int(record.get("seed", 0)),
             channels=int(record.get("channels", 3)),
             channels_last=bool(record.get("channels_last", True)),
@@ -188,8 +193,8 @@ class RunConfig:
 
     @property
     def data_settings(self) -> DataSettings:
-        """The data section with the run's channels and seed: what the data module reads."""
-        return DataSettings.of(self.data, channels=self.channels, seed=self.seed)
+        """The data section with the run's channels, seed and network: what the data module reads."""
+        return DataSettings.of(self.data, channels=self.channels, seed=self.seed, model=self.model)
 
     @property
     def max_steps(self) -> int:
@@ -223,7 +228,7 @@ class RunConfig:
             return errors
         errors += self.data.errors(self.trainer.world_size) + self.train.errors() + self.trainer.errors()
         errors += self._method_data_errors(self.method) + self._noisy_data_errors(self.method)
-        return errors + self._length_errors()
+        return errors + self._model_errors(self.method) + self._length_errors()
 
     def check(self) -> RunConfig:
         """Raise one ``ConfigError`` listing every problem (``errors``); returns itself when there is none."""
@@ -231,8 +236,24 @@ class RunConfig:
             raise ConfigError.of(errors)
         return self
 
+    def _model_errors(self, m: MethodConfig) -> list[str]:
+        """``model``: its own rules, what a 3-D net needs of the data and the method, and what it does not run
+        (the 2-D test sets)."""
+        errors = self.model.errors()
+        if errors:
+            return errors
+        errors += volume_errors(self.model, self.data)
+        errors += volume_method_errors(self.model, m, str(self.noise_params.source))
+        if self.model.dims == 3 and self.eval.sets:
+            errors.append(
+                f"eval.sets={list(self.eval.sets)} with model.dims=3: the test sets are 2-D photos; set eval.sets=[]"
+            )
+        return errors
+
     def _method_data_errors(self, m: MethodConfig) -> list[str]:
-        errors = multiple_errors("data.crop_size", self.data.crop_size, SIDE_MULTIPLE, "the U-Net")
+        errors: list[str] = []
+        if self.model.dims == 2:  # the 3-D net's own side multiples: _model_errors
+            errors += multiple_errors("data.crop_size", self.data.crop_size, SIDE_MULTIPLE, "the U-Net")
         if m.objective == Objective.prior and m.prior == Prior.diagonal and self.channels == 1:
             errors.append(
                 f"method={m.name} with channels=1: a diagonal Σ is the full Σ for mono images; use method=ssdn"

@@ -200,6 +200,115 @@ class MethodConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The network: the paper's 2-D U-Net (``dims=2``, the default) or its 3-D blind-spot construction for
+    microscopy volumes (``dims=3``, ``ssdn.nets.UNet3D``), which trains on ``data.crop_depth`` × ``data.crop_size``²
+    sub-volumes of ZYX stacks. ``levels``, ``enc_channels`` and ``dec_channels`` (the paper's 5, 48, 96) trade
+    receptive field and capacity for time, ``pool_z`` handles anisotropic voxels (``true``: every pooling halves Z;
+    ``false``: none does; ``k``: the k deepest do); all four are settings of the 3-D net only."""
+
+    dims: int = 2
+    pool_z: bool | int = True
+    levels: int = 5
+    enc_channels: int = 48
+    dec_channels: int = 96
+
+    @property
+    def z_pools(self) -> int:
+        """How many poolings also halve Z (``UNet3D``'s rule for ``pool_z``)."""
+        return self.levels if self.pool_z is True else 0 if self.pool_z is False else int(self.pool_z)
+
+    @property
+    def side_multiple3d(self) -> tuple[int, int, int]:
+        """What a 3-D crop's depth, height and width must be multiples of (``UNet3D.side_multiple``)."""
+        return 2**self.z_pools, 2**self.levels, 2**self.levels
+
+    def errors(self) -> list[str]:
+        if self.dims not in (2, 3):
+            return [f"model.dims={self.dims}: use 2 (images, planes of stacks) or 3 (volumes of ZYX stacks)"]
+        errors: list[str] = []
+        if self.dims == 2:
+            default = ModelConfig()
+            errors += [
+                f"model.{key}={getattr(self, key)} is a setting of the 3-D net; set model.dims=3 or leave it out"
+                for key in ("pool_z", "levels", "enc_channels", "dec_channels")
+                if getattr(self, key) != getattr(default, key)
+            ]
+            return errors
+        for key in ("levels", "enc_channels", "dec_channels"):
+            if getattr(self, key) < 1:
+                errors.append(f"model.{key}={getattr(self, key)} must be >= 1")
+        if not isinstance(self.pool_z, bool) and not 0 <= self.pool_z <= self.levels:
+            errors.append(
+                f"model.pool_z={self.pool_z}: true (Z pooled at every level), false (never), or how many of the "
+                f"model.levels={self.levels} deepest poolings also halve Z (0..{self.levels})"
+            )
+        return errors
+
+
+def volume_errors(model: ModelConfig, data: DataConfig) -> list[str]:
+    """What ``model.dims`` needs of the data section: ``data.crop_depth`` only and always with volumes, ZYX
+    stacks, crop sides the 3-D net takes, and no crop-size curriculum (its stages are 2-D crops)."""
+    if model.dims != 3:
+        if data.crop_depth is not None:
+            return [
+                f"data.crop_depth={data.crop_depth} is the depth of 3-D training crops; set model.dims=3 or "
+                "data.crop_depth=null"
+            ]
+        return []
+    errors: list[str] = []
+    if data.axes is None or "Z" not in str(data.axes).upper():
+        errors.append(
+            f"model.dims=3 trains on volumes of stacks with a Z axis, but data.axes={data.axes}; set data.axes "
+            "(e.g. ZYX, TZYX, ZCYX) or model.dims=2"
+        )
+    depth, side, _ = model.side_multiple3d
+    if data.crop_depth is None:
+        errors.append(
+            f"model.dims=3 needs data.crop_depth, the Z planes of each training volume (a positive multiple of "
+            f"{depth}, e.g. data.crop_depth={max(depth, 16)})"
+        )
+    elif data.crop_depth < depth or data.crop_depth % depth:
+        errors.append(
+            f"data.crop_depth={data.crop_depth}: the 3-D net pools Z {model.z_pools} time(s) (model.pool_z), so "
+            f"it needs a positive multiple of {depth}"
+        )
+    for key in ("crop_size", "val_size"):
+        errors += multiple_errors(f"data.{key}", getattr(data, key), side, "the 3-D net (model.levels)")
+    if data.curriculum:
+        errors.append("data.curriculum with model.dims=3: crop-size stages are 2-D; set data.curriculum=[]")
+    return errors
+
+
+def volume_method_errors(model: ModelConfig, method: MethodConfig, level_source: str) -> list[str]:
+    """The methods a 3-D net trains: the blind-spot U-Net's (``method=ssdn``, its diagonal and μ-only variants),
+    on the noisy volumes themselves, with a known or one global level (the per-image estimator is a 2-D net)."""
+    if model.dims != 3:
+        return []
+    what = "with model.dims=3: the 3-D net is the paper's blind-spot U-Net; use method=ssdn (or mu_only)"
+    errors: list[str] = []
+    if not method.blindspot:
+        errors.append(f"method={method.name} (method.blindspot=false) {what}")
+    if method.masking is not None:
+        errors.append(f"method={method.name} (method.masking={method.masking}) {what}")
+    if method.target != Target.noisy:
+        errors.append(f"method={method.name} (method.target={method.target}) {what}")
+    if method.blind_hole != 1:
+        errors.append(f"method.blind_hole={method.blind_hole} {what} with method.blind_hole=1")
+    if method.pd_stride != 1 or method.pd_stride_infer not in (None, 1):
+        errors.append(
+            f"method.pd_stride={method.pd_stride} (pd_stride_infer={method.pd_stride_infer}) {what} with "
+            "method.pd_stride=1"
+        )
+    if level_source == "per_image":
+        errors.append(
+            "noise_params=sigma_per_image with model.dims=3: the per-image level estimator is a 2-D net; use "
+            "noise_params=sigma_global (one learned level) or sigma_known"
+        )
+    return errors
+
+
+@dataclass
 class ClassicalConfig:
     """An evaluation-only baseline: nothing to train, so none of the training keys."""
 
@@ -284,7 +393,9 @@ class DataConfig:
     Z; files that name their own axes are read with them, ``axes`` covering each. ``channels_independent``:
     each channel of the C axis is its own 1-channel image (``channels=1``) instead of the model's channels.
     With stacks, ``val_count`` counts validation planes (from whole held-out stacks), ``subset`` counts stacks,
-    and ``in_memory`` has no effect (planes are read one at a time).
+    and ``in_memory`` has no effect (planes are read one at a time). ``crop_depth``: with ``model.dims=3`` the
+    crops are ``crop_depth`` × ``crop_size``² sub-volumes of every T (``ssdn.data.volume_crops``), and
+    ``val_count`` counts ``crop_depth``-plane sub-volumes of the held-out stacks.
     """
 
     train_dir: Any = MISSING  # a folder, a list of folders, a packed set or skimage:train
@@ -305,6 +416,7 @@ class DataConfig:
     curriculum: list[CropStage] = field(default_factory=list)
     axes: str | None = None  # null: 2-D images; else the stacks' axes, e.g. ZYX, TYX, CYX, TZCYX
     channels_independent: bool = False  # stacks: each channel its own 1-channel image (and its own level)
+    crop_depth: int | None = None  # model.dims=3: Z planes of each training volume (null with 2-D models)
 
     @property
     def largest_crop(self) -> int:
@@ -372,19 +484,20 @@ class DataConfig:
 
 @dataclass
 class DataSettings(DataConfig):
-    """The ``data`` section bound to the run's image format (``channels``) and ``seed``: what the data module
-    and the crop stream read. Checked when built (a ``ConfigError`` naming every key), so a data module never
-    starts on settings the run config would refuse. ``seed`` drives crops, subsets aside (``subset_seed``), and
-    the validation noise."""
+    """The ``data`` section bound to the run's image format (``channels``), ``seed`` and network (``model``: a
+    3-D net's crops are volumes): what the data module and the crop stream read. Checked when built (a
+    ``ConfigError`` naming every key), so a data module never starts on settings the run config would refuse.
+    ``seed`` drives crops, subsets aside (``subset_seed``), and the validation noise."""
 
     channels: int = 3
     seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
         self.train_dir = _source(self.train_dir)
         self.val_dir = _source(self.val_dir)
         self.curriculum = list(as_stages(self.curriculum))
-        errors = self.errors() + channels_errors(self.channels)
+        errors = self.errors() + channels_errors(self.channels) + volume_errors(self.model, self)
         if self.seed < 0:
             errors.append(f"seed={self.seed} must be >= 0")
         if self.channels_independent and self.channels != 1:
@@ -397,11 +510,18 @@ class DataSettings(DataConfig):
         if self.axes is not None:
             self.axes = str(self.axes).strip().upper()
 
+    @property
+    def dims(self) -> int:
+        """2: crops of images or planes; 3: volumes of stacks (``model.dims``)."""
+        return self.model.dims
+
     @classmethod
-    def of(cls, data: DataConfig, *, channels: int, seed: int) -> DataSettings:
-        """The run's data section with its channels and seed."""
+    def of(
+        cls, data: DataConfig, *, channels: int, seed: int, model: ModelConfig | None = None
+    ) -> DataSettings:
+        """The run's data section with its channels, seed and network (what its crops must fit)."""
         values = {f.name: getattr(data, f.name) for f in fields(DataConfig)}
-        return cls(**values, channels=channels, seed=seed)
+        return cls(**values, channels=channels, seed=seed, model=model or ModelConfig())
 
 
 @dataclass
@@ -529,6 +649,7 @@ SCHEMAS: dict[str, type] = {
     "noise": NoiseConfig,
     "noise_params": NoiseParamsConfig,
     "method": MethodConfig,
+    "model": ModelConfig,
     "classical": ClassicalConfig,
     "data": DataConfig,
     "train": TrainConfig,

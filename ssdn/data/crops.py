@@ -163,6 +163,26 @@ class RandomCropStream(IterableDataset):
         settings = self.settings
         return validation_planes(self.held_out_stacks, settings.channels_independent, settings.val_count)
 
+    def held_out_crops(self, size: int) -> Tensor:
+        """(N, C, size, size) float32: the centre ``size``² of each held-out image, scaled as the training crops."""
+        crops = []
+        for image in self.held_out_images():
+            top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+            crops.append(to_unit(image[top : top + size, left : left + size]))
+        return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+
+    def estimation_pixels(self, count: int) -> list[np.ndarray]:
+        """Up to ``count`` whole training images (H, W, C) to estimate the noise level from: the first ones, or
+        for planes of stacks ``count`` spread evenly over every stack's planes (not the first planes of its
+        first stack)."""
+        n = min(count, self.item_count)
+        ids = (
+            np.unique(np.linspace(0, self.item_count - 1, n).round().astype(int))
+            if self.stacked
+            else range(n)
+        )
+        return [self.pixels(int(i)) for i in ids]
+
     @property
     def crop_failed_files(self) -> list[str]:
         """Files (or planes) that passed the header scan but failed to decode when cropped: skipped from then on."""

@@ -30,6 +30,7 @@ from ssdn.data.curriculum import CropSchedule
 from ssdn.data.io import ImageDecodeError, bit_depth, load_image, load_native, to_unit
 from ssdn.data.pairs import PairsError, find_pairs
 from ssdn.data.sources import resolve_sources
+from ssdn.data.volume_crops import RandomVolumeStream
 from ssdn.noise.base import NoiseModel
 
 VAL_SEED_OFFSET = 1
@@ -111,7 +112,7 @@ class DenoisingDataModule(L.LightningDataModule):
         """Build the training stream (once) and the noisy validation set; data errors surface here."""
         rank, world, _ = self._layout()
         if stage in (None, "fit") and self.train_stream is None:
-            self.train_stream = RandomCropStream(self.settings, noise=self.noise, rank=rank, world_size=world)
+            self.train_stream = self._stream(rank, world)
         if stage in (None, "fit", "validate") and self._val is None and self.settings.val_count > 0:
             self._val = self._build_val()
             if self.train_stream is not None:
@@ -123,6 +124,11 @@ class DenoisingDataModule(L.LightningDataModule):
                         DataWarning,
                         stacklevel=2,
                     )
+
+    def _stream(self, rank: int, world: int) -> RandomCropStream:
+        """The training stream: crops of images or planes, or sub-volumes of stacks for a 3-D model."""
+        kind = RandomVolumeStream if self.settings.dims == 3 else RandomCropStream
+        return kind(self.settings, noise=self.noise, rank=rank, world_size=world)
 
     @property
     def has_clean_val(self) -> bool:
@@ -234,37 +240,25 @@ class DenoisingDataModule(L.LightningDataModule):
         """Centre ``val_size``² crops of the held-out noisy training files, scaled as the training crops."""
         if self.train_stream is None:
             rank, world, _ = self._layout()
-            self.train_stream = RandomCropStream(self.settings, noise=self.noise, rank=rank, world_size=world)
-        stream, s = self.train_stream, self.settings.val_size
-        crops = []
-        for image in stream.held_out_images():
-            top, left = (image.shape[0] - s) // 2, (image.shape[1] - s) // 2
-            crops.append(to_unit(image[top : top + s, left : left + s]))
+            self.train_stream = self._stream(rank, world)
+        stream = self.train_stream
+        noisy = stream.held_out_crops(self.settings.val_size)
         self.val_files = list(stream.held_out)
-        return {
-            "noisy": torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous(),
-            "index": torch.arange(len(crops)),
-        }
+        return {"noisy": noisy, "index": torch.arange(len(noisy))}
 
     def estimation_images(self, count: int = 32) -> list[Tensor]:
         """Up to ``count`` noisy training images (C, H, W) float32 to estimate the initial noise level from.
 
-        The first ``count`` training files (planes of stacks: ``count`` spread evenly over every stack's planes):
+        The first ``count`` training files (planes of stacks: ``count`` spread evenly over every stack's planes,
+        also for a 3-D model; ``RandomCropStream.estimation_pixels``):
         as read when ``add_noise=False``; otherwise corrupted once by the
         noise model with a CPU generator seeded ``seed + ESTIMATE_SEED_OFFSET``. Every DDP rank gets the same.
         """
         if self.train_stream is None:
             self.setup("fit")
         assert self.train_stream is not None
-        stream = self.train_stream
-        n = min(count, stream.item_count)
-        # planes of stacks: spread over the listing, not the first planes of its first stack
-        ids = (
-            np.unique(np.linspace(0, stream.item_count - 1, n).round().astype(int))
-            if stream.stacked
-            else range(n)
-        )
-        images = [torch.from_numpy(to_unit(stream.pixels(int(i)))).permute(2, 0, 1) for i in ids]
+        pixels = self.train_stream.estimation_pixels(count)
+        images = [torch.from_numpy(to_unit(image)).permute(2, 0, 1) for image in pixels]
         if not self.settings.add_noise:
             return images
         if self.noise is None:

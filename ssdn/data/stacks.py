@@ -151,16 +151,29 @@ class Stack:
         """The length of axis ``letter`` (1 when the stack has no such axis)."""
         return self.shape[self.axes.index(letter)] if letter in self.axes else 1
 
-    def take(self, index: Mapping[str, int] | None = None) -> np.ndarray:
-        """The sub-array at the given axis positions, the other axes kept in the stack's order."""
-        index = dict(index or {})
-        unknown = set(index) - set(self.axes)
+    def take(
+        self, index: Mapping[str, int] | None = None, window: Mapping[str, slice] | None = None
+    ) -> np.ndarray:
+        """The sub-array at the given axis positions, the other axes kept in the stack's order; ``window``
+        narrows kept axes to a range (e.g. ``{"Z": slice(8, 24)}``), read from the source alone (a lazy TIFF
+        reads those planes only)."""
+        index, window = dict(index or {}), dict(window or {})
+        unknown = (set(index) | set(window)) - set(self.axes)
         if unknown:
             raise KeyError(f"axes {sorted(unknown)} not in {self.axes!r}")
         for a, i in index.items():
             if not 0 <= i < self.size(a):
                 raise IndexError(f"{a}={i} outside 0..{self.size(a) - 1} of {self.path}")
-        key = tuple(index.get(a, slice(None)) if a in self.axes else 0 for a in self.source_axes)
+        for a, r in window.items():
+            if (
+                a in index
+                or r.step not in (None, 1)
+                or not 0 <= (r.start or 0) < (r.stop or 0) <= self.size(a)
+            ):
+                raise IndexError(f"{a}={r} is not a range inside 0..{self.size(a)} of {self.path}")
+        key = tuple(
+            index.get(a, window.get(a, slice(None))) if a in self.axes else 0 for a in self.source_axes
+        )
         part = np.asarray(self.source[key])
         got = [a for a in self.source_axes if a in self.axes and a not in index]
         want = [a for a in self.axes if a not in index]
@@ -306,15 +319,23 @@ class _PlaneFile:
             range(n)[k] if isinstance(k, slice) else [range(n)[k]] for k, n in zip(lead, sizes, strict=True)
         ]
         kept = [len(r) for r, k in zip(ranges, lead, strict=True) if isinstance(k, slice)]
+        # a contiguous run of rows is read alone (a tile of a large plane costs its rows, not the plane)
+        rows, cols = key[-2], key[-1]
+        first, count = 0, self.shape[-2]
+        if isinstance(rows, slice) and rows.step in (None, 1):
+            first, stop, _ = rows.indices(self.shape[-2])
+            count, rows = max(stop - first, 0), slice(None)
+        row_bytes = self._plane_bytes // self.shape[-2] if self.shape[-2] else 0
         planes = []
         with open(self.path, "rb") as f:
             for pos in itertools.product(*ranges):
                 f.seek(
                     self.offset
                     + int(np.ravel_multi_index(pos, self.shape[:-2]) if pos else 0) * self._plane_bytes
+                    + first * row_bytes
                 )
-                plane = np.frombuffer(f.read(self._plane_bytes), self.dtype).reshape(self.shape[-2:])
-                planes.append(plane[key[-2], key[-1]])
+                plane = np.frombuffer(f.read(count * row_bytes), self.dtype).reshape(count, self.shape[-1])
+                planes.append(plane[rows, cols])
         return np.stack(planes).reshape(*kept, *planes[0].shape).astype(self.dtype.newbyteorder("="))
 
 
@@ -488,9 +509,11 @@ def volume_indices(stack: Stack, channels_independent: bool = False) -> list[dic
     ]
 
 
-def take_volume(stack: Stack, index: Mapping[str, int]) -> np.ndarray:
-    """The volume at ``index`` as (C, Z, Y, X)."""
-    vol = stack.take(index)
+def take_volume(
+    stack: Stack, index: Mapping[str, int], window: Mapping[str, slice] | None = None
+) -> np.ndarray:
+    """The volume at ``index`` as (C, Z, Y, X); ``window`` reads a sub-volume (``Stack.take``)."""
+    vol = stack.take(index, window)
     rest = [a for a in stack.axes if a not in index]
     if "C" not in rest:
         return vol[None]

@@ -20,7 +20,7 @@ from ssdn.data.io import ImageDecodeError, check_one_bit_depth
 from ssdn.data.packed import PackedSet
 from ssdn.data.sources import DataSourceError, header_size, open_packed, resolve_sources
 from ssdn.data.stack_planes import PlaneRef, list_stacks, open_training_stack, plane_refs
-from ssdn.data.stacks import Stack, StackError, collection_bit_depth
+from ssdn.data.stacks import Stack, StackError, collection_bit_depth, volume_indices
 
 SIZE_FILTER = (256, 512)
 """The paper's training-set filter: keep images with 256 <= width, height <= 512 (inclusive)."""
@@ -125,26 +125,36 @@ class TrainingFiles:
     def _hold_out_stacks(
         self, usable: list[Path], sizes: list[tuple[int, int]], opened: dict[Path, Stack]
     ) -> tuple[list[Path], list[tuple[int, int]]]:
-        """Hold out the first stacks of at least ``val_size``² until they have ``val_count`` planes.
+        """Hold out the first stacks of at least ``val_size``² until they have ``val_count`` planes (for a 3-D
+        model, ``crop_depth``-plane slabs: ``_validation_units``).
 
         Whole stacks, never planes beside trained ones: neighbouring planes of a stack show the same
         structures, so a held-out plane between trained ones would score a memorised image.
         """
-        want, independent = self.settings.val_count, self.settings.channels_independent
-        held, planes = [], 0
+        want, held, units = self.settings.val_count, [], 0
+        unit = "sub-volume(s)" if self.settings.dims == 3 else "plane(s)"
         for i, (w, h) in enumerate(sizes):
-            if planes >= want:
+            if units >= want:
                 break
             if min(w, h) >= self.settings.val_size:
                 held.append(i)
-                planes += len(plane_refs([opened[usable[i]]], independent))
+                units += self._validation_units(opened[usable[i]])
         if held and len(held) == len(usable):
             raise DataSourceError(
                 f"{self.setting}: validation holds out whole stacks (neighbouring planes show the same "
-                f"structures), and data.val_count={want} plane(s) would take all {len(usable)} usable stack(s); "
+                f"structures), and data.val_count={want} {unit} would take all {len(usable)} usable stack(s); "
                 "add a stack, lower data.val_count, or set data.val_count=0"
             )
         return self._hold_out(usable, sizes, held)
+
+    def _validation_units(self, stack: Stack) -> int:
+        """The validation images a held-out stack gives: its planes (2-D), or for a 3-D model its disjoint
+        ``crop_depth``-plane slabs of every volume (each T, and C when independent)."""
+        independent = self.settings.channels_independent
+        if self.settings.dims != 3:
+            return len(plane_refs([stack], independent))
+        assert self.settings.crop_depth is not None, "a 3-D model's settings have a crop depth"
+        return len(volume_indices(stack, independent)) * (stack.size("Z") // self.settings.crop_depth)
 
     def skip_undecodable(self, path: Path, exc: Exception) -> None:
         self.skipped_files.append(str(path))

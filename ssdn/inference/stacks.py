@@ -43,6 +43,7 @@ from ssdn.training.module import DenoiserModule
 __all__ = [
     "STD_TAG",
     "StackResult",
+    "channels_independent",
     "check_depth",
     "denoise_stack",
     "is_ome_zarr",
@@ -51,6 +52,7 @@ __all__ = [
     "open_input_stack",
     "stack_output_name",
     "stack_outputs",
+    "std_writer",
     "trained_axes",
 ]
 
@@ -107,7 +109,7 @@ def check_depth(source: Path, depth: int, trained_depth: int | None) -> None:
         )
 
 
-def _channels_independent(stack: Stack, channels: int) -> bool:
+def channels_independent(stack: Stack, channels: int) -> bool:
     """False when the model takes the stack's channels as its own, True when each goes alone through a
     1-channel model; a ``ChannelError`` otherwise."""
     stored = stack.size("C")
@@ -148,7 +150,7 @@ def denoise_stack(
     them). Each plane is read, denoised (tiled as one image) and written before the next is read; the files
     replace their paths only once complete. ``progress(1)`` is called per plane.
     """
-    independent = _channels_independent(stack, module.channels)
+    independent = channels_independent(stack, module.channels)
     depth = bit_depth(np.empty(0, stack.dtype))
     scale = float(2**depth - 1)
     uncertainty = len(outputs) > 1
@@ -158,7 +160,7 @@ def denoise_stack(
     outputs[0].parent.mkdir(parents=True, exist_ok=True)
     with (
         StackWriter(outputs[0], stack.shape, stack.meta, overwrite=overwrite) as out,
-        _std_writer(outputs, stack, overwrite) as std_out,
+        std_writer(outputs, stack, overwrite) as std_out,
     ):
         for index in indices:
             pixels = torch.from_numpy(np.ascontiguousarray(take_plane(stack, index)))
@@ -198,7 +200,8 @@ class _NoWriter:
         return None
 
 
-def _std_writer(outputs: tuple[Path, ...], stack: Stack, overwrite: bool) -> StackWriter | _NoWriter:
+def std_writer(outputs: tuple[Path, ...], stack: Stack, overwrite: bool) -> StackWriter | _NoWriter:
+    """The float32 std stack's writer beside ``outputs[0]`` when ``outputs`` names one, else a stand-in."""
     if len(outputs) < 2:
         return _NoWriter()
     return StackWriter(outputs[1], stack.shape, stack.meta.as_float32(), overwrite=overwrite)

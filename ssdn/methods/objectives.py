@@ -18,11 +18,12 @@ from ssdn.noise import NoiseModel
 
 
 def _channels_last(x: Tensor) -> Tensor:
-    return x.permute(0, 2, 3, 1).to(torch.float64)
+    """(N, C, H, W) or (N, C, D, H, W) -> channel vector last, float64: the noise models act per pixel/voxel."""
+    return x.permute(0, *range(2, x.ndim), 1).to(torch.float64)  # explicit dims: ONNX takes no negative perm
 
 
 def _channels_first(x: Tensor) -> Tensor:
-    return x.permute(0, 3, 1, 2).to(torch.float32).contiguous()
+    return x.permute(0, x.ndim - 1, *range(1, x.ndim - 1)).to(torch.float32).contiguous()
 
 
 class Objective(nn.Module, ABC):
@@ -49,7 +50,8 @@ class Objective(nn.Module, ABC):
         progress: float,
     ) -> Tensor:
         """Per-pixel loss ``(N, H, W)`` of raw outputs ``out`` against ``target`` (N,C,H,W); ``regularise``
-        adds the learned level's regulariser, ``progress`` (fraction of training done) anneals a loss."""
+        adds the learned level's regulariser, ``progress`` (fraction of training done) anneals a loss. Volumes
+        (N, C, D, H, W) give (N, D, H, W): every objective acts on each voxel's channel vector."""
 
     @abstractmethod
     def outputs(
@@ -90,7 +92,7 @@ class PriorObjective(Objective):
         channels = target.shape[1]
         with torch.autocast(device_type=out.device.type, enabled=False):
             mu, cov = self._split(out, channels)
-            lvl = noise.pixel_level(level)
+            lvl = noise.pixel_level(level, out.ndim - 2)
             loss = noise.nll(_channels_last(target), mu, cov, lvl)
             if regularise:
                 loss = loss + noise.regulariser(mu, lvl)
@@ -103,7 +105,7 @@ class PriorObjective(Objective):
         channels = noisy.shape[1]
         with torch.autocast(device_type=out.device.type, enabled=False):
             mu, cov = self._split(out, channels)
-            y, lvl = _channels_last(noisy), noise.pixel_level(level)
+            y, lvl = _channels_last(noisy), noise.pixel_level(level, out.ndim - 2)
             result = {
                 "pme": _channels_first(noise.posterior_mean(y, mu, cov, lvl)),
                 "mu": _channels_first(mu),

@@ -199,9 +199,10 @@ class NoiseModel(nn.Module, ABC):
             raise ValueError(f"expected {self.num_params} value(s) ({self.param_name}), got {len(row)}")
         return " ".join(f"{name}={v:.6g}" for name, v in zip(self.param_names, row, strict=True))
 
-    def pixel_level(self, level: Tensor) -> Tensor:
-        """Per-image level (N,) or (N, P) -> float64 (N, 1, 1) or (N, 1, 1, P) for channel-last pixel batches."""
-        return level.to(torch.float64).view(-1, 1, 1, *self.low.shape)
+    def pixel_level(self, level: Tensor, spatial_dims: int = 2) -> Tensor:
+        """Per-image level (N,) or (N, P) -> float64 (N, 1, 1) or (N, 1, 1, P) for channel-last pixel batches
+        (N, H, W, C); ``spatial_dims=3``: (N, 1, 1, 1[, P]) for voxel batches (N, D, H, W, C)."""
+        return level.to(torch.float64).view(-1, *(1,) * spatial_dims, *self.low.shape)
 
     def sample_params(
         self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None

@@ -24,6 +24,7 @@ from torch import Tensor
 from ssdn.config.run import method_section, section
 from ssdn.config.schema import (
     MethodConfig,
+    ModelConfig,
     NoiseConfig,
     NoiseParamsConfig,
     OptimConfig,
@@ -35,10 +36,11 @@ from ssdn.eval.metrics import psnr, quantize
 from ssdn.methods import Method, StepBatch, build_method
 from ssdn.methods.levels import GlobalLevel
 from ssdn.methods.schedule import learning_rate
-from ssdn.nets import CompiledForward, UNet
+from ssdn.nets import CompiledForward, UNet, UNet3D
 from ssdn.nets.pixel_shuffle import PixelShuffleNet
 from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel, build_noise
+from ssdn.training.precision import resolve_precision
 from ssdn.training.progress import TrainingProgress
 from ssdn.utils import atomic_write_png
 
@@ -72,27 +74,54 @@ class DenoiserModule(L.LightningModule):
             self.channels,
             section(NoiseParamsConfig, cfg["noise_params"], "noise_params").source,
         )
-        unet = UNet(
-            in_channels=self.channels,
-            out_channels=self.method.out_channels(self.channels),
-            blindspot=self.method.blindspot,
-            blind_hole=method.blind_hole,
-        )
+        #: the ``model`` section; ``dims``: 2 images or planes, 3 volumes (N, C, D, H, W)
+        self.net_config = section(ModelConfig, cfg.get("model") or {}, "model")
+        self.dims = self.net_config.dims
         #: pixel-shuffle strides (``method.pd_stride``, ``method.pd_stride_infer``): 1 is the paper's net, unwrapped
         self.train_stride = method.pd_stride
         self.infer_stride = method.pd_stride_infer or method.pd_stride
-        self.net: torch.nn.Module = (
-            PixelShuffleNet(unet, self.train_stride)
-            if max(self.train_stride, self.infer_stride) > 1
-            else unet
-        )
+        self.net: torch.nn.Module
+        if self.dims == 3:
+            self.net = UNet3D(
+                self.channels,
+                self.method.out_channels(self.channels),
+                self.method.blindspot,
+                levels=self.net_config.levels,
+                pool_z=self.net_config.pool_z,
+                enc_channels=self.net_config.enc_channels,
+                dec_channels=self.net_config.dec_channels,
+            )
+        else:
+            unet = UNet(
+                in_channels=self.channels,
+                out_channels=self.method.out_channels(self.channels),
+                blindspot=self.method.blindspot,
+                blind_hole=method.blind_hole,
+            )
+            self.net = (
+                PixelShuffleNet(unet, self.train_stride)
+                if max(self.train_stride, self.infer_stride) > 1
+                else unet
+            )
         self.optim = section(OptimConfig, cfg["optim"], "optim")
         self.lr_schedule = section(ScheduleConfig, cfg["schedule"], "schedule")
         self.seed = int(cfg["seed"])
         self.channels_last = bool(cfg.get("channels_last", True))
-        if self.channels_last:
+        #: the network's memory format (``channels_last``): channels_last in 2-D, channels_last_3d for a 3-D net
+        #: in fp32; None (torch's default) for a 3-D net trained in bf16, whose conv3d backward in
+        #: channels_last_3d gave NaN gradients on AVX-512-BF16 CPUs (oneDNN; tests/test_nets3d.py)
+        self.memory_format: torch.memory_format | None = None
+        if self.channels_last and self.dims == 2:
+            self.memory_format = torch.channels_last
+        elif self.channels_last:
+            trainer = cfg.get("trainer") or {}
+            precision = resolve_precision(
+                str(trainer.get("precision", "bf16-mixed")), str(trainer.get("accelerator", "auto"))
+            )
+            self.memory_format = None if "bf16" in precision else torch.channels_last_3d
+        if self.memory_format is not None:
             # torch's stubs lack Module.to(memory_format=...), which exists at runtime
-            self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.net = self.net.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         #: compile=true: the network's forward through torch.compile (training and evaluation), eager on failure
         self.compiled = CompiledForward(self.net) if cfg.get("compile", False) else None
         self.name = f"{self.method.name}/{self.noise.name}"
@@ -128,9 +157,9 @@ class DenoiserModule(L.LightningModule):
 
     # ------------------------------------------------------------------ inference
     def forward(self, noisy: Tensor) -> Tensor:
-        """Raw network output for a noisy batch."""
-        if self.channels_last:
-            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        """Raw network output for a noisy batch (N, C, H, W), or (N, C, D, H, W) for a 3-D net."""
+        if self.memory_format is not None:
+            noisy = noisy.contiguous(memory_format=self.memory_format)
         return self.compiled(noisy) if self.compiled is not None else self.net(noisy)
 
     def denoise(
@@ -142,7 +171,8 @@ class DenoiserModule(L.LightningModule):
         stride: int | None = None,
     ) -> dict[str, Tensor]:
         """Denoised outputs of a noisy batch (N,C,H,W), H and W multiples of 32 (square or not: no padding to a
-        square); the network may run in bf16, the posterior in float64.
+        square), or for a 3-D model (N,C,D,H,W) of its side multiples; the network may run in bf16, the posterior
+        in float64.
 
         ``bf16=None`` follows ``eval_bf16``, which is False (fp32, the authors' protocol) on every device unless
         a caller asks for the faster bf16 autocast (``python -m ssdn.evaluate --bf16``). ``uncertainty`` adds
