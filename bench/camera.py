@@ -224,6 +224,7 @@ def _row(name: str, true: NoiseCorrelation, est: NoiseCorrelation, noisy: list[n
         + " | ".join(
             f"{true.at(dy, dx):.3f} / {est.at(dy, dx):.3f}" for dy, dx in ((0, 1), (1, 0), (1, 1), (0, 2))
         )
+        + f" | {true.channel_correlation:.3f} / {est.channel_correlation:.3f}"
         + f" | {true.extent} / {est.extent} | {'independent' if est.independent else '**correlated**'} | "
         + f"`{' '.join(extra)}`"
         + (f" or `method.pd_stride={rec.pd_stride}`" if not est.independent else "")
@@ -254,8 +255,8 @@ def diagnose(out: Path, images: int) -> list[dict[str, Any]]:
         truth = noise_correlation(noise)
         rows.append(_row(f"{name} on clean camera photos", truth, estimate_correlation(noisy), noisy))
     head = (
-        "| set | σ true | σ est | ρ(0,1) true / est | ρ(1,0) | ρ(1,1) | ρ(0,2) | extent true / est | verdict | "
-        "recommended |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| set | σ true | σ est | ρ(0,1) true / est | ρ(1,0) | ρ(1,1) | ρ(0,2) | channel ρ true / est | "
+        "extent true / est | verdict | recommended |\n|---|---|---|---|---|---|---|---|---|---|---|"
     )
     table = "\n".join([head, *(r.pop("md") for r in rows)])
     print(table)

@@ -4,8 +4,9 @@
 
 Why: the paper's blind spot (§2) needs noise that is independent from pixel to pixel; camera photos (demosaiced,
 sharpened, JPEG) break it, and a blind-spot net trained on them hands most of the noise back. This prints what
-``ssdn.noise.correlation`` measures on the images themselves — σ in 8-bit units, ρ(dy, dx) per offset, whether
-the noise is independent — and the ``train.py`` overrides that suit it (noise model and blind region).
+``ssdn.noise.correlation`` measures on the images themselves — σ in 8-bit units, the correlation between the
+channels' noise at a pixel, ρ(dy, dx) per offset, whether the noise is independent — and the ``train.py``
+overrides that suit it (noise model and blind region).
 
 Reads what ``data.add_noise=false`` trains on: 8/16-bit PNG and TIFF, JPEG (EXIF orientation applied), through
 ``ssdn.data.io.load_native``. Up to ``--max-images`` files, evenly spaced over the sorted listing, are read one at
@@ -23,6 +24,7 @@ import numpy as np
 from ssdn.data.io import ImageDecodeError, bit_depth, list_images, load_native
 from ssdn.errors import UserError, exit_on_user_error
 from ssdn.noise.correlation import (
+    CHANNEL_RHO_THRESHOLD,
     FOI_CROP,
     WINDOW,
     NoiseCorrelation,
@@ -126,6 +128,13 @@ def report(
         f"noise level: sigma = {corr.sigma:.2f} (8-bit units; {per}) from {corr.windows} flat "
         f"{WINDOW}x{WINDOW} windows"
     )
+    if channels == 3:
+        rho = corr.channel_rho
+        pairs = ", ".join(f"{names[i]}-{names[k]} {rho[i, k]:.2f}" for i, k in ((0, 1), (0, 2), (1, 2)))
+        out.append(
+            f"channel correlation of the noise at a pixel: {pairs} (mean {corr.channel_correlation:.2f}; "
+            f"above {CHANNEL_RHO_THRESHOLD}: much of the noise is common to R, G, B)"
+        )
     out.append(f"spatial correlation rho(dy, dx) of the noise (* : |rho| > {corr.threshold}):")
     out.append(correlation_table(corr))
     if corr.independent:

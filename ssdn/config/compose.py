@@ -15,7 +15,13 @@ from ssdn.config.schema import ConfigError, register_configs
 
 __all__ = ["ConfigError", "compose", "conf_dir", "noise_tag", "prepare_hydra", "row_name", "validate_config"]
 
-NOISE_TAGS = {"gaussian": "gauss", "poisson": "poisson", "impulse": "impulse", "poisson_gaussian": "pg"}
+NOISE_TAGS = {
+    "gaussian": "gauss",
+    "poisson": "poisson",
+    "impulse": "impulse",
+    "poisson_gaussian": "pg",
+    "gaussian_channels": "gch",
+}
 
 
 def _num(x: float) -> str:

@@ -220,6 +220,7 @@ class RunConfig:
         errors = (
             channels_errors(self.channels) + self.noise.errors() + self.eval.errors() + self.method.errors()
         )
+        errors += self.noise.channels_errors(self.channels)
         if isinstance(self.method, ClassicalConfig):
             if not self.eval.sets:
                 errors.append(

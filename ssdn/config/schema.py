@@ -151,6 +151,14 @@ class NoiseConfig:
             return [f"noise: {exc}"]
         return []
 
+    def channels_errors(self, channels: int) -> list[str]:
+        """The run's ``channels`` against what the noise model describes (the channel-correlated one: RGB)."""
+        from ssdn.noise import NOISE_MODELS
+
+        cls = NOISE_MODELS.get(self.name)
+        error = cls.channels_error(channels) if cls is not None else None
+        return [] if error is None else [error]
+
 
 @dataclass
 class NoiseParamsConfig:

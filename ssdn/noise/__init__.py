@@ -1,9 +1,11 @@
-"""Noise models (Gaussian, Poisson, impulse, Poisson–Gaussian) and a name -> class registry for configs."""
+"""Noise models (Gaussian, Poisson, impulse, Poisson–Gaussian, channel-correlated Gaussian) and a name -> class
+registry for configs."""
 
 from __future__ import annotations
 
 from ssdn.noise.base import AdditiveGaussianNoise, NoiseModel, NoiseParamError, ParamValue
 from ssdn.noise.gaussian import GaussianNoise
+from ssdn.noise.gaussian_channels import GaussianChannelsNoise
 from ssdn.noise.impulse import ImpulseNoise
 from ssdn.noise.poisson import PoissonNoise
 from ssdn.noise.poisson_gaussian import PoissonGaussianNoise
@@ -11,6 +13,7 @@ from ssdn.noise.poisson_gaussian import PoissonGaussianNoise
 __all__ = [
     "NOISE_MODELS",
     "AdditiveGaussianNoise",
+    "GaussianChannelsNoise",
     "GaussianNoise",
     "ImpulseNoise",
     "NoiseModel",
@@ -21,7 +24,8 @@ __all__ = [
 ]
 
 NOISE_MODELS: dict[str, type[NoiseModel]] = {
-    cls.name: cls for cls in (GaussianNoise, PoissonNoise, ImpulseNoise, PoissonGaussianNoise)
+    cls.name: cls
+    for cls in (GaussianNoise, PoissonNoise, ImpulseNoise, PoissonGaussianNoise, GaussianChannelsNoise)
 }
 
 

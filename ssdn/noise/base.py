@@ -117,6 +117,12 @@ class NoiseModel(nn.Module, ABC):
 
     # ------------------------------------------------------------------ parameters
 
+    @classmethod
+    def channels_error(cls, channels: int) -> str | None:  # noqa: ARG003 -- the NoiseModel interface
+        """One line naming the remedy when the model cannot describe images of ``channels`` channels; None when
+        it can (every model but the channel-correlated one, which needs RGB)."""
+        return None
+
     @staticmethod
     @abstractmethod
     def _in_domain(v: float) -> bool:

@@ -2,8 +2,9 @@
 and what is logged. The estimate itself and why it helps: ``ssdn.methods.levels.initialise_from_data``.
 
 ``init=paper`` keeps the authors' 4.9/255, which the paper's rows use; a noise model without a classical
-estimator (impulse) also keeps it, with a warning. Every DDP rank computes the same value from the same files
-and seed (``DenoisingDataModule.estimation_images``).
+estimator (impulse) also keeps it, with a warning. The channel-correlated Gaussian model's own estimate already
+measures the noise past its spatial correlation (``ssdn.noise.correlation``), so it needs no special case here.
+Every DDP rank computes the same value from the same files and seed (``DenoisingDataModule.estimation_images``).
 """
 
 from __future__ import annotations
