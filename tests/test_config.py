@@ -51,6 +51,11 @@ def _options(group: str) -> list[str]:
         ("impulse", [0.0, 1.0], "impulse0_100"),
         ("poisson_gaussian", {"a": 0.01, "b": 0.000384}, "pg_a0.01_b0.000384"),
         ("poisson_gaussian", {"a": [0.001, 0.02], "b": 0.0}, "pg_a0.001_0.02_b0"),
+        (
+            "gaussian_channels",
+            {"sigma_r": 10, "sigma_g": 6.2, "sigma_b": 11, "sigma_common": [5, 20]},
+            "gch_sigma_r10_sigma_g6.2_sigma_b11_sigma_common5_20",
+        ),
     ],
 )
 def test_noise_tags(name: str, value: object, tag: str) -> None:
@@ -114,6 +119,7 @@ def test_sweep_subdir_names_jobs_by_row() -> None:
     ("overrides", "message"),
     [
         (["method=ssdn_diag", "channels=1"], "method=ssdn_diag with channels=1"),
+        (["noise=gaussian_channels", "channels=1"], "noise=gaussian_channels with channels=1"),
         (["noise.value=-5"], "sigma"),
         (["data.crop_size=48"], "data.crop_size=48"),
         (["data.batch_size=3", "trainer=ddp"], "data.batch_size=3"),

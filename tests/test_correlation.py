@@ -219,3 +219,63 @@ def test_recommend_blind_region_from_the_extent() -> None:
     assert not rec.blind_spot_applies and (rec.blind_hole, rec.pd_stride) == (5, 3)
     assert [alt[-1] for alt in rec.alternatives] == ["method.blind_hole=5", "method.pd_stride=3"]
     assert json.loads(json.dumps(rec.to_dict()))["overrides"][1][-1] == "method.pd_stride=3"
+
+
+# ---------------------------------------------------------------------------------------------- channels
+
+
+def test_true_channel_cov_is_the_sample_covariance_at_one_pixel() -> None:
+    rng = np.random.default_rng(7)
+    n = rng.normal(size=(32, 32, 3)) @ np.array([[1.0, 0.5, 0.2], [0.0, 1.0, 0.4], [0.0, 0.0, 1.0]]) * 0.04
+    r = noise_correlation([n])
+    e = (n - n.mean(axis=(0, 1))).reshape(-1, 3)
+    np.testing.assert_allclose(r.channel_cov, e.T @ e / len(e) * 255**2, rtol=1e-12)
+    np.testing.assert_allclose(np.diag(r.channel_cov), np.square(r.sigma_per_channel), rtol=1e-12)
+    rho = r.channel_rho
+    assert np.allclose(np.diag(rho), 1.0) and np.allclose(rho, rho.T)
+    assert r.channel_correlation == pytest.approx(rho[np.triu_indices(3, 1)].mean())
+    assert noise_correlation([n[..., :1]]).channel_correlation == 0.0  # mono: no other channel
+    assert json.loads(json.dumps(r.to_dict()))["channel_correlation"] == round(r.channel_correlation, 4)
+
+
+def common_noise(rng: np.random.Generator, own: float, common: float, blurred: bool) -> np.ndarray:
+    """Per-channel white noise of std ``own`` plus one std-``common`` component shared by R, G, B (spatially
+    blurred as ``blurred_noise`` when ``blurred``): channel correlation common² / (own² + common²)."""
+    shared = (
+        blurred_noise(rng, (SIZE, SIZE, 1), common) if blurred else rng.normal(0, common, (SIZE, SIZE, 1))
+    )
+    return rng.normal(0, own, (SIZE, SIZE, 3)) + shared
+
+
+@pytest.mark.parametrize("blurred", [False, True], ids=["white", "blurred"])
+def test_channel_correlation_is_recovered_past_the_spatial_correlation(blurred: bool) -> None:
+    """Tolerance 0.04 on the correlation: the white-noise test's bound on ρ; σ_own = 10, σ_common = 12
+    (correlation 0.59, near the simulated camera's 0.64)."""
+    rng = np.random.default_rng(8)
+    images = [smooth_image() + common_noise(rng, 10 / 255, 12 / 255, blurred) for _ in range(4)]
+    r = estimate_correlation(images)
+    truth = 144 / (100 + 144)
+    assert r.channel_rho[np.triu_indices(3, 1)] == pytest.approx([truth] * 3, abs=0.04)
+    np.testing.assert_allclose(r.channel_cov, np.full((3, 3), 144.0) + 100 * np.eye(3), rtol=0.06)
+    white = estimate_correlation(
+        [smooth_image() + rng.normal(0, 20 / 255, (SIZE, SIZE, 3)) for _ in range(4)]
+    )
+    assert abs(white.channel_correlation) < 0.04
+
+
+def test_recommend_gaussian_channels_for_correlated_channels_unless_signal_dependent() -> None:
+    rng = np.random.default_rng(9)
+    flat_line = VarianceLine(0.0, 1e-3, 0.1, 0.9)
+    common = noise_correlation([common_noise(rng, 10 / 255, 12 / 255, blurred=False)])
+    assert common.channel_correlation > corr.CHANNEL_RHO_THRESHOLD
+    rec = recommend(common, flat_line)
+    assert rec.noise == "gaussian_channels" and "correlates by 0.5" in rec.noise_reason
+    assert "noise=gaussian_channels" in rec.alternatives[0]
+    # Signal-dependent noise keeps Poisson–Gaussian; mono and weakly correlated channels keep one σ.
+    assert noise_model_for(VarianceLine(0.01, 0.0, 0.1, 0.9), common)[0] == "poisson_gaussian"
+    assert noise_model_for(VarianceLine(0.01, 0.0, 0.4, 0.5), common)[0] == "gaussian_channels"  # narrow span
+    mono = noise_correlation([common_noise(rng, 10 / 255, 12 / 255, blurred=False)[..., :1]])
+    assert noise_model_for(flat_line, mono)[0] == "gaussian"
+    weak = noise_correlation([common_noise(rng, 10 / 255, 4 / 255, blurred=False)])  # correlation ≈ 0.14
+    name, reason = noise_model_for(flat_line, weak)
+    assert name == "gaussian" and f"at most {corr.CHANNEL_RHO_THRESHOLD}" in reason

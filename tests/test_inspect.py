@@ -43,6 +43,7 @@ def test_independent_folder_prints_the_verdict_and_the_default_blind_spot(
     text = capsys.readouterr().out
     assert "read 3 image(s)" in text and "img0.png  192x192  8-bit" in text
     assert "verdict: independent" in text and "the paper's blind spot applies" in text
+    assert "channel correlation of the noise at a pixel: R-G" in text
     assert "noise=gaussian noise_params=sigma_global method.blind_hole=1 method.pd_stride=1" in text
     report = json.loads(out.read_text())
     assert report["correlation"]["independent"] is True
@@ -60,6 +61,30 @@ def test_correlated_folder_recommends_a_larger_blind_region(
     assert "verdict: CORRELATED over 2 px" in text
     assert "method.blind_hole=5" in text and "method.pd_stride=3" in text
     assert "*" in text.split("spatial correlation")[1]  # over-threshold offsets are marked
+
+
+def test_channel_correlated_folder_recommends_gaussian_channels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        noise = rng.normal(0, 10 / 255, (SIZE, SIZE, 3)) + rng.normal(0, 12 / 255, (SIZE, SIZE, 1))
+        pixels = np.clip(np.rint((smooth_image(SIZE) + noise) * 255), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i}.png")
+    out = tmp_path / "report.json"
+    main([str(folder), "--json", str(out)])
+    text = capsys.readouterr().out
+    line = next(li for li in text.splitlines() if li.startswith("channel correlation"))
+    assert "R-G 0.5" in line and "G-B 0.5" in line
+    assert (
+        "noise model: gaussian_channels" in text
+        and "noise=gaussian_channels noise_params=sigma_global" in text
+    )
+    report = json.loads(out.read_text())
+    assert report["correlation"]["channel_correlation"] == pytest.approx(144 / 244, abs=0.05)
+    assert report["recommendation"]["noise"] == "gaussian_channels"
 
 
 def test_choose_spreads_the_images_over_the_sorted_listing() -> None:
