@@ -219,6 +219,19 @@ def test_corrupt_is_reproducible_and_t0_draws_the_gaussian_noise() -> None:
         model.corrupt(x[:, :1], params, gen(74))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_draw_order_own_then_common(dtype: torch.dtype) -> None:
+    x = torch.rand(2, 3, 8, 8, generator=gen(75), dtype=dtype)
+    params = torch.tensor([[10.0, 20.0, 30.0, 5.0], [1.0, 2.0, 3.0, 40.0]], dtype=F64)
+    y = GaussianChannelsNoise(CAMERA).corrupt(x, params, gen(76))
+    g = gen(76)
+    own = torch.randn(x.shape, generator=g, dtype=dtype)
+    common = torch.randn(2, 1, 8, 8, generator=g, dtype=dtype)
+    scale = (params / 255).to(dtype)
+    expected = x + own * scale[:, :3, None, None] + common * scale[:, 3:, None, None]
+    assert y.dtype == dtype and torch.equal(y, expected)
+
+
 # ---------------------------------------------------------------- classical estimate and learned start
 
 
