@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> Results:
     src.add_argument("--checkpoint", help="a .ckpt written by train.py")
     src.add_argument("--method", choices=tuple(BASELINES), help="a classical baseline")
     p.add_argument(
-        "--noise", help="gaussian | poisson | impulse | poisson_gaussian (default: the checkpoint's)"
+        "--noise",
+        help="gaussian | poisson | impulse | poisson_gaussian | gaussian_channels (default: the checkpoint's)",
     )
     p.add_argument(
         "--value",

@@ -12,9 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.distributions import MultivariateNormal
 
 from ssdn.config.compose import ConfigError, noise_tag, validate_config
+from ssdn.config.run import RunConfig
+from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.denoise import main as denoise_main
 from ssdn.methods.levels import build_level_source, initialise_from_data
 from ssdn.methods.prior import split_prior
@@ -22,6 +25,8 @@ from ssdn.noise import GaussianChannelsNoise, GaussianNoise, NoiseParamError, bu
 from ssdn.noise.gaussian_channels import params_from_channel_cov
 from ssdn.train import run
 from ssdn.training.checkpoints import read_checkpoint
+from ssdn.training.initial_level import ESTIMATION_IMAGES, initialise_level
+from ssdn.training.module import DenoiserModule
 from tests.conftest import compose_config
 from tests.test_correlation import smooth_image
 from tests.test_noisy_only import noisy_overrides, write_set
@@ -264,6 +269,29 @@ def test_estimate_recovers_s_and_t_within_10_percent() -> None:
 
 
 # ---------------------------------------------------------------- a run
+
+
+def test_learned_start_is_the_models_own_estimate_not_the_checks_gaussian_sigma(
+    tmp_path: Path,
+) -> None:
+    """The noise check's ``correlated_sigma`` is a Gaussian σ; this model's estimate already looks past the
+    spatial correlation, so the start is its own four values."""
+    folder = write_set(tmp_path / "noisy", "rgb8", count=6)
+    cfg = compose_config(*noisy_overrides(folder, "noise=gaussian_channels"), output_dir=tmp_path / "r")
+    config = RunConfig.from_dictconfig(cfg)
+    module = DenoiserModule(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    dm = DenoisingDataModule(config.data_settings, noise=module.noise)
+    estimate = initialise_level(config.noise_params.init, module, dm, correlated_sigma=3.0)
+    assert list(estimate) == list(module.noise.param_names)
+    expected = module.noise.estimate_params(dm.estimation_images(ESTIMATION_IMAGES))
+    assert list(estimate.values()) == pytest.approx(expected.tolist(), rel=1e-12)
+    assert estimate["sigma_r"] == pytest.approx(25.0, rel=0.2)  # write_set: independent σ = 25 per channel
+    learned = module.learned_level()
+    assert [learned[k] for k in ("sigma_r", "sigma_g", "sigma_b")] == pytest.approx(
+        expected[:3].tolist(), rel=1e-5
+    )
+    # Independent noise: no common part measured (t = 0), and the learned std starts just above its floor.
+    assert estimate["sigma_common"] == 0.0 and learned["sigma_common"] == pytest.approx(2e-3 * 255, rel=1e-5)
 
 
 def test_train_stores_four_learned_params_and_denoise_uses_them(
