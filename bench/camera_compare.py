@@ -15,7 +15,9 @@ Configurations (``--configs``): ``plain`` (method=ssdn, hole 1, stride 1), ``hol
 (``method.blind_hole``), ``pd5`` (``method.pd_stride=5 method.pd_stride_infer=2``), ``pd5-r3`` (the same
 model, denoised with R³: ``--r3-passes 8``), ``best`` (``--best``'s overrides), ``best-r3`` (the best model
 denoised with ``--best-r3-passes`` R³ passes, default 8),
-``n2v-dense`` (``method=n2v_random_dense``) and ``cbm3d`` (no training: every σ of ``--cbm3d-sigmas`` on the
+``n2v-dense`` (``method=n2v_random_dense``), every ssdn row with ``-ch`` appended (``plain-ch``, ``hole3-ch``, …:
+the same with ``noise=gaussian_channels``, noise correlated across R, G, B) and ``cbm3d`` (no training: every σ
+of ``--cbm3d-sigmas`` on the
 test crops, plus the σ Chen et al. estimate per image and the one ``ssdn.noise.correlation`` estimates for the
 set). For the posterior configurations (ssdn without R³) the posterior std's coverage is measured: the share of
 pixel values with |posterior mean − clean| ≤ σ and ≤ 2σ (68.3% / 95.4% for an honest Gaussian posterior).
@@ -56,6 +58,7 @@ from ssdn.utils import atomic_write_json, atomic_write_text  # noqa: E402
 PROG = "bench/camera_compare.py"
 DEFAULT_BEST = "method.blind_hole=3 method.pd_stride=2"
 DEFAULT_SIGMAS = "10,15,20,25,30,35,40"
+CHANNELS_SUFFIX = "-ch"
 GAUSS_WITHIN = (0.683, 0.954)
 """The share of a Gaussian's mass within 1σ and 2σ of its mean: what an honest posterior std covers."""
 
@@ -96,6 +99,18 @@ def configs(best: str, best_r3: int) -> dict[str, Config]:
             r3_passes=best_r3,
         ),
         Config("n2v-dense", "method=n2v_random_dense", "n2v-dense", ("method=n2v_random_dense",)),
+    ]
+    # Each ssdn row again with the channel-correlated noise model (camera noise is correlated across R, G, B).
+    rows += [
+        Config(
+            f"{c.name}{CHANNELS_SUFFIX}",
+            f"{c.what}, noise=gaussian_channels",
+            f"{c.run}{CHANNELS_SUFFIX}",
+            (*c.overrides, "noise=gaussian_channels"),
+            c.r3_passes,
+        )
+        for c in rows
+        if c.overrides[0] == "method=ssdn"
     ]
     return {c.name: c for c in rows}
 
@@ -348,6 +363,15 @@ def _pct(v: object) -> str:
     return f"{100 * v:.1f}%" if isinstance(v, float) else "–"
 
 
+def _level(level: object) -> str:
+    """A learned level in 8-bit units: one σ, or the named parameters of a multi-parameter model."""
+    if isinstance(level, float):
+        return f"{level:.2f}"
+    if isinstance(level, dict):
+        return ", ".join(f"{k.removeprefix('sigma_')} {v:.1f}" for k, v in level.items())
+    return "–"
+
+
 def table_row(r: dict[str, Any], noisy: float) -> str:
     if r["config"] == "cbm3d":
         lv = r["levels"]
@@ -363,7 +387,7 @@ def table_row(r: dict[str, Any], noisy: float) -> str:
     return (
         f"| {r['config']} | {r['what']} | {r.get('images_seen', '–')} | "
         f"{'–' if wall is None else f'{wall / 60:.1f}'} | {r['psnr']:.2f} | {r['psnr'] - noisy:+.2f} | "
-        f"{f'{level:.2f}' if isinstance(level, float) else '–'} | {_pct(r.get('coverage_1sigma'))} | "
+        f"{_level(level)} | {_pct(r.get('coverage_1sigma'))} | "
         f"{_pct(r.get('coverage_2sigma'))} |"
     )
 

@@ -39,7 +39,11 @@ def test_psnr_of_is_the_projects_8_bit_psnr() -> None:
 def test_rows_with_a_posterior_are_the_ssdn_ones_without_r3() -> None:
     table = cc.configs(cc.DEFAULT_BEST, best_r3=8)
     with_std = {n for n, c in table.items() if c.posterior}
-    assert with_std == {"plain", "hole3", "hole5", "pd5", "best"}
+    assert with_std == {
+        n + suffix for n in ("plain", "hole3", "hole5", "pd5", "best") for suffix in ("", "-ch")
+    }
+    assert table["hole3-ch"].overrides == ("method=ssdn", "method.blind_hole=3", "noise=gaussian_channels")
+    assert table["pd5-r3-ch"].run == "pd5-ch" and "n2v-dense-ch" not in table
     assert table["pd5-r3"].run == table["pd5"].run  # R³ re-denoises the pd5 model, no second training
     assert table["best"].overrides == ("method=ssdn", "method.blind_hole=3", "method.pd_stride=2")
     best_r3 = table["best-r3"]
@@ -64,3 +68,11 @@ def test_set_without_clean_references_is_refused(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "iso1600" / "test" / "noisy" / "a.png")
     with pytest.raises(UserError, match="lacks clean references"):
         cc.CameraSet.open(tmp_path, "iso1600", None)
+
+
+def test_learned_levels_of_one_or_several_parameters() -> None:
+    assert cc._level(11.004) == "11.00"
+    assert cc._level({"sigma_r": 10.0, "sigma_g": 6.26, "sigma_b": 11.0, "sigma_common": 13.0}) == (
+        "r 10.0, g 6.3, b 11.0, common 13.0"
+    )
+    assert cc._level(None) == "–"
