@@ -239,10 +239,15 @@ class _Batch:
         def params_for(pixels: torch.Tensor) -> torch.Tensor:
             return fixed if fixed is not None else resolve_params(module, param, pixels)
 
-        if module.dims == 3:
-            with tqdm(
-                unit="tile", desc=task.source.name, leave=False, file=sys.stderr, dynamic_ncols=True
-            ) as tiles:
+        volumes = module.dims == 3  # a 3-D model runs on ZYX tiles, a 2-D one plane by plane
+        with tqdm(
+            unit="tile" if volumes else "plane",
+            desc=task.source.name,
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        ) as bar:
+            if volumes:
                 result = denoise_volumes(
                     module,
                     stack,
@@ -254,29 +259,23 @@ class _Batch:
                     tile_depth=args.tile_depth,
                     overlap_depth=args.overlap_depth,
                     overwrite=args.overwrite,
-                    progress=tiles.update,
+                    progress=bar.update,
                 )
-            note = f"\tstd {task.outputs[1]}" if len(task.outputs) > 1 else ""
-            planes = f"{result.planes} planes {stack.axes} (3-D)"
-            return f"{task.outputs[0]}\tlevel {self._level(result.level)}\t{planes}{note}"
-        with tqdm(
-            unit="plane", desc=task.source.name, leave=False, file=sys.stderr, dynamic_ncols=True
-        ) as planes:
-            result = denoise_stack(
-                module,
-                stack,
-                task.outputs,
-                params_for,
-                bf16=self.bf16,
-                tile=args.tile,
-                overlap=args.overlap,
-                overwrite=args.overwrite,
-                progress=planes.update,
-            )
+            else:
+                result = denoise_stack(
+                    module,
+                    stack,
+                    task.outputs,
+                    params_for,
+                    bf16=self.bf16,
+                    tile=args.tile,
+                    overlap=args.overlap,
+                    overwrite=args.overwrite,
+                    progress=bar.update,
+                )
         note = f"\tstd {task.outputs[1]}" if len(task.outputs) > 1 else ""
-        return (
-            f"{task.outputs[0]}\tlevel {self._level(result.level)}\t{result.planes} planes {stack.axes}{note}"
-        )
+        planes = f"{result.planes} planes {stack.axes}" + (" (3-D)" if volumes else "")
+        return f"{task.outputs[0]}\tlevel {self._level(result.level)}\t{planes}{note}"
 
 
 def _tiling(args: argparse.Namespace, dims: int) -> None:
