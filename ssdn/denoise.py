@@ -247,32 +247,26 @@ class _Batch:
             file=sys.stderr,
             dynamic_ncols=True,
         ) as bar:
-            if volumes:
-                result = denoise_volumes(
+            common = dict(
+                bf16=self.bf16,
+                tile=args.tile,
+                overlap=args.overlap,
+                overwrite=args.overwrite,
+                progress=bar.update,
+            )
+            result = (
+                denoise_volumes(
                     module,
                     stack,
                     task.outputs,
                     params_for,
-                    bf16=self.bf16,
-                    tile=args.tile,
-                    overlap=args.overlap,
                     tile_depth=args.tile_depth,
                     overlap_depth=args.overlap_depth,
-                    overwrite=args.overwrite,
-                    progress=bar.update,
+                    **common,
                 )
-            else:
-                result = denoise_stack(
-                    module,
-                    stack,
-                    task.outputs,
-                    params_for,
-                    bf16=self.bf16,
-                    tile=args.tile,
-                    overlap=args.overlap,
-                    overwrite=args.overwrite,
-                    progress=bar.update,
-                )
+                if volumes
+                else denoise_stack(module, stack, task.outputs, params_for, **common)
+            )
         note = f"\tstd {task.outputs[1]}" if len(task.outputs) > 1 else ""
         planes = f"{result.planes} planes {stack.axes}" + (" (3-D)" if volumes else "")
         return f"{task.outputs[0]}\tlevel {self._level(result.level)}\t{planes}{note}"
