@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ssdn.data.intensity import Intensity
 from ssdn.data.io import ImageDecodeError, bit_depth, is_palette, load_as_stored, photo_metadata
 from ssdn.data.stacks import StackError, check_axes
 from ssdn.errors import UserError, exit_on_user_error
@@ -38,7 +39,7 @@ from ssdn.inference.stacks import check_depth, denoise_stack, is_stack, open_inp
 from ssdn.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, fits_one_tile, tile_count
 from ssdn.inference.volumes import OVERLAP_3D, OVERLAP_DEPTH, TILE_3D, TILE_DEPTH, denoise_volumes
 from ssdn.inference.write import write_output, write_uncertainty
-from ssdn.training.checkpoints import load_denoiser, read_checkpoint, training_bit_depth
+from ssdn.training.checkpoints import load_denoiser, read_checkpoint, training_bit_depth, training_intensity
 from ssdn.training.module import DenoiserModule
 
 PROG = "python -m ssdn.denoise"
@@ -141,9 +142,10 @@ class _Batch:
         args: argparse.Namespace,
         trained_depth: int | None,
         trained_axes: str | None = None,
+        intensity: Intensity | None = None,
     ) -> None:
         self.module, self.args, self.trained_depth = module, args, trained_depth
-        self.trained_axes = trained_axes
+        self.trained_axes, self.intensity = trained_axes, intensity
         self.param = parse_param(args.param)
         self.fixed = None if self.param == "auto" else resolve_params(module, self.param)
         self.bf16 = network_bf16(args.precision, args.device)
@@ -177,12 +179,12 @@ class _Batch:
         native = model_input(stored, module.channels, task.source)
         depth = bit_depth(native)
         check_depth(task.source, depth, self.trained_depth)
-        scale = float(2**depth - 1)
+        intensity = self.intensity or Intensity.of_depth(depth)
         pixels = torch.from_numpy(native).permute(2, 0, 1)
         params = (
             self.fixed
             if self.fixed is not None
-            else resolve_params(module, self.param, pixels.float() / scale)
+            else resolve_params(module, self.param, intensity.tensor_to_unit(pixels))
         )
         h, w = native.shape[:2]
         tiles = None
@@ -200,7 +202,7 @@ class _Batch:
                 module,
                 pixels,
                 params,
-                scale=scale,
+                intensity=intensity,
                 bf16=self.bf16,
                 uncertainty=args.uncertainty,
                 tile=args.tile,
@@ -214,10 +216,11 @@ class _Batch:
         del pixels
         channels = stored.shape[2]
         try:
-            write_output(task.outputs[0], out, depth, alpha, channels, photo_metadata(task.source))
+            meta = photo_metadata(task.source)
+            write_output(task.outputs[0], out, depth, alpha, channels, meta, intensity)
             note = ""
             if std is not None:
-                top = write_uncertainty(task.outputs[1], task.outputs[2], std, depth, channels)
+                top = write_uncertainty(task.outputs[1], task.outputs[2], std, depth, channels, intensity)
                 note = f"\tstd png scale 0..{top:.4g}"
         except OSError as exc:
             raise OSError(f"cannot write {task.outputs[0]}: {exc}") from exc
@@ -248,6 +251,7 @@ class _Batch:
             dynamic_ncols=True,
         ) as bar:
             common = dict(
+                intensity=self.intensity,
                 bf16=self.bf16,
                 tile=args.tile,
                 overlap=args.overlap,
@@ -306,6 +310,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     checkpoint = read_checkpoint(args.checkpoint)
     trained_depth, default_axes = training_bit_depth(checkpoint), trained_axes(checkpoint)
+    intensity = training_intensity(checkpoint)
     del checkpoint  # its weights: the module loads its own copy
     module = load_denoiser(args.checkpoint, args.device)
     _tiling(args, module.dims)
@@ -314,7 +319,7 @@ def _run(args: argparse.Namespace) -> int:
     note = use_given_level(module, param)
     if note:
         print(f"{PROG}: {note}", file=sys.stderr)
-    batch = _Batch(module, args, trained_depth, default_axes)
+    batch = _Batch(module, args, trained_depth, default_axes, intensity)
     for source, why in batch_plan.rejected:
         print(f"{PROG}: skipped {source}: {why}", file=sys.stderr)
     with tqdm(

@@ -20,7 +20,7 @@ from pathlib import Path
 from ssdn.errors import UserError, exit_on_user_error
 from ssdn.inference.denoiser import PRECISIONS
 from ssdn.inference.export_formats import FORMATS, export, export_bf16
-from ssdn.training.checkpoints import load_denoiser, read_checkpoint, training_bit_depth
+from ssdn.training.checkpoints import load_denoiser, read_checkpoint, training_bit_depth, training_intensity
 
 PROG = "python -m ssdn.export"
 
@@ -69,9 +69,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = p.parse_args(argv)
     with exit_on_user_error(p.prog, args.debug):
         _refuse_3d(args.checkpoint)
+        # a graph of a model trained with data.offset / data.peak takes (v - offset) / peak: say so
+        intensity = training_intensity(read_checkpoint(args.checkpoint))
+        scale = {} if intensity is None else {"input_scale": intensity.record()}
         if args.format == "bioimageio":
             path = _bioimageio(args)
-            print(json.dumps({"export": str(path), "format": "bioimageio", "precision": "fp32"}))
+            print(json.dumps({"export": str(path), "format": "bioimageio", "precision": "fp32", **scale}))
             return path
         bf16 = args.format != "safetensors" and export_bf16(args.format, args.precision)
         path = export(
@@ -83,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
             precision=args.precision,
             overwrite=args.overwrite,
         )
-    print(json.dumps({"export": str(path), "format": args.format, "precision": "bf16" if bf16 else "fp32"}))
+    precision = "bf16" if bf16 else "fp32"
+    print(json.dumps({"export": str(path), "format": args.format, "precision": precision, **scale}))
     return path
 
 
@@ -106,12 +110,14 @@ def _bioimageio(args: argparse.Namespace) -> Path:
         raise UserError(
             "--precision bf16 does not apply to bioimageio packages (fp32 weights run everywhere)"
         )
+    checkpoint = read_checkpoint(args.checkpoint)
     return export_bioimageio(
         load_denoiser(args.checkpoint),
         args.out,
         param=args.param,
         size=args.size,
-        depth=training_bit_depth(read_checkpoint(args.checkpoint)),
+        depth=training_bit_depth(checkpoint),
+        intensity=training_intensity(checkpoint),
         sample=args.sample,
         name=args.name,
         authors=args.author or ["ssdn"],

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from ssdn.config.compose import ConfigError, conf_dir, prepare_hydra, validate_config
 from ssdn.config.run import RunConfig, plain
 from ssdn.config.schema import DataSettings, EmaConfig, MethodConfig, TrainerConfig
+from ssdn.data.crops import ESTIMATION_IMAGES
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.errors import USER_ERROR_EXIT, UserError
 from ssdn.noise import NoiseModel
@@ -37,7 +38,7 @@ from ssdn.training.distributed import DestroyProcessGroup, build_strategy, confi
 from ssdn.training.ema import WarmupEMA
 from ssdn.training.example import write_example
 from ssdn.training.hydra_job import job_environment, pin_job_to_gpu, resume_after_requeue
-from ssdn.training.initial_level import ESTIMATION_IMAGES, initialise_level
+from ssdn.training.initial_level import initialise_level
 from ssdn.training.last_checkpoint import LastCheckpoint
 from ssdn.training.loggers import build_loggers
 from ssdn.training.module import DenoiserModule

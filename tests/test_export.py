@@ -19,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ssdn.data import stacks as st
+from ssdn.data.intensity import Intensity
 from ssdn.errors import UserError
 from ssdn.export import main
 from ssdn.inference.export_formats import export, export_bf16, load_safetensors
@@ -242,12 +243,14 @@ def test_bf16_torchscript_is_the_modules_bf16_and_auto_follows_the_cpu_flags(
     assert "--precision bf16 does not apply to ONNX" in capsys.readouterr().err
 
 
-def _zoo_checkpoint(path: Path, depth: int = 16) -> Path:
-    """A 1-channel ssdn checkpoint with the pixel scale train.py records (the package's input depth)."""
+def _zoo_checkpoint(path: Path, depth: int = 16, scale: Intensity | None = None) -> Path:
+    """A 1-channel ssdn checkpoint with the pixel scale train.py records (the package's input depth, and the
+    intensity scale of data.offset / data.peak when given)."""
     module = build("noise=gaussian", "method=ssdn", "channels=1")
     _checkpoint(module, path)
     state = torch.load(path, weights_only=True)
     state["ssdn_pixel_scale"] = {"add_noise": False, "bit_depth": depth, "max_value": 2**depth - 1}
+    state["ssdn_pixel_scale"] |= (scale or Intensity.of_depth(depth)).record()
     torch.save(state, path)
     return path
 
@@ -280,6 +283,10 @@ def test_synthetic_test_input_is_seeded_and_at_the_depth() -> None:
     assert synthetic_input(3, 32, 8).dtype == np.uint8
     f = synthetic_input(1, 32, None)
     assert f.dtype == np.float32 and 0 <= f.min() and f.max() <= 1
+    dim = synthetic_input(
+        1, 64, 16, Intensity(100.0, 2900.0)
+    )  # mid-range of the trained scale, above the offset
+    assert 100 + 0.2 * 2900 < dim.mean() < 100 + 0.6 * 2900 and dim.min() >= 100
 
 
 @pytest.mark.slow  # ~65 s: two traces, the spec's validation, bioimageio.core running both weights formats
@@ -297,7 +304,8 @@ def test_bioimageio_package_validates_and_passes_the_zoo_test(
     from bioimageio.spec import load_model_description
     from bioimageio.spec.model import v0_5
 
-    ckpt = _zoo_checkpoint(tmp_path / "m.ckpt")
+    scale = Intensity(100.0, 2900.0)  # data.offset=100 data.peak=2900: the package scales as training did
+    ckpt = _zoo_checkpoint(tmp_path / "m.ckpt", scale=scale)
     stack = np.random.default_rng(0).integers(200, 3000, (3, 80, 96), dtype=np.uint16)
     st.write_stack(tmp_path / "s.ome.tif", stack, st.StackMeta("ZYX", np.dtype(np.uint16)))
     out = main(
@@ -315,24 +323,28 @@ def test_bioimageio_package_validates_and_passes_the_zoo_test(
             "A. Microscopist",
         ]
     )
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["format"] == "bioimageio"
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert line["format"] == "bioimageio" and line["input_scale"] == {"offset": 100.0, "peak": 2900.0}
     descr = load_model_description(out)
     assert isinstance(descr, v0_5.ModelDescr), getattr(descr, "validation_summary", descr)
     assert [a.name for a in descr.authors] == ["A. Microscopist"]
     (inp,) = descr.inputs
     assert [str(a.id) for a in inp.axes] == ["batch", "channel", "y", "x"]
     assert inp.data.type == "uint16"
+    pre = [p.kwargs for p in inp.preprocessing if p.id == "scale_linear"]
+    assert [(k.gain, k.offset) for k in pre] == [(1 / 2900, -100 / 2900)]  # type: ignore[union-attr]
     with zipfile.ZipFile(out) as z:
         test_input = np.load(io.BytesIO(z.read("test_input.npy")))
         test_output = np.load(io.BytesIO(z.read("test_output.npy")))
         ts = torch.jit.load(io.BytesIO(z.read("denoiser.pt")))
     np.testing.assert_array_equal(test_input, stack[1, 8:72, 16:80][None, None])  # centred crop, middle plane
     with torch.no_grad():
-        again = ts(torch.from_numpy(test_input.astype(np.float32) * np.float32(1 / 65535))).numpy() * 65535
+        unit = (test_input.astype(np.float32) - np.float32(100)) * np.float32(1 / 2900)
+        again = ts(torch.from_numpy(unit)).numpy() * np.float32(2900) + np.float32(100)
     np.testing.assert_array_equal(test_output, again.astype(np.float32))
     summary = test_model(out, devices=["cpu"])
     assert summary.status == "passed", summary.format()
     assert _main_status(str(ckpt), "--format", "bioimageio", "--out", str(out), "--overwrite") == 0
     np.testing.assert_array_equal(
-        np.load(io.BytesIO(zipfile.ZipFile(out).read("test_input.npy"))), synthetic_input(1, 64, 16)
+        np.load(io.BytesIO(zipfile.ZipFile(out).read("test_input.npy"))), synthetic_input(1, 64, 16, scale)
     )

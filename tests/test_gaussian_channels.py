@@ -17,6 +17,7 @@ from torch.distributions import MultivariateNormal
 
 from ssdn.config.compose import ConfigError, noise_tag, validate_config
 from ssdn.config.run import RunConfig
+from ssdn.data.crops import ESTIMATION_IMAGES
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.denoise import main as denoise_main
 from ssdn.methods.levels import build_level_source, initialise_from_data
@@ -25,7 +26,7 @@ from ssdn.noise import GaussianChannelsNoise, GaussianNoise, NoiseParamError, bu
 from ssdn.noise.gaussian_channels import params_from_channel_cov
 from ssdn.train import run
 from ssdn.training.checkpoints import read_checkpoint
-from ssdn.training.initial_level import ESTIMATION_IMAGES, initialise_level
+from ssdn.training.initial_level import initialise_level
 from ssdn.training.module import DenoiserModule
 from tests.conftest import compose_config
 from tests.test_correlation import smooth_image

@@ -53,3 +53,13 @@ def test_score_adu_goes_through_photons_and_is_not_clipped():
     assert score.score_adu(np.full((1, 2, 2), 80.0), clean, TRUTH, "low") == pytest.approx(
         20 * np.log10(21.0 / 20.0), abs=1e-12
     )
+
+
+def test_coverage_counts_voxels_within_k_stds_in_photons():
+    clean = np.full((1, 2, 2), 10.0)
+    # ADU 100 + 2·(10 + e) with e = 0.5, 1.5, -2.5, 3.5 photons; std 2 ADU = 1 photon
+    pred = 100.0 + 2.0 * (10.0 + np.array([[[0.5, 1.5], [-2.5, 3.5]]]))
+    std = np.full((1, 2, 2), 2.0)
+    assert score.coverage(pred, std, clean, TRUTH, 1.0) == 0.25
+    assert score.coverage(pred, std, clean, TRUTH, 2.0) == 0.5
+    assert score.coverage(pred, std, clean, TRUTH, 4.0) == 1.0

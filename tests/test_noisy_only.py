@@ -109,7 +109,8 @@ def test_noisy_batches_are_the_files_as_read_and_hold_out_validation(tmp_path: P
     assert torch.equal(batch["noisy"][0], torch.from_numpy(expected))
     val = dm._val
     assert set(val) == {"noisy", "index"} and val["noisy"].shape == (1, 1, 32, 32)
-    assert dm.pixel_scale() == {"add_noise": False, "bit_depth": 16, "max_value": 65535}
+    scale = {"add_noise": False, "bit_depth": 16, "max_value": 65535, "offset": 0.0, "peak": 65535.0}
+    assert dm.pixel_scale() == scale
 
 
 @pytest.mark.parametrize(
@@ -124,7 +125,9 @@ def test_train_on_noisy_files_then_denoise_without_param(
     assert "val/nll" in metrics and "val/noise_level" in metrics and "val/psnr" not in metrics
     ckpt = read_checkpoint(out / "checkpoints" / "last.ckpt")
     depth = 8 if kind == "rgb8" else 16
-    assert ckpt["ssdn_pixel_scale"] == {"add_noise": False, "bit_depth": depth, "max_value": 2**depth - 1}
+    top = 2**depth - 1
+    scale = {"add_noise": False, "bit_depth": depth, "max_value": top, "offset": 0.0, "peak": float(top)}
+    assert ckpt["ssdn_pixel_scale"] == scale
     assert set(ckpt["ssdn_level"]) == {"sigma"} and ckpt["ssdn_level"]["sigma"] == pytest.approx(
         metrics["noise_level"]
     )

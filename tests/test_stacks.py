@@ -209,15 +209,6 @@ def test_ome_zarr_level0_axes_and_scale(tmp_path):
     )
 
 
-def test_scaling_rule_and_inverse():
-    v16 = np.array([0, 1, 32768, 65535], np.uint16)
-    np.testing.assert_array_equal(st.unit_scale(v16), v16.astype(np.float32) / np.float32(65535))
-    np.testing.assert_array_equal(st.from_unit(st.unit_scale(v16), np.uint16), v16)
-    v8 = np.arange(256, dtype=np.uint8)
-    np.testing.assert_array_equal(st.from_unit(st.unit_scale(v8), np.uint8), v8)
-    np.testing.assert_array_equal(st.from_unit(np.array([-0.2, 1.3]), np.uint8), [0, 255])
-
-
 def test_collection_bit_depth_refuses_mixed(tmp_path):
     a = st.write_stack(
         tmp_path / "a.ome.tif", _data((2, 4, 4), np.uint8), st.StackMeta("ZYX", np.dtype(np.uint8))

@@ -11,6 +11,7 @@ bottom floor (errors, the U-Net's side multiple). Adding a key is one dataclass 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -403,7 +404,9 @@ class DataConfig:
     With stacks, ``val_count`` counts validation planes (from whole held-out stacks), ``subset`` counts stacks,
     and ``in_memory`` has no effect (planes are read one at a time). ``crop_depth``: with ``model.dims=3`` the
     crops are ``crop_depth`` × ``crop_size``² sub-volumes of every T (``ssdn.data.volume_crops``), and
-    ``val_count`` counts ``crop_depth``-plane sub-volumes of the held-out stacks.
+    ``val_count`` counts ``crop_depth``-plane sub-volumes of the held-out stacks. ``offset`` / ``peak``: noisy
+    files are scaled as (v − offset) / peak (``ssdn.data.intensity``): the camera offset, and the value mapped
+    to 1 (``auto``: measured from the training images), for counts that use a small part of their bit depth.
     """
 
     train_dir: Any = MISSING  # a folder, a list of folders, a packed set or skimage:train
@@ -425,6 +428,34 @@ class DataConfig:
     axes: str | None = None  # null: 2-D images; else the stacks' axes, e.g. ZYX, TYX, CYX, TZCYX
     channels_independent: bool = False  # stacks: each channel its own 1-channel image (and its own level)
     crop_depth: int | None = None  # model.dims=3: Z planes of each training volume (null with 2-D models)
+    offset: float = 0.0  # noisy files: the stored value of no light (camera offset), subtracted first
+    peak: Any = None  # noisy files: the stored value above offset that maps to 1; null: 2^depth - 1; auto
+
+    def intensity_errors(self) -> list[str]:
+        """``offset`` and ``peak`` (``ssdn.data.intensity``): a finite offset >= 0 and a positive peak or auto, for
+        noisy files only (clean images are corrupted at the paper's v / 255 scale, where the levels are defined)."""
+        errors = []
+        if not (isinstance(self.offset, (int, float)) and math.isfinite(self.offset) and self.offset >= 0):
+            errors.append(
+                f"data.offset={self.offset} must be a finite number >= 0 (the camera offset, stored units)"
+            )
+        peak = self.peak
+        if peak is not None and peak != "auto":
+            if (
+                isinstance(peak, bool)
+                or not isinstance(peak, (int, float))
+                or not (math.isfinite(peak) and peak > 0)
+            ):
+                errors.append(
+                    f"data.peak={peak} must be a positive number (the stored value above data.offset that maps to "
+                    "1), auto (measured from the training images), or null (the bit depth's maximum)"
+                )
+        if self.add_noise and (self.offset or peak is not None):
+            errors.append(
+                "data.offset / data.peak scale noisy files (data.add_noise=false); clean images are corrupted at "
+                "the paper's scale, so leave them at 0 and null"
+            )
+        return errors
 
     @property
     def largest_crop(self) -> int:
@@ -454,6 +485,7 @@ class DataConfig:
         errors += multiple_errors(
             "data.val_size", self.val_size, SIDE_MULTIPLE, "the blind-spot network's square input"
         )
+        errors += self.intensity_errors()
         return errors + self._stack_errors() + curriculum_errors(self.curriculum, world_size)
 
     def _stack_errors(self) -> list[str]:

@@ -28,13 +28,20 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ssdn.config.schema import DataSettings
 from ssdn.data.curriculum import CropSchedule
-from ssdn.data.io import ImageDecodeError, load_image, load_native, rgb_to_mono, to_unit
+from ssdn.data.intensity import AUTO_PEAK_PERCENTILE, Intensity, measured_peak, range_used
+from ssdn.data.io import ImageDecodeError, load_image, load_native, rgb_to_mono
 from ssdn.data.stack_planes import PlaneReader, validation_planes
 from ssdn.data.stacks import StackError
 from ssdn.data.training_files import SIZE_FILTER, DataWarning, TrainingFiles
 from ssdn.noise.base import NoiseModel
 
-__all__ = ["SIZE_FILTER", "DataWarning", "RandomCropStream", "derived_seed"]
+__all__ = ["ESTIMATION_IMAGES", "SIZE_FILTER", "DataWarning", "RandomCropStream", "derived_seed"]
+
+ESTIMATION_IMAGES = 32
+"""Training images read to estimate the initial noise level, and to measure ``data.peak=auto``."""
+
+SMALL_RANGE = 0.1
+"""Share of a 16-bit range below which noisy counts on the default scale get a warning naming data.peak."""
 
 _NOISE_CACHE_BYTES = 1 << 30
 """Per-worker budget for cached fixed-noise images; evicted ones are recomputed bit-identically."""
@@ -51,8 +58,8 @@ def derived_seed(*key: int) -> int:
 class RandomCropStream(IterableDataset):
     """Endless batches ``{"clean": uint8 (B, C, c, c), "index": int64 (B,)}`` of random crops (module doc).
 
-    With ``add_noise=False`` batches are ``{"noisy": float32 (B, C, c, c) in [0, 1], "index"}`` instead: the
-    crops as stored, divided by ``2**bit_depth - 1``.
+    With ``add_noise=False`` batches are ``{"noisy": float32 (B, C, c, c), "index"}`` instead: the crops as
+    stored, scaled by ``intensity`` (by default divided by ``2**bit_depth - 1``: [0, 1]).
 
     With ``fixed_noise`` (the strict one-noisy-copy-per-image protocol), batches also hold ``"noisy"``
     float32 (B, C, c, c) and ``"params"`` float64 (B,): image ``i`` is corrupted once, as a whole, with a CPU
@@ -128,6 +135,30 @@ class RandomCropStream(IterableDataset):
         self._noisy_bytes = 0
         self._bad: set[int] = set()  # files that failed at crop time (indices into files)
         self._bad_reported: set[int] = set()  # of these, those already announced in a batch (``crop_failed``)
+        #: how the noisy crops' stored counts become model units (``ssdn.data.intensity``)
+        self.intensity = self._intensity() if self.noisy_only else Intensity.of_depth(8)
+
+    def _intensity(self) -> Intensity:
+        """``data.offset`` / ``data.peak`` as the scale, ``auto`` measured on the estimation images; warns when
+        16-bit counts on the default scale use less than ``SMALL_RANGE`` of it (the noise floor then binds)."""
+        offset, peak = float(self.settings.offset), self.settings.peak
+        if peak is not None and peak != "auto":
+            return Intensity(offset, float(peak))
+        if peak is None and self.bit_depth != 16:
+            return Intensity(offset, float(2**self.bit_depth - 1))
+        sample = self.estimation_pixels(ESTIMATION_IMAGES)
+        if peak == "auto":
+            return Intensity(offset, measured_peak(sample, offset, str(self.source)))
+        top = float(2**self.bit_depth - 1)
+        if (used := range_used(sample, offset)) < SMALL_RANGE * top:
+            warnings.warn(
+                f"{self.setting}: the 16-bit training images span {used:.0f} of {top:.0f} above data.offset="
+                f"{offset:g} ({AUTO_PEAK_PERCENTILE}th percentile): their noise is below the noise model's floor "
+                "at this scale; set data.peak=auto (and data.offset to the camera's offset, if it has one)",
+                DataWarning,
+                stacklevel=3,
+            )
+        return Intensity(offset, top)
 
     def load(self, path: Path) -> np.ndarray:
         """One image of this source as the stream reads it (its depth kept when ``add_noise=False``)."""
@@ -168,7 +199,7 @@ class RandomCropStream(IterableDataset):
         crops = []
         for image in self.held_out_images():
             top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
-            crops.append(to_unit(image[top : top + size, left : left + size]))
+            crops.append(self.intensity.to_unit(image[top : top + size, left : left + size]))
         return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
 
     def estimation_pixels(self, count: int) -> list[np.ndarray]:
@@ -338,8 +369,8 @@ class RandomCropStream(IterableDataset):
                 noisy[j] = np.rot90(full[top : top + c, left : left + c], k).transpose(2, 0, 1)
                 params.append(p)
         index_t = torch.tensor(index, dtype=torch.int64)
-        if self.noisy_only:  # the crops are the observations: scaled by their depth, never clipped
-            out = {"noisy": torch.from_numpy(to_unit(clean)), "index": index_t}
+        if self.noisy_only:  # the crops are the observations: scaled (data.offset, data.peak), never clipped
+            out = {"noisy": torch.from_numpy(self.intensity.to_unit(clean)), "index": index_t}
         else:
             out = {"clean": torch.from_numpy(clean), "index": index_t}
             if noisy is not None:

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from ssdn.config.schema import DataSettings
 from ssdn.data.crops import DataWarning, RandomCropStream
 from ssdn.data.curriculum import CropSchedule
-from ssdn.data.io import ImageDecodeError, bit_depth, load_image, load_native, to_unit
+from ssdn.data.intensity import Intensity
+from ssdn.data.io import ImageDecodeError, bit_depth, load_image, load_native
 from ssdn.data.pairs import PairsError, find_pairs
 from ssdn.data.sources import resolve_sources
 from ssdn.data.volume_crops import RandomVolumeStream
@@ -110,9 +111,8 @@ class DenoisingDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Build the training stream (once) and the noisy validation set; data errors surface here."""
-        rank, world, _ = self._layout()
-        if stage in (None, "fit") and self.train_stream is None:
-            self.train_stream = self._stream(rank, world)
+        if stage in (None, "fit"):
+            self._training_stream()
         if stage in (None, "fit", "validate") and self._val is None and self.settings.val_count > 0:
             self._val = self._build_val()
             if self.train_stream is not None:
@@ -124,6 +124,13 @@ class DenoisingDataModule(L.LightningDataModule):
                         DataWarning,
                         stacklevel=2,
                     )
+
+    def _training_stream(self) -> RandomCropStream:
+        """The training stream, built on first use (validation may need its held-out files or its scale)."""
+        if self.train_stream is None:
+            rank, world, _ = self._layout()
+            self.train_stream = self._stream(rank, world)
+        return self.train_stream
 
     def _stream(self, rank: int, world: int) -> RandomCropStream:
         """The training stream: crops of images or planes, or sub-volumes of stacks for a 3-D model."""
@@ -199,6 +206,9 @@ class DenoisingDataModule(L.LightningDataModule):
         folders = [Path(str(f)) for f in (source if isinstance(source, (list, tuple)) else [source])]
         pairs = [pair for f in folders for pair in find_pairs(f, self.settings.recursive, setting)]
         noisy, clean, chosen, too_small = [], [], [], []
+        # scaled as the noisy training crops when data.offset / data.peak say how, else each by its own depth
+        given = self.settings.offset or self.settings.peak is not None
+        scale = self._training_stream().intensity if given else None
         for pair in pairs:
             a, b = (load_native(p, self.settings.channels) for p in (pair.noisy, pair.clean))
             if a.shape != b.shape or a.dtype != b.dtype:
@@ -212,8 +222,9 @@ class DenoisingDataModule(L.LightningDataModule):
                 too_small.append(pair.noisy.name)
                 continue
             top, left = (h - s) // 2, (w - s) // 2
-            noisy.append(to_unit(a[top : top + s, left : left + s]))
-            clean.append(to_unit(b[top : top + s, left : left + s]))
+            intensity = scale or Intensity.of_depth(bit_depth(a))
+            noisy.append(intensity.to_unit(a[top : top + s, left : left + s]))
+            clean.append(intensity.to_unit(b[top : top + s, left : left + s]))
             chosen.append(pair.noisy)
             if len(chosen) == self.settings.val_count:
                 break
@@ -238,10 +249,7 @@ class DenoisingDataModule(L.LightningDataModule):
 
     def _build_noisy_val(self) -> dict[str, Tensor]:
         """Centre ``val_size``² crops of the held-out noisy training files, scaled as the training crops."""
-        if self.train_stream is None:
-            rank, world, _ = self._layout()
-            self.train_stream = self._stream(rank, world)
-        stream = self.train_stream
+        stream = self._training_stream()
         noisy = stream.held_out_crops(self.settings.val_size)
         self.val_files = list(stream.held_out)
         return {"noisy": noisy, "index": torch.arange(len(noisy))}
@@ -258,7 +266,8 @@ class DenoisingDataModule(L.LightningDataModule):
             self.setup("fit")
         assert self.train_stream is not None
         pixels = self.train_stream.estimation_pixels(count)
-        images = [torch.from_numpy(to_unit(image)).permute(2, 0, 1) for image in pixels]
+        scale = self.train_stream.intensity
+        images = [torch.from_numpy(scale.to_unit(image)).permute(2, 0, 1) for image in pixels]
         if not self.settings.add_noise:
             return images
         if self.noise is None:
@@ -271,9 +280,17 @@ class DenoisingDataModule(L.LightningDataModule):
             return [self.noise.corrupt(x[None], p[None], gen)[0] for x, p in zip(images, params, strict=True)]
 
     def pixel_scale(self) -> dict[str, Any]:
-        """How pixels were scaled to [0, 1] for training (stored in checkpoints; denoising reads the same)."""
-        depth = self.train_stream.bit_depth if self.train_stream is not None else 8
-        return {"add_noise": self.settings.add_noise, "bit_depth": depth, "max_value": 2**depth - 1}
+        """How pixels were scaled to model units for training (stored in checkpoints; denoising reads the same):
+        the depth, and the intensity scale (v − offset) / peak of ``ssdn.data.intensity``."""
+        stream = self.train_stream
+        depth = stream.bit_depth if stream is not None else 8
+        intensity = stream.intensity if stream is not None else Intensity.of_depth(depth)
+        return {
+            "add_noise": self.settings.add_noise,
+            "bit_depth": depth,
+            "max_value": 2**depth - 1,
+            **intensity.record(),
+        }
 
     # ------------------------------------------------------------------ loaders
 

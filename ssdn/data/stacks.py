@@ -8,8 +8,8 @@ the file declares (or the ``data.axes`` setting for files that declare none), le
 complete, so an interrupted run never leaves a partial output.
 
 Axes use the OME letters ``T`` (time), ``Z`` (depth), ``C`` (channel), ``Y``, ``X``; each at most once, ``Y``
-and ``X`` last. The [0, 1] scaling is the 2-D path's (:func:`ssdn.data.io.to_unit`): v / 255 for uint8 and
-v / 65535 for uint16, one depth for a whole collection.
+and ``X`` last. One bit depth for a whole collection; how the counts become model units is
+``ssdn.data.intensity``'s (by default v / 255 or v / 65535, as the 2-D path).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import tifffile
 
-from ssdn.data.io import bit_depth, to_unit
+from ssdn.data.io import bit_depth
 from ssdn.errors import UserError
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "StackWriter",
     "check_axes",
     "collection_bit_depth",
-    "from_unit",
     "iter_planes",
     "iter_volumes",
     "open_stack",
@@ -541,18 +540,6 @@ def collection_bit_depth(stacks: Sequence[Stack]) -> int:
             "to [0, 1] differently; convert them to one bit depth or train on them separately"
         )
     return next(iter(depths)) if depths else 16
-
-
-def unit_scale(pixels: np.ndarray) -> np.ndarray:
-    """uint8 / uint16 -> float32 in [0, 1] (v / 255 or v / 65535), as the 2-D path."""
-    return to_unit(pixels)
-
-
-def from_unit(values: np.ndarray, dtype: np.dtype[Any] | type) -> np.ndarray:
-    """[0, 1] values back to ``dtype`` (uint8 / uint16): the inverse of :func:`unit_scale`, rounded and clipped
-    to the type's range (a denoised value outside it cannot be stored)."""
-    top = float(2 ** bit_depth(np.empty(0, dtype)) - 1)
-    return np.clip(np.rint(np.asarray(values, np.float64) * top), 0, top).astype(dtype)
 
 
 # ------------------------------------------------------------------------------------------- writing

@@ -23,7 +23,6 @@ from torch import Tensor
 
 from ssdn.config.schema import DataSettings
 from ssdn.data.crops import _CROP, RandomCropStream
-from ssdn.data.io import to_unit
 from ssdn.data.sources import DataSourceError
 from ssdn.data.stacks import Stack, StackError, take_volume, volume_indices
 from ssdn.data.training_files import DataWarning
@@ -54,7 +53,7 @@ def volume_refs(stacks: list[Stack], independent: bool) -> list[VolumeRef]:
 
 
 class RandomVolumeStream(RandomCropStream):
-    """Endless batches ``{"noisy": float32 (B, C, d, c, c) in [0, 1], "index": int64 (B,)}`` of random
+    """Endless batches ``{"noisy": float32 (B, C, d, c, c) scaled by ``intensity``, "index": int64 (B,)}`` of random
     sub-volumes (module doc); ``index`` names the volume (``volumes``). ``rotate_aug`` adds a random in-plane
     quarter turn, an X mirror and a Z flip per crop (all 16 orientations that keep Z the depth axis).
 
@@ -133,7 +132,7 @@ class RandomVolumeStream(RandomCropStream):
             stack = self.held_out_stacks[ref.stack]
             y, x = ((stack.size(a) - size) // 2 for a in "YX")
             window = {"Z": slice(z, z + d), "Y": slice(y, y + size), "X": slice(x, x + size)}
-            crops.append(to_unit(take_volume(stack, dict(ref.index), window)))
+            crops.append(self.intensity.to_unit(take_volume(stack, dict(ref.index), window)))
         return torch.from_numpy(np.stack(crops))
 
     def _crop(self, i: int, g: int, c: int) -> tuple[np.ndarray, int]:
@@ -179,8 +178,11 @@ class RandomVolumeStream(RandomCropStream):
         for j, g in enumerate(id_array.tolist()):
             out[j], i = self._crop(self.image_of(g), g, c)
             index.append(i)
-        # the crops are the observations: scaled by their depth, never clipped
-        batch = {"noisy": torch.from_numpy(to_unit(out)), "index": torch.tensor(index, dtype=torch.int64)}
+        # the crops are the observations: scaled (data.offset, data.peak), never clipped
+        batch = {
+            "noisy": torch.from_numpy(self.intensity.to_unit(out)),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
         if (
             new_bad := self._bad - self._bad_reported
         ):  # a loader worker's finding, for the main process's record

@@ -3,8 +3,9 @@
 :func:`write_package` builds the ``rdf.yaml`` with ``bioimageio.spec`` (which validates every field), checks
 the test tensors against it and writes the zip atomically; ``bioimageio.core.test_model`` re-runs the test
 input through each weights format (TorchScript, and ONNX converted from the same model). With ``bit_depth`` 8
-or 16 the package takes the camera's stored counts: pre-processing scales them to [0, 1] as ssdn does
-(v / 255, v / 65535), post-processing back to counts (float32, not rounded or clipped). Spatial sizes are
+or 16 the package takes the camera's stored counts: pre-processing scales them to model units as training did
+((v − offset) / peak, by default v / 255 or v / 65535), post-processing back to counts (float32, not rounded or
+clipped). Spatial sizes are
 multiples of the net's 32, which a tool pads or tiles to. Needs ``pip install 'ssdn[bioimageio]'``.
 """
 
@@ -116,16 +117,19 @@ def _readme(
     channels: Sequence[str],
     bit_depth: int | None,
     steps: Mapping[str, int],
+    offset: float = 0.0,
+    peak: float | None = None,
 ) -> str:
     sizes = ", ".join(f"{a} a multiple of {steps[a]}" for a in axes[1:])
     if bit_depth is None:
         units = "Input: noisy float32 values in [0, 1]. Output: the denoised image in the same units."
     else:
-        top = 2**bit_depth - 1
+        top = peak or 2**bit_depth - 1
+        rule = f"(v - {offset:g}) / {top:g}" if offset else f"v / {top:g}"
         units = (
-            f"Input: the noisy {bit_depth}-bit counts as stored (uint{bit_depth}), scaled to [0, 1] by the "
-            f"pre-processing (v / {top}). Output: the denoised image scaled back to count units (float32, "
-            "neither rounded nor clipped)."
+            f"Input: the noisy {bit_depth}-bit counts as stored (uint{bit_depth}), scaled to the model's units by "
+            f"the pre-processing ({rule}, as in training). Output: the denoised image scaled back to count units "
+            "(float32, neither rounded nor clipped)."
         )
     return textwrap.dedent(
         f"""\
@@ -170,16 +174,19 @@ def _tensor_axes(axes: str, channel_ids: Sequence[str], steps: Mapping[str, int]
     return out
 
 
-def _processing(bit_depth: int | None) -> tuple[list[Any], list[Any]]:
+def _processing(bit_depth: int | None, offset: float, peak: float | None) -> tuple[list[Any], list[Any]]:
+    """(v − offset) / peak before the model and its inverse after it (``ssdn.data.intensity``)."""
     from bioimageio.spec.model import v0_5 as spec
 
     to_float = spec.EnsureDtypeDescr(kwargs=spec.EnsureDtypeKwargs(dtype="float32"))
     if bit_depth is None:
         return [to_float], [to_float]
-    top = float(2**bit_depth - 1)
+    top = float(peak or 2**bit_depth - 1)
+    shift = {"offset": -offset / top} if offset else {}
+    back = {"offset": offset} if offset else {}
     # the closing ensure_dtype keeps the spec from casting the scaled values back to the stored integer type
-    pre = [to_float, spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=1.0 / top)), to_float]
-    post = [spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=top)), to_float]
+    pre = [to_float, spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=1.0 / top, **shift)), to_float]
+    post = [spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=top, **back)), to_float]
     return pre, post
 
 
@@ -196,6 +203,8 @@ def write_package(
     test_output: np.ndarray,
     authors: Sequence[str],
     bit_depth: int | None = 16,
+    offset: float = 0.0,
+    peak: float | None = None,
     steps: Mapping[str, int] | None = None,
     license: str = "MIT",
     tags: Sequence[str] = (),
@@ -205,8 +214,9 @@ def write_package(
 
     ``axes``: the model tensor's axes after the batch axis, ``CYX`` (2-D) or ``CZYX`` (3-D). ``test_input`` is
     (1, C, ...) in the package's input units (stored counts when ``bit_depth`` is set, else [0, 1] float32);
-    ``test_output`` is what the model gives for it, in output units. ``steps``: each spatial axis's size
-    multiple (Y and X default to the net's 32; a 3-D model must give Z).
+    ``test_output`` is what the model gives for it, in output units. ``offset`` / ``peak``: the training's
+    intensity scale of the stored counts, (v − offset) / peak (``peak`` None: 2^bit_depth − 1). ``steps``: each
+    spatial axis's size multiple (Y and X default to the net's 32; a 3-D model must give Z).
     """
     out = Path(out)
     steps = {"Y": SIDE_MULTIPLE, "X": SIDE_MULTIPLE, **(steps or {})}
@@ -222,7 +232,7 @@ def write_package(
     from bioimageio.spec.model import v0_5 as spec
 
     ids = _channel_ids(channels)
-    pre, post = _processing(bit_depth)
+    pre, post = _processing(bit_depth, offset, peak)
     in_dtype: Literal["float32", "uint8", "uint16"] = (
         "float32" if bit_depth is None else "uint8" if bit_depth == 8 else "uint16"
     )
@@ -230,7 +240,9 @@ def write_package(
         work = Path(tmp)
         np.save(work / "test_input.npy", test_input)
         np.save(work / "test_output.npy", test_output)
-        (work / "README.md").write_text(_readme(name, description, axes, channels, bit_depth, steps), "utf-8")
+        (work / "README.md").write_text(
+            _readme(name, description, axes, channels, bit_depth, steps, offset, peak), "utf-8"
+        )
         torch_version = importlib.metadata.version("torch").split("+")[0]
         weights = spec.WeightsDescr(
             torchscript=spec.TorchscriptWeightsDescr(

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssdn.data.intensity import Intensity
 from ssdn.errors import UserError
 from ssdn.inference.refine import random_replacing_refinement
 from ssdn.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, denoise_tiled
@@ -88,7 +89,7 @@ def _refined(
 def _tile_fn(
     module: DenoiserModule,
     params: Tensor,
-    scale: float,
+    intensity: Intensity | None,
     bf16: bool,
     uncertainty: bool,
     levels: list[Tensor],
@@ -104,7 +105,7 @@ def _tile_fn(
     tiles_done = [0]
 
     def fn(tile: Tensor) -> dict[str, Tensor]:
-        noisy = tile.float() / scale if scale != 1.0 else tile.float()
+        noisy = intensity.tensor_to_unit(tile) if intensity is not None else tile.float()
         noisy = noisy.contiguous(memory_format=torch.channels_last)
         outs = module.denoise(noisy, params, bf16=bf16, uncertainty=uncertainty)
         result = {"out": next(iter(outs.values()))}
@@ -128,7 +129,7 @@ def denoise_pixels(
     pixels: Tensor,
     params: Tensor,
     *,
-    scale: float = 1.0,
+    intensity: Intensity | None = None,
     bf16: bool = False,
     uncertainty: bool = False,
     tile: int = DEFAULT_TILE,
@@ -136,13 +137,13 @@ def denoise_pixels(
     progress: Callable[[int], object] | None = None,
     r3: Refinement | None = None,
 ) -> tuple[Tensor, Tensor | None, dict[str, float]]:
-    """Denoise one (C, H, W) image (float in [0, 1], or integers with ``scale`` their maximum: each tile is
-    scaled on its own, so the image is never held as float); returns the reported output (C, H, W) float32, the
-    posterior std (C, H, W) or None, and the level used (paper units, the mean over tiles; empty for methods
-    without one). ``r3`` refines each tile's output by R³ (``Refinement``)."""
+    """Denoise one (C, H, W) image (float in model units, or stored integers with the ``intensity`` scale that
+    maps them there: each tile is scaled on its own, so the image is never held as float); returns the reported
+    output (C, H, W) float32, the posterior std (C, H, W) or None, and the level used (paper units, the mean over
+    tiles; empty for methods without one). ``r3`` refines each tile's output by R³ (``Refinement``)."""
     levels: list[Tensor] = []
     outs = denoise_tiled(
-        _tile_fn(module, params, scale, bf16, uncertainty, levels, r3),
+        _tile_fn(module, params, intensity, bf16, uncertainty, levels, r3),
         pixels,
         tile,
         overlap,

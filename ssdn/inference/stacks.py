@@ -24,13 +24,13 @@ import tifffile
 import torch
 from torch import Tensor
 
+from ssdn.data.intensity import Intensity
 from ssdn.data.io import bit_depth
 from ssdn.data.stacks import (
     Stack,
     StackError,
     StackWriter,
     check_axes,
-    from_unit,
     open_stack,
     plane_indices,
     sibling_path,
@@ -137,6 +137,7 @@ def denoise_stack(
     outputs: tuple[Path, ...],
     params_for: Callable[[Tensor], Tensor],
     *,
+    intensity: Intensity | None = None,
     bf16: bool = False,
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
@@ -144,15 +145,15 @@ def denoise_stack(
     progress: Callable[[int], object] | None = None,
 ) -> StackResult:
     """Denoise every plane of ``stack`` into ``outputs[0]`` (same axes, dtype, metadata) and, when given,
-    the posterior std in the stack's units into ``outputs[1]`` (float32, same axes).
+    the posterior std in the stack's units into ``outputs[1]`` (float32, same axes). ``intensity``: how the
+    stored counts map to model units (the training's ``data.offset`` / ``data.peak``; default the depth's own).
 
-    ``params_for(pixels)`` gives a plane's params from its pixels (C, Y, X) in [0, 1] (a fixed level ignores
-    them). Each plane is read, denoised (tiled as one image) and written before the next is read; the files
+    ``params_for(pixels)`` gives a plane's params from its pixels (C, Y, X) in model units (a fixed level
+    ignores them). Each plane is read, denoised (tiled as one image) and written before the next is read; the files
     replace their paths only once complete. ``progress(1)`` is called per plane.
     """
     independent = channels_independent(stack, module.channels)
-    depth = bit_depth(np.empty(0, stack.dtype))
-    scale = float(2**depth - 1)
+    scale = intensity or Intensity.of_depth(bit_depth(np.empty(0, stack.dtype)))
     uncertainty = len(outputs) > 1
     levels: list[list[float]] = []
     names: tuple[str, ...] = ()
@@ -164,12 +165,12 @@ def denoise_stack(
     ):
         for index in indices:
             pixels = torch.from_numpy(np.ascontiguousarray(take_plane(stack, index)))
-            params = params_for(pixels.float() / scale)
+            params = params_for(scale.tensor_to_unit(pixels))
             denoised, std, used = denoise_pixels(
                 module,
                 pixels,
                 params,
-                scale=scale,
+                intensity=scale,
                 bf16=bf16,
                 uncertainty=uncertainty,
                 tile=tile,
@@ -177,10 +178,9 @@ def denoise_stack(
             )
             del pixels
             key = _key(stack.axes, index)
-            out.write(key, _fit(from_unit(denoised.numpy(), stack.dtype), stack.axes, index))
+            out.write(key, _fit(scale.from_unit(denoised.numpy(), stack.dtype), stack.axes, index))
             if std_out is not None and std is not None:
-                units = std.float().numpy() * np.float32(scale)
-                std_out.write(key, _fit(units, stack.axes, index))
+                std_out.write(key, _fit(scale.std_to_stored(std.float().numpy()), stack.axes, index))
             if used:
                 names = tuple(used)
                 levels.append(list(used.values()))

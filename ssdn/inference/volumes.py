@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssdn.data.intensity import Intensity
 from ssdn.data.io import bit_depth
 from ssdn.data.stacks import (
     Stack,
     StackError,
     StackWriter,
-    from_unit,
     take_plane,
     take_volume,
     volume_indices,
@@ -88,6 +88,7 @@ def denoise_volumes(
     outputs: tuple[Path, ...],
     params_for: Callable[[Tensor], Tensor],
     *,
+    intensity: Intensity | None = None,
     bf16: bool = False,
     tile: int = TILE_3D,
     overlap: int = OVERLAP_3D,
@@ -116,7 +117,7 @@ def denoise_volumes(
             f"{overlap}, {overlap_depth}"
         )
     independent = channels_independent(stack, module.channels)
-    scale = float(2 ** bit_depth(np.empty(0, stack.dtype)) - 1)
+    scale = intensity or Intensity.of_depth(bit_depth(np.empty(0, stack.dtype)))
     sizes = {a: stack.size(a) for a in "ZYX"}
     cores = {a: tile_cores(sizes[a], tile_depth if a == "Z" else tile) for a in "ZYX"}
     context = {"Z": overlap_depth, "Y": overlap, "X": overlap}
@@ -129,7 +130,7 @@ def denoise_volumes(
     ):
         for index in indices:
             middle = take_plane(stack, {**index, "Z": sizes["Z"] // 2})
-            params = params_for(torch.from_numpy(middle.astype(np.float32)) / scale)
+            params = params_for(torch.from_numpy(scale.to_unit(middle)))
             for zyx in itertools.product(cores["Z"], cores["Y"], cores["X"]):
                 core = dict(zip("ZYX", zyx, strict=True))
                 read = {a: _read_span(core[a], context[a], sizes[a]) for a in "ZYX"}
@@ -140,9 +141,9 @@ def denoise_volumes(
                     *(slice(core[a][0] - read[a][0], core[a][1] - read[a][0]) for a in "ZYX"),
                 )
                 key = _key(stack.axes, index, {a: slice(*core[a]) for a in "ZYX"})
-                out.write(key, _slot(from_unit(result[crop], stack.dtype), stack.axes, index))
+                out.write(key, _slot(scale.from_unit(result[crop], stack.dtype), stack.axes, index))
                 if std_out is not None and std is not None:
-                    std_out.write(key, _slot(std[crop] * np.float32(scale), stack.axes, index))
+                    std_out.write(key, _slot(scale.std_to_stored(std[crop]), stack.axes, index))
                 if progress is not None:
                     progress(1)
             if (level := _level(module, params)) is not None:
@@ -157,13 +158,13 @@ def _denoise_tile(
     net: UNet3D,
     block: np.ndarray,
     params: Tensor,
-    scale: float,
+    scale: Intensity,
     bf16: bool,
     uncertainty: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One tile (C, d, h, w) as stored -> the reported output and the posterior std (or None), both (C, D, H, W)
-    float32 in [0, 1] units over the padded tile; the float copy exists for this tile only."""
-    noisy = torch.from_numpy(_padded(block, net.side_multiple).astype(np.float32)) / scale
+    float32 in model units over the padded tile; the float copy exists for this tile only."""
+    noisy = torch.from_numpy(scale.to_unit(_padded(block, net.side_multiple)))
     outs = module.denoise(noisy[None], params, bf16=bf16, uncertainty=uncertainty)
     result = next(iter(outs.values()))[0].float().cpu().numpy()
     std = outs[UNCERTAINTY_KEY][0].float().cpu().numpy() if uncertainty else None

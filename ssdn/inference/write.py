@@ -20,6 +20,7 @@ import png
 import tifffile
 from torch import Tensor
 
+from ssdn.data.intensity import Intensity
 from ssdn.data.io import PhotoMetadata
 from ssdn.utils import atomic_path
 
@@ -33,15 +34,17 @@ def as_channels(image: Tensor, channels: int) -> Tensor:
     raise ValueError(f"cannot write a {image.shape[0]}-channel output as {channels} channels")
 
 
-def _quantize(image: Tensor, depth: int) -> np.ndarray:
-    """(C, H, W) in [0, 1] → (H, W, C) integers at ``depth`` bits, floor(x·peak + 0.5) clipped (at 8 bits
-    exactly ssdn.eval.metrics.quantize), a band of rows at a time so a large image needs no float64 copy."""
-    peak = 2**depth - 1
+def _quantize(image: Tensor, depth: int, intensity: Intensity | None = None) -> np.ndarray:
+    """(C, H, W) in model units → (H, W, C) integers at ``depth`` bits, floor(x·peak + offset + 0.5) clipped to
+    the depth (``intensity``, by default the depth's own scale: at 8 bits exactly ssdn.eval.metrics.quantize), a
+    band of rows at a time so a large image needs no float64 copy."""
+    scale = intensity or Intensity.of_depth(depth)
+    top = 2**depth - 1
     c, h, w = image.shape
     out = np.empty((h, w, c), np.uint16 if depth == 16 else np.uint8)
-    for top in range(0, h, 256):
-        band = image[:, top : top + 256].permute(1, 2, 0).double().numpy()
-        out[top : top + 256] = np.clip(np.floor(band * peak + 0.5), 0, peak)
+    for row in range(0, h, 256):
+        band = image[:, row : row + 256].permute(1, 2, 0).double().numpy()
+        out[row : row + 256] = np.clip(np.floor(band * scale.peak + scale.offset + 0.5), 0, top)
     return out
 
 
@@ -94,11 +97,12 @@ def write_output(
     alpha: np.ndarray | None = None,
     channels: int | None = None,
     metadata: PhotoMetadata | None = None,
+    intensity: Intensity | None = None,
 ) -> Path:
-    """Write (C, H, W) in [0, 1] atomically at ``depth`` bits (a PNG, or a TIFF when ``path`` says .tif) with
-    the input's ``channels`` (default C), ``alpha`` (H, W, 1) at the same depth appended unchanged, and the
-    input photo's ``metadata``."""
-    pixels = _quantize(as_channels(image, channels or image.shape[0]), depth)
+    """Write (C, H, W) in model units atomically at ``depth`` bits (a PNG, or a TIFF when ``path`` says .tif),
+    scaled back by ``intensity`` (default: the depth's own), with the input's ``channels`` (default C), ``alpha``
+    (H, W, 1) at the same depth appended unchanged, and the input photo's ``metadata``."""
+    pixels = _quantize(as_channels(image, channels or image.shape[0]), depth, intensity)
     if alpha is not None:
         pixels = np.concatenate([pixels, alpha.astype(pixels.dtype)], axis=2)
     _write_pixels(path, pixels, alpha is not None, metadata)
@@ -106,17 +110,22 @@ def write_output(
 
 
 def write_uncertainty(
-    tif_path: Path, png_path: Path, std: Tensor, depth: int, channels: int | None = None
+    tif_path: Path,
+    png_path: Path,
+    std: Tensor,
+    depth: int,
+    channels: int | None = None,
+    intensity: Intensity | None = None,
 ) -> float:
-    """The posterior std (C, H, W, [0, 1] units): float32 TIFF in the image's units (×(2^depth − 1)) and an
+    """The posterior std (C, H, W, model units): float32 TIFF in the image's units (× ``intensity.peak``,
+    by default 2^depth − 1) and an
     8-bit false-colour PNG of its channel mean, black to yellow up to the 99.5th percentile, which is returned
     (image units) so the colours can be read. For a gray input of a colour model (``channels`` 1) the TIFF holds
     the channel mean of the stds, an upper bound on the std of the gray output (the mean of the channels)."""
     from matplotlib import colormaps  # only --uncertainty needs it; keeps the CLI's start-up light
 
-    units = as_channels(std.float(), channels or std.shape[0]).permute(1, 2, 0).numpy() * np.float32(
-        2**depth - 1
-    )
+    scale = intensity or Intensity.of_depth(depth)
+    units = scale.std_to_stored(as_channels(std.float(), channels or std.shape[0]).permute(1, 2, 0).numpy())
     with atomic_path(tif_path) as tmp:
         tifffile.imwrite(tmp, units[:, :, 0] if units.shape[2] == 1 else units, photometric="minisblack")
     mean = units.mean(axis=2)

@@ -2,7 +2,8 @@
 test input and the TorchScript model's output for it, handed to ``ssdn.inference.bioimageio.write_package``.
 
 The package takes the camera's stored counts at the training data's bit depth (from the checkpoint's pixel
-scale; [0, 1] float32 when a checkpoint does not record it) and scales them as training did. Its weights are
+scale; [0, 1] float32 when a checkpoint does not record it) and scales them as training did (its
+``data.offset`` / ``data.peak``, ``ssdn.data.intensity``). Its weights are
 fp32 in both formats: a package runs on whatever machine opens it, and its ONNX weights must reproduce the
 TorchScript test output. The test input is a centred ``size`` × ``size`` crop of ``--sample`` (an image, or the
 middle plane of a stack), else a deterministic synthetic image: a smooth pattern with noise drawn from a seeded
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssdn.data.intensity import Intensity
 from ssdn.data.io import ImageDecodeError, bit_depth, load_as_stored
 from ssdn.data.stacks import StackError, open_stack, plane_indices, take_plane
 from ssdn.errors import UserError
@@ -45,9 +47,12 @@ def _channel_names(channels: int) -> list[str]:
     )
 
 
-def synthetic_input(channels: int, size: int, depth: int | None) -> np.ndarray:
+def synthetic_input(
+    channels: int, size: int, depth: int | None, intensity: Intensity | None = None
+) -> np.ndarray:
     """(1, C, size, size): smooth blobs at mid-range plus Gaussian noise (σ 5 % of the range), at ``depth``
-    bits (uint8 / uint16) or float32 in [0, 1] when ``depth`` is None. Reproducible: a seeded generator."""
+    bits (uint8 / uint16; the range is ``intensity``'s, by default the depth's) or float32 in [0, 1] when
+    ``depth`` is None. Reproducible: a seeded generator."""
     gen = torch.Generator().manual_seed(SYNTHETIC_SEED)
     y, x = torch.meshgrid(
         torch.linspace(0, 1, size, dtype=torch.float64),
@@ -59,8 +64,8 @@ def synthetic_input(channels: int, size: int, depth: int | None) -> np.ndarray:
     unit = noisy.clamp(0, 1).numpy()
     if depth is None:
         return unit.astype(np.float32)
-    top = 2**depth - 1
-    return np.rint(unit * top).astype(np.uint8 if depth == 8 else np.uint16)
+    scale = intensity or Intensity.of_depth(depth)
+    return scale.from_unit(unit, np.uint8 if depth == 8 else np.uint16)
 
 
 def sample_input(path: Path, channels: int, size: int, depth: int | None) -> np.ndarray:
@@ -102,6 +107,7 @@ def export_bioimageio(
     param: Sequence[float] | None = None,
     size: int = 64,
     depth: int | None = None,
+    intensity: Intensity | None = None,
     sample: str | Path | None = None,
     name: str | None = None,
     authors: Sequence[str] = ("ssdn",),
@@ -109,7 +115,8 @@ def export_bioimageio(
 ) -> Path:
     """Write the Model Zoo zip of ``module`` at ``out`` (refused if it exists, unless ``overwrite``).
 
-    ``depth``: the training data's bit depth (the package's input is the stored counts), None for [0, 1] float32.
+    ``depth``: the training data's bit depth (the package's input is the stored counts), None for [0, 1] float32;
+    ``intensity``: the training's scale of those counts (None: the depth's own).
     ``size``: side of the traced example and of the test input, a multiple of 32.
     """
     path = Path(out)
@@ -125,18 +132,20 @@ def export_bioimageio(
     test_input = (
         sample_input(Path(sample), channels, size, depth)
         if sample is not None
-        else synthetic_input(channels, size, depth)
+        else synthetic_input(channels, size, depth, intensity)
     )
     bioimageio.check_installed()
     model = ExportedDenoiser(module, fixed_level(module, param), bf16=False).eval()
-    top = np.float32(1.0 if depth is None else 2**depth - 1)
+    scale = intensity or Intensity(0.0, 1.0 if depth is None else float(2**depth - 1))
+    top, offset = np.float32(scale.peak), np.float32(scale.offset)
     with tempfile.TemporaryDirectory(prefix="ssdn-zoo-") as tmp:
         work = Path(tmp)
-        unit = torch.from_numpy(test_input.astype(np.float32) * (np.float32(1) / top))
+        # as the package's pre-processing computes it: a multiplication by the reciprocal of the peak
+        unit = torch.from_numpy((test_input.astype(np.float32) - offset) * (np.float32(1) / top))
         write_torchscript(model, unit, work / "denoiser.pt")
         write_onnx(model, unit, work / "denoiser.onnx")
         with torch.no_grad():
-            test_output = torch.jit.load(str(work / "denoiser.pt"))(unit).numpy() * top
+            test_output = torch.jit.load(str(work / "denoiser.pt"))(unit).numpy() * top + offset
         method = module.method.name
         return bioimageio.write_package(
             path,
@@ -153,6 +162,8 @@ def export_bioimageio(
             test_output=test_output.astype(np.float32),
             authors=list(authors),
             bit_depth=depth,
+            offset=scale.offset,
+            peak=None if intensity is None else scale.peak,
             tags=[module.noise.name, method],
             overwrite=overwrite,
         )

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ssdn.data.intensity import Intensity
 from ssdn.errors import UserError
 
 if TYPE_CHECKING:
     from ssdn.training.module import DenoiserModule
 
-__all__ = ["CheckpointError", "load_denoiser", "read_checkpoint", "training_bit_depth"]
+__all__ = ["CheckpointError", "load_denoiser", "read_checkpoint", "training_bit_depth", "training_intensity"]
 
 
 class CheckpointError(UserError, ValueError):
@@ -100,6 +101,17 @@ def training_bit_depth(state: dict[str, Any]) -> int | None:
     """The bit depth training scaled its pixels by (``ssdn_pixel_scale`` of the checkpoint), if recorded."""
     scale = state.get("ssdn_pixel_scale")
     return int(scale["bit_depth"]) if scale else None
+
+
+def training_intensity(state: dict[str, Any]) -> Intensity | None:
+    """The scale training set with ``data.offset`` / ``data.peak`` (``ssdn.data.intensity``), or None where it
+    scaled by the bit depth (each input is then scaled by its own depth, as before those settings existed)."""
+    scale = state.get("ssdn_pixel_scale")
+    if not scale:
+        return None
+    depth = int(scale["bit_depth"])
+    intensity = Intensity.from_record(scale, depth)
+    return None if intensity == Intensity.of_depth(depth) else intensity
 
 
 def load_denoiser(checkpoint: str | Path, device: str | torch.device = "cpu") -> DenoiserModule:

@@ -45,5 +45,6 @@ def write_example(
     scores |= {f"psnr_{k}": float(psnr(v, clean)[0]) for k, v in outs.items()}
     for name, img in {"noisy": noisy, **outs, "clean": clean}.items():
         atomic_write_png(output_dir / f"example_{name}.png", quantize(img[0]).permute(1, 2, 0).numpy())
-    atomic_write_json(output_dir / "example.json", scores | {"image": source, "params": float(params[0])})
+    # one number (σ, λ, ...) or a list for the models of several parameters (Poisson–Gaussian a, b, ...)
+    atomic_write_json(output_dir / "example.json", scores | {"image": source, "params": params[0].tolist()})
     return scores

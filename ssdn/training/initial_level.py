@@ -14,14 +14,12 @@ import logging
 import torch
 
 from ssdn.config.schema import LevelInit
+from ssdn.data.crops import ESTIMATION_IMAGES
 from ssdn.data.datamodule import DenoisingDataModule
 from ssdn.methods.levels import initialise_at, initialise_from_data
 from ssdn.training.module import DenoiserModule
 
 log = logging.getLogger(__name__)
-
-ESTIMATION_IMAGES = 32
-"""Training images the initial estimate is computed from (the first ones of the sorted listing)."""
 
 
 def initialise_level(
