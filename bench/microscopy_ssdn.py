@@ -13,7 +13,10 @@ microscopist would run, the README's two commands, as subprocesses of this check
   and ``data.peak=auto``; all four volumes train (``data.val_count=0``: CAREamics also validates on patches of
   its training data). 3-D adds the settings of ``SETTINGS`` (a CPU-sized 3-D net, see bench/README.md).
   ``--set KEY=VALUE`` passes more overrides.
-- Denoising: ``python -m ssdn.denoise`` of the held-out volume with ``--uncertainty``.
+- Denoising: ``python -m ssdn.denoise`` of the held-out volume with ``--uncertainty --float32`` (the counts as
+  denoised, as CAREamics predicts them); the PSNR of those rounded to whole ADU (what the default uint16 output
+  holds) is recorded too. ``--skip-training`` denoises again with the checkpoint in ``--work-dir``, keeping the
+  training figures of the record at ``--out``.
 - Record (``--out``, JSON, refused if present unless ``--overwrite``): PSNR of the prediction and of the noisy
   input against the clean photons, the share of voxels within ±1σ / ±2σ of the posterior std, the learned
   (a, b) in ADU against the camera's truth (Var = gain·(E − offset) + read²), training wall and CPU seconds,
@@ -117,9 +120,16 @@ def _record(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "WANDB_MODE": "disabled"}
     log = work / "log.txt"
     run_dir = work / "run"
-    overrides = _overrides(args, truth, run_dir)
-    _, train_wall, train_cpu = _run([sys.executable, "train.py", *overrides], env, log)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if args.skip_training:
+        if not (ckpt.is_file() and args.out.is_file()):
+            raise UserError(f"--skip-training needs {ckpt} and the record --out {args.out} of its training")
+        previous = json.loads(args.out.read_text())
+        overrides, train = previous["overrides"], previous["train"]
+    else:
+        overrides = _overrides(args, truth, run_dir)
+        _, wall, cpu = _run([sys.executable, "train.py", *overrides], env, log)
+        train = {"wall_s": wall, "cpu_s": cpu, "minutes": args.minutes, "threads": args.threads}
     state = read_checkpoint(ckpt)
     scale = training_intensity(state)
     out_dir = work / "denoised"
@@ -132,7 +142,8 @@ def _record(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "--out",
         str(out_dir),
     ]
-    stdout, denoise_wall, denoise_cpu = _run([*cmd, "--uncertainty", "--device", "cpu"], env, log)
+    flags = ["--uncertainty", "--float32", "--device", "cpu", "--overwrite"]
+    stdout, denoise_wall, denoise_cpu = _run([*cmd, *flags], env, log)
     pred = np.asarray(tifffile.imread(out_dir / "heldout.ome.tif"))
     std = np.asarray(tifffile.imread(out_dir / "heldout.std.ome.tif"))
     camera = truth["camera"]
@@ -145,21 +156,16 @@ def _record(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "method": f"ssdn-{args.dims}d",
         "level": args.level,
         "psnr": score_adu(pred, clean, truth, args.level),
+        "psnr_rounded": score_adu(np.clip(np.rint(pred), 0, 65535), clean, truth, args.level),
         "psnr_noisy": score_adu(noisy, clean, truth, args.level),
         "within_1_std": coverage(pred, std, clean, truth, 1.0),
         "within_2_std": coverage(pred, std, clean, truth, 2.0),
+        "within_1_2_std_rounded": [coverage(np.rint(pred), std, clean, truth, k) for k in (1.0, 2.0)],
         "mean_adu": {"prediction": float(pred.mean()), "noisy": float(noisy.mean())},
         "learned_level": learned,
         "true_level": {"a_adu": float(camera["gain"]), "b_adu2": float(camera["read_noise"]) ** 2},
         "intensity": None if scale is None else scale.record(),
-        "train": {
-            "wall_s": train_wall,
-            "cpu_s": train_cpu,
-            "steps": int(state["global_step"]),
-            "images": int(state["global_step"]) * batch,
-            "minutes": args.minutes,
-            "threads": args.threads,
-        },
+        "train": train | {"steps": int(state["global_step"]), "images": int(state["global_step"]) * batch},
         "denoise": {"wall_s": denoise_wall, "cpu_s": denoise_cpu, "stdout": stdout.strip()},
         "overrides": overrides,
         "versions": {
@@ -177,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dims", type=int, choices=(2, 3), required=True, help="2: the paper's net on planes; 3: volumes"
     )
-    p.add_argument("--minutes", type=float, required=True, help="training wall-clock budget (train.minutes)")
+    p.add_argument("--minutes", type=float, default=20.0, help="training wall-clock budget (train.minutes)")
+    p.add_argument("--skip-training", action="store_true", help="denoise again with --work-dir's checkpoint")
     p.add_argument("--out", type=Path, required=True, help="the JSON record to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--seed", type=int, default=0)
@@ -194,6 +201,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
     with exit_on_user_error("microscopy_ssdn", args.debug):
+        if args.skip_training and args.work_dir is None:
+            raise UserError("--skip-training needs --work-dir (the folder of the earlier run)")
         if args.out.exists() and not args.overwrite:
             raise UserError(f"--out {args.out}: exists; pass --overwrite or choose another path")
         if not (args.data / "truth.json").is_file():
@@ -211,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         tmp_out = args.out.with_name(f".{args.out.name}.part")
         tmp_out.write_text(json.dumps(record, indent=2) + "\n")
         tmp_out.replace(args.out)
-        print(json.dumps({k: record[k] for k in ("method", "level", "psnr", "psnr_noisy", "within_1_std")}))
+        keys = ("method", "level", "psnr", "psnr_rounded", "psnr_noisy", "within_1_std", "within_2_std")
+        print(json.dumps({k: record[k] for k in keys}))
     return record
 
 

@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         "for a stack NAME.std.ome.tif (float32, same axes)",
     )
     parser.add_argument(
+        "--float32",
+        action="store_true",
+        help="stacks: write the denoised counts as float32 (same axes and metadata) instead of rounding them to "
+        "the input's integer type; at low light a denoised value lies between whole counts",
+    )
+    parser.add_argument(
         "--tile",
         type=int,
         default=None,
@@ -175,6 +181,11 @@ class _Batch:
                 f"{task.source}: a 2-D image, but the model is 3-D (model.dims=3) and denoises ZYX stacks; give a "
                 "stack (--axes ZYX for a TIFF that names no axes) or use a 2-D model"
             )
+        if args.float32:
+            raise ChannelError(
+                f"{task.source}: --float32 applies to stacks (TIFF / OME-TIFF with Z or T, OME-Zarr); a 2-D image "
+                "is written at its own bit depth: leave --float32 out for it"
+            )
         stored, alpha = load_as_stored(task.source)
         native = model_input(stored, module.channels, task.source)
         depth = bit_depth(native)
@@ -252,6 +263,7 @@ class _Batch:
         ) as bar:
             common = dict(
                 intensity=self.intensity,
+                float32=args.float32,
                 bf16=self.bf16,
                 tile=args.tile,
                 overlap=args.overlap,

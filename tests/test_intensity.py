@@ -10,6 +10,7 @@ import pytest
 import tifffile
 import torch
 
+from ssdn import denoise
 from ssdn.config.schema import ConfigError, DataSettings
 from ssdn.data import stacks as st
 from ssdn.data.crops import RandomCropStream
@@ -169,3 +170,39 @@ def test_train_with_offset_and_auto_peak_then_denoise_back_to_counts(tmp_path: P
     assert out.dtype == np.uint16 and out.shape == stacks[1].shape
     # counts around the offset, not model units nor zero
     assert abs(float(out.mean()) - float(stacks[1].mean())) < 10
+
+
+def test_float32_output_keeps_the_counts_between_whole_ones(
+    identity,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = _dim_stacks(tmp_path / "s", count=1)[0]
+    meta = st.StackMeta("ZYX", np.dtype(np.uint16), SIZES)
+    src = st.write_stack(tmp_path / "cells.ome.tif", data, meta)
+    ckpt_path = _checkpoint(tmp_path)
+    state = torch.load(ckpt_path, weights_only=False)
+    state["ssdn_pixel_scale"] |= {"offset": 100.0, "peak": 40.0}
+    torch.save(state, ckpt_path)
+    real = denoise.load_denoiser
+
+    def load(path: Path, device: str = "cpu"):  # the identity model, plus 0.01 model units = 0.4 ADU
+        module = real(path, device)
+        inner = module.denoise
+        module.denoise = lambda noisy, *a, **k: {  # type: ignore[method-assign]
+            key: value + 0.01 if key == "pme" else value for key, value in inner(noisy, *a, **k).items()
+        }
+        return module
+
+    monkeypatch.setattr(denoise, "load_denoiser", load)
+    assert _main(ckpt_path, src, "--out", tmp_path / "f", "--float32") == 0
+    out = st.read_stack(tmp_path / "f" / "cells.ome.tif", counts=False)
+    assert out.meta == meta.as_float32()
+    np.testing.assert_allclose(out.read(), data.astype(np.float64) + 0.4, rtol=0, atol=1e-3)
+    assert _main(ckpt_path, src, "--out", tmp_path / "i") == 0  # the input's type: rounded to whole counts
+    np.testing.assert_array_equal(st.read_stack(tmp_path / "i" / "cells.ome.tif").read(), data)
+    tifffile.imwrite(tmp_path / "plane.tif", data[0])
+    assert _main(ckpt_path, tmp_path / "plane.tif", "--out", tmp_path / "p", "--float32") == 1
+    assert "--float32 applies to stacks" in capsys.readouterr().err
+    assert not any((tmp_path / "p").rglob("*.*"))

@@ -78,10 +78,12 @@ class Intensity:
         return out / self.peak
 
     def from_unit(self, values: np.ndarray, dtype: np.dtype[Any] | type) -> np.ndarray:
-        """Model units back to the stored integer ``dtype``, rounded, clipped to the type's range."""
-        top = float(np.iinfo(dtype).max)
+        """Model units back to the stored ``dtype``: an integer type rounded and clipped to its range; float32
+        as they are (a denoised value between two counts, or beyond the type's range, kept)."""
         stored = np.asarray(values, np.float64) * self.peak + self.offset
-        return np.clip(np.rint(stored), 0, top).astype(dtype)
+        if np.dtype(dtype) == np.float32:
+            return stored.astype(np.float32)
+        return np.clip(np.rint(stored), 0, float(np.iinfo(dtype).max)).astype(dtype)
 
     def std_to_stored(self, std: np.ndarray) -> np.ndarray:
         """A posterior std in model units as a float32 std in the stored units (the offset does not enter)."""

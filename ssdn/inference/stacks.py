@@ -29,6 +29,7 @@ from ssdn.data.io import bit_depth
 from ssdn.data.stacks import (
     Stack,
     StackError,
+    StackMeta,
     StackWriter,
     check_axes,
     open_stack,
@@ -138,6 +139,7 @@ def denoise_stack(
     params_for: Callable[[Tensor], Tensor],
     *,
     intensity: Intensity | None = None,
+    float32: bool = False,
     bf16: bool = False,
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
@@ -147,6 +149,7 @@ def denoise_stack(
     """Denoise every plane of ``stack`` into ``outputs[0]`` (same axes, dtype, metadata) and, when given,
     the posterior std in the stack's units into ``outputs[1]`` (float32, same axes). ``intensity``: how the
     stored counts map to model units (the training's ``data.offset`` / ``data.peak``; default the depth's own).
+    ``float32``: the result in float32 counts instead of the input's integer type (not rounded to whole counts).
 
     ``params_for(pixels)`` gives a plane's params from its pixels (C, Y, X) in model units (a fixed level
     ignores them). Each plane is read, denoised (tiled as one image) and written before the next is read; the files
@@ -160,7 +163,7 @@ def denoise_stack(
     indices = plane_indices(stack, channels_independent=independent)
     outputs[0].parent.mkdir(parents=True, exist_ok=True)
     with (
-        StackWriter(outputs[0], stack.shape, stack.meta, overwrite=overwrite) as out,
+        StackWriter(outputs[0], stack.shape, result_meta(stack, float32), overwrite=overwrite) as out,
         std_writer(outputs, stack, overwrite) as std_out,
     ):
         for index in indices:
@@ -178,7 +181,7 @@ def denoise_stack(
             )
             del pixels
             key = _key(stack.axes, index)
-            out.write(key, _fit(scale.from_unit(denoised.numpy(), stack.dtype), stack.axes, index))
+            out.write(key, _fit(scale.from_unit(denoised.numpy(), out.meta.dtype), stack.axes, index))
             if std_out is not None and std is not None:
                 std_out.write(key, _fit(scale.std_to_stored(std.float().numpy()), stack.axes, index))
             if used:
@@ -188,6 +191,11 @@ def denoise_stack(
                 progress(1)
     mean = np.mean(np.asarray(levels, np.float64), axis=0).tolist() if levels else []
     return StackResult(len(indices), dict(zip(names, mean, strict=True)))
+
+
+def result_meta(stack: Stack, float32: bool) -> StackMeta:
+    """The denoised stack's form: the input's, in float32 when asked."""
+    return stack.meta.as_float32() if float32 else stack.meta
 
 
 class _NoWriter:

@@ -31,7 +31,7 @@ from ssdn.data.stacks import (
     volume_indices,
 )
 from ssdn.eval.results import UNCERTAINTY_KEY
-from ssdn.inference.stacks import StackResult, channels_independent, std_writer
+from ssdn.inference.stacks import StackResult, channels_independent, result_meta, std_writer
 from ssdn.nets import UNet3D, padded_shape3d
 from ssdn.training.module import DenoiserModule
 
@@ -89,6 +89,7 @@ def denoise_volumes(
     params_for: Callable[[Tensor], Tensor],
     *,
     intensity: Intensity | None = None,
+    float32: bool = False,
     bf16: bool = False,
     tile: int = TILE_3D,
     overlap: int = OVERLAP_3D,
@@ -99,6 +100,7 @@ def denoise_volumes(
 ) -> StackResult:
     """Denoise every volume of ``stack`` into ``outputs[0]`` (same axes, dtype, metadata) and, when given, the
     posterior std in the stack's units into ``outputs[1]`` (float32, same axes), tile by tile (module doc).
+    ``intensity`` and ``float32`` as for ``ssdn.inference.stacks.denoise_stack``.
 
     ``params_for(pixels)`` gives a volume's params from its middle Z plane (C, Y, X) in [0, 1] (a fixed level
     ignores them). ``progress(1)`` is called per tile. Returns the planes written and the level used.
@@ -125,7 +127,7 @@ def denoise_volumes(
     indices = volume_indices(stack, independent)
     outputs[0].parent.mkdir(parents=True, exist_ok=True)
     with (
-        StackWriter(outputs[0], stack.shape, stack.meta, overwrite=overwrite) as out,
+        StackWriter(outputs[0], stack.shape, result_meta(stack, float32), overwrite=overwrite) as out,
         std_writer(outputs, stack, overwrite) as std_out,
     ):
         for index in indices:
@@ -141,7 +143,7 @@ def denoise_volumes(
                     *(slice(core[a][0] - read[a][0], core[a][1] - read[a][0]) for a in "ZYX"),
                 )
                 key = _key(stack.axes, index, {a: slice(*core[a]) for a in "ZYX"})
-                out.write(key, _slot(scale.from_unit(result[crop], stack.dtype), stack.axes, index))
+                out.write(key, _slot(scale.from_unit(result[crop], out.meta.dtype), stack.axes, index))
                 if std_out is not None and std is not None:
                     std_out.write(key, _slot(scale.std_to_stored(std[crop]), stack.axes, index))
                 if progress is not None:
