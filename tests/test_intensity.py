@@ -19,6 +19,7 @@ from ssdn.data.intensity import AUTO_PEAK_PERCENTILE, Intensity, IntensityError,
 from ssdn.data.training_files import DataWarning
 from ssdn.training.checkpoints import training_intensity
 from tests.test_denoise_stacks import SIZES, _checkpoint, _main, identity  # noqa: F401 (a fixture)
+from tests.test_stack_training import settings
 
 SIDE = 64
 OFFSET = 100
@@ -88,11 +89,17 @@ def _dim_stacks(folder: Path, count: int = 2, planes: int = 3) -> list[np.ndarra
 
 
 def _settings(folder: Path, **over: object) -> DataSettings:
-    values: dict = dict(
-        train_dir=folder, add_noise=False, axes="ZYX", crop_size=SIDE, val_size=32, val_count=0,
-        batch_size=4, channels=1, num_workers=0,
-    )  # fmt: skip
-    return DataSettings(**(values | over))
+    return settings(folder, batch_size=4, **over)
+
+
+def _scaled(tmp_path: Path, data: np.ndarray) -> tuple[Path, Path]:
+    """The stack ``data`` as an OME-TIFF and an untrained model's checkpoint trained on (v − 100) / 40."""
+    src = st.write_stack(tmp_path / "cells.ome.tif", data, st.StackMeta("ZYX", np.dtype(np.uint16), SIZES))
+    ckpt_path = _checkpoint(tmp_path)
+    state = torch.load(ckpt_path, weights_only=False)
+    state["ssdn_pixel_scale"] |= {"offset": 100.0, "peak": 40.0}
+    torch.save(state, ckpt_path)
+    return src, ckpt_path
 
 
 def test_training_crops_are_scaled_by_the_offset_and_the_measured_peak(tmp_path: Path) -> None:
@@ -124,13 +131,8 @@ def test_dim_16_bit_counts_on_the_depth_scale_warn_naming_the_setting(tmp_path: 
 
 def test_denoiser_applies_the_trained_scale_both_ways(identity, tmp_path: Path) -> None:  # noqa: F811
     data = _dim_stacks(tmp_path / "s", count=1)[0]
-    meta = st.StackMeta("ZYX", np.dtype(np.uint16), SIZES)
-    src = st.write_stack(tmp_path / "cells.ome.tif", data, meta)
-    ckpt_path = _checkpoint(tmp_path)
-    state = torch.load(ckpt_path, weights_only=False)
-    state["ssdn_pixel_scale"] |= {"offset": 100.0, "peak": 40.0}
-    torch.save(state, ckpt_path)
-    assert training_intensity(state) == Intensity(100.0, 40.0)
+    src, ckpt_path = _scaled(tmp_path, data)
+    assert training_intensity(torch.load(ckpt_path, weights_only=False)) == Intensity(100.0, 40.0)
     seen: list[torch.Tensor] = []
     assert _main(ckpt_path, src, "--out", tmp_path / "out", "--uncertainty") == 0
     module = identity[0]
@@ -179,12 +181,7 @@ def test_float32_output_keeps_the_counts_between_whole_ones(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = _dim_stacks(tmp_path / "s", count=1)[0]
-    meta = st.StackMeta("ZYX", np.dtype(np.uint16), SIZES)
-    src = st.write_stack(tmp_path / "cells.ome.tif", data, meta)
-    ckpt_path = _checkpoint(tmp_path)
-    state = torch.load(ckpt_path, weights_only=False)
-    state["ssdn_pixel_scale"] |= {"offset": 100.0, "peak": 40.0}
-    torch.save(state, ckpt_path)
+    src, ckpt_path = _scaled(tmp_path, data)
     real = denoise.load_denoiser
 
     def load(path: Path, device: str = "cpu"):  # the identity model, plus 0.01 model units = 0.4 ADU
@@ -198,7 +195,7 @@ def test_float32_output_keeps_the_counts_between_whole_ones(
     monkeypatch.setattr(denoise, "load_denoiser", load)
     assert _main(ckpt_path, src, "--out", tmp_path / "f", "--float32") == 0
     out = st.read_stack(tmp_path / "f" / "cells.ome.tif", counts=False)
-    assert out.meta == meta.as_float32()
+    assert out.meta == st.read_stack(src).meta.as_float32()
     np.testing.assert_allclose(out.read(), data.astype(np.float64) + 0.4, rtol=0, atol=1e-3)
     assert _main(ckpt_path, src, "--out", tmp_path / "i") == 0  # the input's type: rounded to whole counts
     np.testing.assert_array_equal(st.read_stack(tmp_path / "i" / "cells.ome.tif").read(), data)
