@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -68,3 +69,8 @@ class StopAfter(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.global_step >= self.steps:
             trainer.should_stop = True
+
+
+def unit16(pixels: np.ndarray) -> np.ndarray:
+    """The paper's scale of 16-bit counts, v / 65535 in float32: what noisy 16-bit crops must equal by default."""
+    return pixels.astype(np.float32) / np.float32(65535)

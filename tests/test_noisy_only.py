@@ -20,7 +20,8 @@ from ssdn.config.compose import ConfigError
 from ssdn.config.run import RunConfig
 from ssdn.config.schema import DataSettings
 from ssdn.data.datamodule import DenoisingDataModule
-from ssdn.data.io import check_one_bit_depth, load_native, to_unit
+from ssdn.data.intensity import Intensity
+from ssdn.data.io import check_one_bit_depth, load_native
 from ssdn.denoise import main as denoise_main
 from ssdn.noise import build_noise
 from ssdn.train import run
@@ -82,7 +83,7 @@ def test_load_native_keeps_16_bit_colour_png_and_tiff(tmp_path: Path) -> None:
         assert got.dtype == np.uint16 and np.array_equal(got, pixels)
     mono = load_native(tmp_path / "a.png", channels=1)
     assert np.array_equal(mono[:, :, 0], (pixels.astype(np.uint32).sum(2) + 1) // 3)
-    assert to_unit(got)[0, 0, 0] == np.float32(7) / np.float32(65535)
+    assert Intensity.of_depth(16).to_unit(got)[0, 0, 0] == np.float32(7) / np.float32(65535)
 
 
 def test_mixed_bit_depths_are_refused_naming_both_files(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import torch
 from ssdn.config.schema import ConfigError, DataSettings
 from ssdn.data.crops import RandomCropStream
 from ssdn.data.datamodule import DenoisingDataModule
-from ssdn.data.io import to_unit
 from ssdn.data.sources import DataSourceError
 from ssdn.data.stack_planes import PLANE_CACHE
 from ssdn.data.stacks import Stack
@@ -23,6 +22,7 @@ from ssdn.denoise import main as denoise_main
 from ssdn.inference.stacks import trained_axes
 from ssdn.training.checkpoints import read_checkpoint
 from tests.cli_subprocess import TINY_CLI, clean_env, train_cli
+from tests.conftest import unit16
 
 SIDE = 64
 
@@ -70,7 +70,7 @@ def test_crops_come_from_several_planes_read_one_at_a_time(
     planes = batch["index"].tolist()
     assert batch["noisy"].shape == (8, 1, SIDE, SIDE) and len(set(planes)) >= 3
     for crop, k in zip(batch["noisy"], planes, strict=True):  # crop_size = the plane: the crop is the plane
-        assert torch.equal(crop[0], torch.from_numpy(to_unit(stacks[k // 3][k % 3])))
+        assert torch.equal(crop[0], torch.from_numpy(unit16(stacks[k // 3][k % 3])))
     assert len(stream._planes._kept) <= PLANE_CACHE  # type: ignore[union-attr]
 
 
@@ -99,12 +99,12 @@ def test_whole_stacks_are_held_out_and_the_level_is_estimated_from_planes(tmp_pa
     assert dm.train_stream is not None and dm._val is not None
     assert dm.val_files == [tmp_path / "s" / "s0.tif"] and dm.train_stream.item_count == 6
     middle = stacks[0][1, 16:48, 16:48]  # the held-out stack's middle plane, centre val_size² crop
-    assert torch.equal(dm._val["noisy"][0, 0], torch.from_numpy(to_unit(middle)))
+    assert torch.equal(dm._val["noisy"][0, 0], torch.from_numpy(unit16(middle)))
     images = dm.estimation_images(3)
     expected = [stacks[1][0], stacks[1][2], stacks[2][2]]  # planes 0, 2.5 -> 2 (round half even), 5
     assert [im.shape for im in images] == [(1, SIDE, SIDE)] * 3
     for image, plane in zip(images, expected, strict=True):
-        assert torch.equal(image[0], torch.from_numpy(to_unit(plane)))
+        assert torch.equal(image[0], torch.from_numpy(unit16(plane)))
     # val_count counts planes: whole stacks are held out until they have as many, the planes spread over them
     dm = DenoisingDataModule(settings(tmp_path / "s", val_count=4))
     dm.setup("fit")
@@ -112,7 +112,7 @@ def test_whole_stacks_are_held_out_and_the_level_is_estimated_from_planes(tmp_pa
     assert dm.val_files == [tmp_path / "s" / "s0.tif", tmp_path / "s" / "s1.tif"]
     assert dm.train_stream.files == [tmp_path / "s" / "s2.tif"]
     for crop, (s, z) in zip(dm._val["noisy"][:, 0], [(0, 0), (0, 2), (1, 0), (1, 2)], strict=True):
-        assert torch.equal(crop, torch.from_numpy(to_unit(stacks[s][z, 16:48, 16:48])))
+        assert torch.equal(crop, torch.from_numpy(unit16(stacks[s][z, 16:48, 16:48])))
     with pytest.raises(DataSourceError, match=r"data\.val_count=7 plane\(s\) would take all 3 usable stack"):
         RandomCropStream(settings(tmp_path / "s", val_count=7))
 

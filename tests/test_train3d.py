@@ -16,7 +16,6 @@ from ssdn.config.compose import ConfigError, compose, validate_config
 from ssdn.config.schema import DataSettings, ModelConfig
 from ssdn.data import volume_crops
 from ssdn.data.datamodule import DenoisingDataModule
-from ssdn.data.io import to_unit
 from ssdn.data.sources import DataSourceError
 from ssdn.data.stacks import Stack, StackError, open_stack, read_stack, take_volume
 from ssdn.data.training_files import DataWarning
@@ -31,6 +30,7 @@ from ssdn.noise import build_noise
 from ssdn.training.checkpoints import read_checkpoint
 from ssdn.training.module import DenoiserModule
 from tests.cli_subprocess import TINY_CLI, clean_env, train_cli
+from tests.conftest import unit16
 
 SIDE = 32
 #: a 3-D net that runs in milliseconds: two poolings, 8 channels (Z multiple 4, Y/X multiple 4)
@@ -131,7 +131,7 @@ def test_volume_crops_have_the_crop_shape_and_come_from_their_volume(
     batch = stream.batch(0)
     assert batch["noisy"].shape == (4, 1, 4, 16, 16) and batch["noisy"].dtype == torch.float32
     for crop, k in zip(batch["noisy"][:, 0], batch["index"].tolist(), strict=True):
-        whole = torch.from_numpy(to_unit(stacks[k]))  # the crop is a window of its volume
+        whole = torch.from_numpy(unit16(stacks[k]))  # the crop is a window of its volume
         found = [
             (z, y, x)
             for z in range(5)
@@ -226,10 +226,10 @@ def test_stacks_too_shallow_are_refused_and_validation_holds_out_whole_stacks(tm
     assert dm.train_stream.files == [tmp_path / "s" / "s1.tif", tmp_path / "s" / "s2.tif"]
     assert dm._val is not None and dm._val["noisy"].shape == (2, 1, 4, SIDE, SIDE)
     for crop, z in zip(dm._val["noisy"][:, 0], (0, 4), strict=True):
-        assert torch.equal(crop, torch.from_numpy(to_unit(stacks[0][z : z + 4])))
+        assert torch.equal(crop, torch.from_numpy(unit16(stacks[0][z : z + 4])))
     planes = dm.estimation_images(3)  # the level is estimated from planes of the training stacks
     assert [p.shape for p in planes] == [(1, SIDE, SIDE)] * 3
-    assert torch.equal(planes[0][0], torch.from_numpy(to_unit(stacks[1][0])))
+    assert torch.equal(planes[0][0], torch.from_numpy(unit16(stacks[1][0])))
 
 
 # ------------------------------------------------------------------------------------------------ maths

@@ -148,7 +148,7 @@ class RandomCropStream(IterableDataset):
             return Intensity(offset, float(2**self.bit_depth - 1))
         sample = self.estimation_pixels(ESTIMATION_IMAGES)
         if peak == "auto":
-            return Intensity(offset, measured_peak(sample, offset, str(self.source)))
+            return Intensity(offset, measured_peak(sample, offset, self._source_name()))
         top = float(2**self.bit_depth - 1)
         if (used := range_used(sample, offset)) < SMALL_RANGE * top:
             warnings.warn(
@@ -159,6 +159,11 @@ class RandomCropStream(IterableDataset):
                 stacklevel=3,
             )
         return Intensity(offset, top)
+
+    def _source_name(self) -> str:
+        """``data.train_dir`` as a user wrote it: one folder, or the folders joined."""
+        source = self.source
+        return ", ".join(map(str, source)) if isinstance(source, (list, tuple)) else str(source)
 
     def load(self, path: Path) -> np.ndarray:
         """One image of this source as the stream reads it (its depth kept when ``add_noise=False``)."""

@@ -5,7 +5,7 @@ bytes (a reader that applies gamma changes the PSNR by ~0.5 dB, see the authors'
 applied, so a photo is scored the way it is displayed; gray/RGB conversion and dropped (not composited) alpha
 follow the authors' loader; 16-bit maps to 8 bits as ``round(v / 257)``, the exact inverse of ``k * 257``
 (PIL's ``convert("L")`` clips 16-bit values at 255). Noisy observations (``data.add_noise=false``,
-``python -m ssdn.denoise``) use ``load_native`` and ``to_unit`` instead: the file's own 8- or 16-bit depth,
+``python -m ssdn.denoise``) use ``load_native`` and ``ssdn.data.intensity`` instead: the file's own 8- or 16-bit depth,
 scaled by it to [0, 1], so a noisy pixel is never rounded or clipped by us.
 """
 
@@ -277,11 +277,6 @@ def bit_depth(pixels: np.ndarray) -> int:
     if pixels.dtype == np.uint16:
         return 16
     raise ValueError(f"pixels must be uint8 or uint16, got {pixels.dtype}")
-
-
-def to_unit(pixels: np.ndarray) -> np.ndarray:
-    """uint8 / uint16 -> float32 in [0, 1], divided by the depth's maximum (255 or 65535)."""
-    return pixels.astype(np.float32) / np.float32(2 ** bit_depth(pixels) - 1)
 
 
 def file_bit_depth(path: str | Path) -> int:
