@@ -186,3 +186,33 @@ def test_a_full_disk_says_so_and_names_the_checkpoint(tmp_path: Path) -> None:
     line = _one_line_error(*_run(*TINY_CLI, f"hydra.run.dir={run}", cwd=tmp_path, code=DISK_FULL))
     assert f"{run / 'checkpoints'}/" in line and ".ckpt: No space left on device" in line, line
     assert "resume=auto" in line
+
+
+#: In the child: the divergence watch calls the run diverged at its first step, with figures to report.
+DIVERGED = """
+from ssdn.training import divergence
+def _diverged(self, loss):
+    self.start, self.spread, self.smoothed, self.lowest = 0.5, 0.0, 9.0, 0.25
+    return True
+divergence.DivergenceWatch.update = _diverged
+"""
+
+
+def test_a_diverged_run_stops_naming_the_learning_rate(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    line = _one_line_error(
+        *_run(*TINY_CLI, "optim.lr=1e-3", f"hydra.run.dir={run}", cwd=tmp_path, code=DIVERGED)
+    )
+    assert "training diverged after 2 images: the smoothed train/loss rose to 9, above its start 0.5" in line
+    assert "optim.lr=0.001 is too high" in line and "optim.lr=0.0003" in line, line
+    assert "train.stop_on_divergence=false" in line, line
+    assert not (run / "metrics.json").exists()
+
+
+def test_stop_on_divergence_false_trains_on(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, err = _run(
+        *TINY_CLI, "train.stop_on_divergence=false", f"hydra.run.dir={run}", cwd=tmp_path, code=DIVERGED
+    )
+    assert code == 0, err[-TAIL:]
+    assert (run / "metrics.json").is_file()

@@ -572,6 +572,9 @@ class TrainConfig:
 
     images: int = 800
     minutes: float | None = None
+    #: stop with one line naming optim.lr when the smoothed loss climbs back above its start
+    #: (``ssdn.training.divergence``); false trains on regardless
+    stop_on_divergence: bool = True
 
     def errors(self) -> list[str]:
         if self.minutes is not None and self.minutes <= 0:

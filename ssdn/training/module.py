@@ -40,6 +40,7 @@ from ssdn.nets import CompiledForward, UNet, UNet3D
 from ssdn.nets.pixel_shuffle import PixelShuffleNet
 from ssdn.nets.unet import SIDE_MULTIPLE
 from ssdn.noise import NoiseModel, build_noise
+from ssdn.training.divergence import TrainingDiverged
 from ssdn.training.precision import resolve_precision
 from ssdn.training.progress import TrainingProgress
 from ssdn.utils import atomic_write_png
@@ -131,6 +132,8 @@ class DenoiserModule(L.LightningModule):
         self.progress = TrainingProgress(self.seed, train.minutes)
         #: ``train.images``: the planned length of a crop-size curriculum's run
         self.planned_images = train.images
+        #: ``train.stop_on_divergence``: stop a run whose smoothed loss climbs back above its start
+        self.stop_on_divergence = train.stop_on_divergence
         self.eval_bf16 = False  #: network precision of ``denoise`` when not given: fp32 unless asked
         self._val_psnr: dict[str, list[Tensor]] = {}
         self._val_panel: dict[str, Tensor] = {}
@@ -280,6 +283,10 @@ class DenoiserModule(L.LightningModule):
         n = inputs.noisy.shape[0]
         # the batch's own size: a crop-size curriculum changes it between stages
         self.progress.step_done(n * self.trainer.world_size, finite)
+        if self.stop_on_divergence:
+            diverged = finite and self.progress.divergence.update(float(loss.detach()))
+            if self.trainer.strategy.reduce_boolean_decision(diverged, all=False):
+                self._stop_diverged()
 
         # Each DDP rank holds part of the global batch: log the mean over ranks (the single-process value).
         self.log("train/loss", loss.detach().float(), prog_bar=True, batch_size=n, sync_dist=True)
@@ -291,6 +298,17 @@ class DenoiserModule(L.LightningModule):
                 f"train/{key}", value.float(), prog_bar=key == "noise_level", batch_size=n, sync_dist=True
             )
         return loss.detach()
+
+    def _stop_diverged(self) -> None:
+        """One line for a run wrecked by its learning rate; the checkpoints saved before it are kept as they are."""
+        watch, lr = self.progress.divergence, self.optim.lr
+        what = watch.describe() if watch.start is not None else "another rank's loss rose above its start"
+        lower = float(f"{lr / 3:.1g}")
+        raise TrainingDiverged(
+            f"training diverged after {self.images_seen} images: {what}. optim.lr={lr:g} is too high for "
+            f"this data and net: train again in a new folder with a lower rate (e.g. optim.lr={lower:g}), "
+            "or set train.stop_on_divergence=false to train on regardless"
+        )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if (rate := self.progress.batch_end()) is not None:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ssdn.data.curriculum import CropSchedule
 from ssdn.training.budget import TimeBudget
+from ssdn.training.divergence import DivergenceWatch
 
 
 class TrainingProgress:
@@ -29,6 +30,8 @@ class TrainingProgress:
         self.batches_seen = 0
         self.skipped_steps = 0
         self.total_images = 0
+        #: the finite losses' watch for a run wrecked by its learning rate (``train.stop_on_divergence``)
+        self.divergence = DivergenceWatch()
         #: train.minutes: the schedule's length follows the measured throughput instead of trainer.max_steps
         self.budget = TimeBudget(60.0 * float(minutes)) if minutes else None
         self._generator: torch.Generator | None = None
@@ -128,6 +131,7 @@ class TrainingProgress:
             "budget": self.budget.state_dict() if self.budget is not None else None,
             "crop_plan": schedule.state_dict() if schedule is not None else None,
             "generator": self._generator.get_state() if self._generator is not None else None,
+            "divergence": self.divergence.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -138,6 +142,9 @@ class TrainingProgress:
         self.total_images = int(state.get("total_images", 0))
         if self.budget is not None and state.get("budget"):
             self.budget.load_state_dict(state["budget"])
+        self.divergence = DivergenceWatch()
+        if state.get("divergence"):  # older checkpoints: measured afresh from the resumed steps
+            self.divergence.load_state_dict(state["divergence"])
         self._pending_generator_state = state.get("generator")
         self._pending_crop_plan = state.get("crop_plan")
         self._generator = None
