@@ -80,12 +80,12 @@ class UNet(nn.Module):
     ``blind_hole`` (odd, default 1: the paper's net) widens the blind spot to a square, for noise that is
     correlated between neighbouring pixels (camera processing), where a one-pixel hole lets the net read the
     noise from its neighbours: each branch is shifted down k = (hole + 1) / 2 rows instead of one, so output
-    (i, j) never reads an input pixel with |di| < k and |dj| < k (exact, by construction). It reads the ring
-    just outside along its axes, (±k, 0) and (0, ±k), since every branch reads the three pixels above its
-    apex; the ring's other pixels depend on where the pixel sits in the 32-pixel pooling grid: for hole 3 all
-    of them were read at every position tried, for hole >= 5 a pixel at |di|, |dj| >= 3 on the ring is
-    sometimes unseen (the apex row of a branch reads ±2 columns at some positions), so the blind region is
-    the square plus, at some pixels, parts of its ring's corners. Settable after construction (a shift has
+    (i, j) never reads an input pixel with |di| < k and |dj| < k (exact, by construction). It reads every
+    pixel of the ring just outside that lies within 2 of an axis (min(|di|, |dj|) <= 2), since each branch's
+    apex row is read ±2 columns wide by the two full-resolution convs: the whole ring for holes 1 and 3. A
+    ring pixel with |di|, |dj| >= 3 (holes >= 5) is read only where the 32-pixel pooling grid lets a deeper
+    layer reach it, so for those holes the blind region is the square plus, at some pixels, the ring's
+    corners (tests/test_blind_region.py checks every place in the grid); everything beyond the ring is read. Settable after construction (a shift has
     no weights), so one trained net can run with a larger hole at inference.
     Padding to those sizes is the caller's job (`ssdn.nets.padding`).
 
