@@ -12,7 +12,8 @@ references (``ssdn.eval.metrics.psnr``, mean over images), beside CBM3D at the �
 CBM3D runs one crop at a time; ``--workers N`` spreads the crops over N spawned processes.
 
 Configurations (``--configs``): ``plain`` (method=ssdn, hole 1, stride 1), ``hole3``, ``hole5``
-(``method.blind_hole``), ``pd5`` (``method.pd_stride=5 method.pd_stride_infer=2``), ``pd5-r3`` (the same
+(``method.blind_hole``), ``hole3-infer1`` (the hole3 model denoised with ``--blind-hole 1``), ``pd5``
+(``method.pd_stride=5 method.pd_stride_infer=2``), ``pd5-r3`` (the same
 model, denoised with R³: ``--r3-passes 8``), ``best`` (``--best``'s overrides), ``best-r3`` (the best model
 denoised with ``--best-r3-passes`` R³ passes, default 8),
 ``n2v-dense`` (``method=n2v_random_dense``), every ssdn row with ``-ch`` appended (``plain-ch``, ``hole3-ch``, …:
@@ -72,6 +73,8 @@ class Config:
     run: str
     overrides: tuple[str, ...]
     r3_passes: int = 0
+    #: ``python -m ssdn.denoise --blind-hole``: the blind square at inference (None: the training one)
+    infer_hole: int | None = None
 
     @property
     def posterior(self) -> bool:
@@ -87,6 +90,13 @@ def configs(best: str, best_r3: int) -> dict[str, Config]:
     rows = [
         Config("plain", "blind spot, hole 1, stride 1", "plain", ("method=ssdn",)),
         Config("hole3", "method.blind_hole=3", "hole3", ("method=ssdn", "method.blind_hole=3")),
+        Config(
+            "hole3-infer1",
+            "method.blind_hole=3, denoised with --blind-hole 1",
+            "hole3",
+            ("method=ssdn", "method.blind_hole=3"),
+            infer_hole=1,
+        ),
         Config("hole5", "method.blind_hole=5", "hole5", ("method=ssdn", "method.blind_hole=5")),
         Config("pd5", "pd_stride 5, infer 2", "pd5", pd5),
         Config("pd5-r3", "pd_stride 5, infer 2, R³ 8 passes", "pd5", pd5, r3_passes=8),
@@ -108,6 +118,7 @@ def configs(best: str, best_r3: int) -> dict[str, Config]:
             f"{c.run}{CHANNELS_SUFFIX}",
             (*c.overrides, "noise=gaussian_channels"),
             c.r3_passes,
+            c.infer_hole,
         )
         for c in rows
         if c.overrides[0] == "method=ssdn"
@@ -274,6 +285,8 @@ def denoise(cfg: Config, cam: CameraSet, out: Path, threads: int | None) -> Path
         cmd.append("--uncertainty")
     if cfg.r3_passes:
         cmd += ["--r3-passes", str(cfg.r3_passes)]
+    if cfg.infer_hole is not None:
+        cmd += ["--blind-hole", str(cfg.infer_hole)]
     dest.mkdir(parents=True, exist_ok=True)
     _run(cmd, out / "denoised" / f"{cfg.name}.log", threads)
     return dest
@@ -467,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument(
         "--configs",
-        default="plain,hole3,hole5,pd5,pd5-r3,best,best-r3,n2v-dense,cbm3d",
+        default="plain,hole3,hole3-infer1,hole5,pd5,pd5-r3,best,best-r3,n2v-dense,cbm3d",
         help="comma-separated rows, in order (default: all)",
     )
     p.add_argument(

@@ -125,6 +125,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--r3-prob", type=float, default=0.16, help="R³'s replacement probability (0.16)")
     parser.add_argument(
+        "--blind-hole",
+        type=int,
+        default=None,
+        help="the blind square's side at inference (odd; default: the model's method.blind_hole_infer, else "
+        "its method.blind_hole): the hole is a shift, not a weight, so a model trained with a larger square "
+        "for correlated noise can denoise with the nearest pixels (1)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of R³'s draws (the same seed, the same output)"
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -308,6 +316,18 @@ def _tiling(args: argparse.Namespace, dims: int) -> None:
         raise UserError(f"--tile/--overlap: {exc}") from None
 
 
+def _inference_hole(module: DenoiserModule, hole: int | None) -> None:
+    """``--blind-hole``: checked on the model's net before any image is read, then used for every image."""
+    if hole is None:
+        return
+    try:
+        with module.blind_hole(hole):
+            pass
+    except ValueError as exc:
+        raise UserError(f"--blind-hole {hole}: {exc}") from None
+    module.infer_hole = hole
+
+
 def _run(args: argparse.Namespace) -> int:
     param = parse_param(args.param)
     axes = None if args.axes is None else check_axes(args.axes, setting="--axes")
@@ -326,6 +346,7 @@ def _run(args: argparse.Namespace) -> int:
     del checkpoint  # its weights: the module loads its own copy
     module = load_denoiser(args.checkpoint, args.device)
     _tiling(args, module.dims)
+    _inference_hole(module, args.blind_hole)
     check_level_given(module, param)
     check_writable(out_dir)
     note = use_given_level(module, param)

@@ -40,8 +40,12 @@ def test_rows_with_a_posterior_are_the_ssdn_ones_without_r3() -> None:
     table = cc.configs(cc.DEFAULT_BEST, best_r3=8)
     with_std = {n for n, c in table.items() if c.posterior}
     assert with_std == {
-        n + suffix for n in ("plain", "hole3", "hole5", "pd5", "best") for suffix in ("", "-ch")
+        n + suffix
+        for n in ("plain", "hole3", "hole3-infer1", "hole5", "pd5", "best")
+        for suffix in ("", "-ch")
     }
+    infer1 = table["hole3-infer1-ch"]  # the hole3-ch model, denoised with --blind-hole 1
+    assert (infer1.run, infer1.infer_hole, table["hole3-ch"].infer_hole) == ("hole3-ch", 1, None)
     assert table["hole3-ch"].overrides == ("method=ssdn", "method.blind_hole=3", "noise=gaussian_channels")
     assert table["pd5-r3-ch"].run == "pd5-ch" and "n2v-dense-ch" not in table
     assert table["pd5-r3"].run == table["pd5"].run  # R³ re-denoises the pd5 model, no second training

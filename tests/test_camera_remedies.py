@@ -1,4 +1,5 @@
-"""The camera-noise remedies wired into training and denoising: the blind square (``method.blind_hole``), pixel
+"""The camera-noise remedies wired into training and denoising: the blind square (``method.blind_hole``, at
+inference ``method.blind_hole_infer``), pixel
 shuffle (``method.pd_stride``, ``method.pd_stride_infer``), R³ (``--r3-passes``), and the check that warns when a
 run's blind region does not cover the noise's correlation."""
 
@@ -16,7 +17,7 @@ from PIL import Image
 from ssdn.denoise import main as denoise_main
 from ssdn.errors import UserError
 from ssdn.inference.denoiser import Refinement, denoise_pixels
-from ssdn.inference.exported import ExportedDenoiser
+from ssdn.inference.exported import ExportedDenoiser, fixed_level
 from ssdn.nets.pixel_shuffle import PixelShuffleNet
 from ssdn.nets.unet import UNet
 from ssdn.train import run
@@ -99,6 +100,32 @@ def test_denoise_runs_at_the_inference_stride_and_restores_the_training_one() ->
     module.denoise(noisy, params, stride=1)
     assert seen == [2, 1] and net.stride == 4
     with pytest.raises(ValueError, match="no pixel-shuffle"), _module().pd_stride(2):
+        pass
+
+
+def test_denoise_and_export_use_the_inference_hole_and_training_keeps_its_own() -> None:
+    """method.blind_hole_infer: denoising equals a net built with that hole on the same weights; the training
+    net keeps the training hole, before and after; the exported graph denoises with the inference hole."""
+    torch.manual_seed(0)
+    trained = _module(
+        "method.blind_hole=3", "method.blind_hole_infer=1", "channels=1", "noise_params=sigma_known"
+    )
+    assert trained.infer_hole == 1 and trained.unet is not None and trained.unet.blind_hole == 3
+    plain = _module("channels=1", "noise_params=sigma_known")
+    plain.load_state_dict(trained.state_dict())
+    noisy = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    params = torch.full((1,), 25.0, dtype=torch.float64)
+    out = trained.denoise(noisy, params)["pme"]
+    assert torch.equal(out, plain.denoise(noisy, params)["pme"])
+    assert trained.unet.blind_hole == 3
+    with trained.blind_hole(3):
+        assert not torch.equal(trained.method.denoise(trained, trained.noise, noisy, params)["pme"], out)
+    exported = ExportedDenoiser(trained, fixed_level(trained, [25.0])).eval()
+    with torch.no_grad():
+        assert torch.allclose(exported(noisy), out.float(), atol=1e-6)
+    assert trained.unet.blind_hole == 3
+    assert _module("method.blind_hole=5").infer_hole == 5  # null: the training hole
+    with pytest.raises(ValueError, match="no blind-spot net"), _module("method=n2c").blind_hole(3):
         pass
 
 

@@ -224,8 +224,26 @@ def test_register_configs_is_idempotent() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["method.blind_hole=2"], "method.blind_hole=2: the blind square's side is an odd number >= 1"),
-        (["method.blind_hole=0"], "method.blind_hole=0: the blind square's side is an odd number >= 1"),
+        (
+            ["method.blind_hole=2"],
+            "method.blind_hole=2: the blind square's side is an odd number from 1 to 11",
+        ),
+        (
+            ["method.blind_hole=0"],
+            "method.blind_hole=0: the blind square's side is an odd number from 1 to 11",
+        ),
+        (
+            ["method.blind_hole=13"],
+            "method.blind_hole=13: the blind square's side is an odd number from 1 to 11",
+        ),
+        (
+            ["method.blind_hole_infer=4"],
+            "method.blind_hole_infer=4: the blind square's side is an odd number from 1 to 11",
+        ),
+        (
+            ["method=n2c", "method.blind_hole_infer=3"],
+            "method.blind_hole_infer=3 with method.blindspot=false: only the blind-spot net has a blind square",
+        ),
         (["method=n2c", "method.blind_hole=3"], "method.blind_hole=3 with method.blindspot=false"),
         (["method.pd_stride=0"], "method.pd_stride=0: a downsampling stride is >= 1"),
         (["method.pd_stride_infer=0"], "method.pd_stride_infer=0: a downsampling stride is >= 1, or null"),

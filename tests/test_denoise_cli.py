@@ -497,3 +497,32 @@ def test_a_photo_keeps_its_exif_and_colour_profile_upright(
         assert bytes(tif.pages.first.tags["InterColorProfile"].value) == icc
     with Image.open(out / "bare.png") as bare:
         assert not bare.getexif() and "icc_profile" not in bare.info
+
+
+def test_blind_hole_is_used_for_every_image_and_bad_values_are_one_line(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--blind-hole 3 on the paper's net (trained with hole 1) changes the output as the module's own hole
+    does; 2 and 13 are refused before any image is read, naming the option."""
+    _png(tmp_path / "in" / "a.png", (64, 64, 3))
+    outs = {}
+    for hole in (None, 3):
+        flag = ["--precision", "fp32", *([] if hole is None else ["--blind-hole", str(hole)])]
+        dest = tmp_path / f"out{hole}"
+        assert _main(checkpoint, str(tmp_path / "in"), "--out", str(dest), "--param", "25", *flag) == 0
+        outs[hole] = np.asarray(Image.open(dest / "a.png"))
+    module = denoise.load_denoiser(checkpoint)
+    noisy = torch.from_numpy(np.asarray(Image.open(tmp_path / "in" / "a.png"))).permute(2, 0, 1)[None] / 255.0
+    module.infer_hole = 3
+    expected = module.denoise(noisy.float(), torch.full((1,), 25.0, dtype=torch.float64))["pme"]
+    assert np.array_equal(outs[3], (expected[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy())
+    assert not np.array_equal(outs[3], outs[None])
+    for bad in ("2", "13"):
+        dest = tmp_path / f"bad{bad}"
+        assert (
+            _main(checkpoint, str(tmp_path / "in"), "--out", str(dest), "--param", "25", "--blind-hole", bad)
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert f"--blind-hole {bad}: blind_hole must" in err and "Traceback" not in err, err
+        assert not (dest / "a.png").exists()

@@ -93,6 +93,7 @@ def test_a_volume_run_config_validates_and_the_default_stays_2d() -> None:
         ([*VOLUME, *TINY_NET, "method=n2c"], "method=n2c (method.target=clean) with model.dims=3"),
         ([*VOLUME, *TINY_NET, "method.pd_stride=2"], "method.pd_stride=2 (pd_stride_infer=None) with model.dims=3"),
         ([*VOLUME, *TINY_NET, "method.blind_hole=3"], "method.blind_hole=3 with model.dims=3"),
+        ([*VOLUME, *TINY_NET, "method.blind_hole_infer=3"], "method.blind_hole_infer=3 with model.dims=3"),
         ([*VOLUME, *TINY_NET, "noise_params=sigma_per_image"], "noise_params=sigma_per_image with model.dims=3"),
         ([*VOLUME, *TINY_NET, "eval.sets=[kodak]"], "eval.sets=['kodak'] with model.dims=3"),
     ],

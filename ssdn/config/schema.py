@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from ssdn.errors import UserError
-from ssdn.nets.unet import SIDE_MULTIPLE
+from ssdn.nets.unet import MAX_BLIND_HOLE, SIDE_MULTIPLE
 
 
 class ConfigError(UserError, ValueError):
@@ -182,6 +182,9 @@ class MethodConfig:
     masking: Masking | None = None
     mask_cell: int = 32  # one masked pixel per cell² block (64 per 256² crop)
     blind_hole: int = 1  # odd side of the blind square of the blind-spot net (1: the centre pixel only)
+    #: the blind square at inference; null: blind_hole. Training with a larger square than inference keeps the
+    #: net from learning correlated noise while it denoises with the nearest pixels (bench/README.md, camera)
+    blind_hole_infer: int | None = None
     pd_stride: int = 1  # pixel-shuffle downsampling stride in training (1: none)
     pd_stride_infer: int | None = None  # the stride at inference; null: pd_stride
 
@@ -189,15 +192,19 @@ class MethodConfig:
         errors: list[str] = []
         if self.mask_cell < 1:
             errors.append(f"method.mask_cell={self.mask_cell}: one masked pixel per cell needs a cell >= 1")
-        if self.blind_hole < 1 or self.blind_hole % 2 == 0:
-            errors.append(
-                f"method.blind_hole={self.blind_hole}: the blind square's side is an odd number >= 1"
-            )
-        elif self.blind_hole > 1 and not self.blindspot:
-            errors.append(
-                f"method.blind_hole={self.blind_hole} with method.blindspot=false: only the blind-spot net has a "
-                "blind square; set blindspot=true or blind_hole=1"
-            )
+        holes = [("blind_hole", self.blind_hole), ("blind_hole_infer", self.blind_hole_infer)]
+        for key, hole in holes:
+            if hole is None:
+                continue
+            if hole < 1 or hole % 2 == 0 or hole > MAX_BLIND_HOLE:
+                errors.append(
+                    f"method.{key}={hole}: the blind square's side is an odd number from 1 to {MAX_BLIND_HOLE}"
+                )
+            elif hole > 1 and not self.blindspot:
+                errors.append(
+                    f"method.{key}={hole} with method.blindspot=false: only the blind-spot net has a "
+                    f"blind square; set blindspot=true or {key}=1"
+                )
         if self.pd_stride < 1:
             errors.append(f"method.pd_stride={self.pd_stride}: a downsampling stride is >= 1 (1: none)")
         if self.pd_stride_infer is not None and self.pd_stride_infer < 1:
@@ -302,8 +309,9 @@ def volume_method_errors(model: ModelConfig, method: MethodConfig, level_source:
         errors.append(f"method={method.name} (method.masking={method.masking}) {what}")
     if method.target != Target.noisy:
         errors.append(f"method={method.name} (method.target={method.target}) {what}")
-    if method.blind_hole != 1:
-        errors.append(f"method.blind_hole={method.blind_hole} {what} with method.blind_hole=1")
+    for key, hole in (("blind_hole", method.blind_hole), ("blind_hole_infer", method.blind_hole_infer)):
+        if hole not in (None, 1):
+            errors.append(f"method.{key}={hole} {what} with method.{key}=1")
     if method.pd_stride != 1 or method.pd_stride_infer not in (None, 1):
         errors.append(
             f"method.pd_stride={method.pd_stride} (pd_stride_infer={method.pd_stride_infer}) {what} with "

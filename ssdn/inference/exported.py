@@ -8,6 +8,7 @@ TorchScript and ONNX keep H and W dynamic rather than freezing the example's.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -55,6 +56,11 @@ class ExportedDenoiser(nn.Module):
                 "TorchScript/ONNX export of pixel-shuffle models is not supported yet; use python -m ssdn.denoise"
             )
         self.net, self.noise, self.method = module.net, module.noise, module.method
+        unet = module.unet
+        if unet is not None and unet.blindspot and unet.blind_hole != module.infer_hole:
+            # a copy at method.blind_hole_infer: the trace records the net's shift as it stands
+            self.net = copy.deepcopy(unet)
+            self.net.blind_hole = module.infer_hole
         self.fixed = level is not None
         self.bf16 = bf16
         self.register_buffer("level", level.to(torch.float64) if level is not None else torch.zeros(0))

@@ -85,8 +85,9 @@ class UNet(nn.Module):
     apex row is read ±2 columns wide by the two full-resolution convs: the whole ring for holes 1 and 3. A
     ring pixel with |di|, |dj| >= 3 (holes >= 5) is read only where the 32-pixel pooling grid lets a deeper
     layer reach it, so for those holes the blind region is the square plus, at some pixels, the ring's
-    corners (tests/test_blind_region.py checks every place in the grid); everything beyond the ring is read. Settable after construction (a shift has
-    no weights), so one trained net can run with a larger hole at inference.
+    corners (tests/test_blind_region.py checks every place in the grid); everything beyond the ring is read.
+    Settable after construction (a shift has no weights), so one trained net can run with another hole at
+    inference (``method.blind_hole_infer``).
     Padding to those sizes is the caller's job (`ssdn.nets.padding`).
 
     Layer names are the authors' (``enc_conv0`` … ``dec_conv1b``, ``nin_a`` … ``nin_c``) and decoder convs

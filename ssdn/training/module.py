@@ -81,6 +81,8 @@ class DenoiserModule(L.LightningModule):
         #: pixel-shuffle strides (``method.pd_stride``, ``method.pd_stride_infer``): 1 is the paper's net, unwrapped
         self.train_stride = method.pd_stride
         self.infer_stride = method.pd_stride_infer or method.pd_stride
+        #: the blind square's side at inference (``method.blind_hole_infer``, null: ``method.blind_hole``)
+        self.infer_hole = method.blind_hole_infer or method.blind_hole
         self.net: torch.nn.Module
         if self.dims == 3:
             self.net = UNet3D(
@@ -180,7 +182,8 @@ class DenoiserModule(L.LightningModule):
         ``bf16=None`` follows ``eval_bf16``, which is False (fp32, the authors' protocol) on every device unless
         a caller asks for the faster bf16 autocast (``python -m ssdn.evaluate --bf16``). ``uncertainty`` adds
         ``"posterior_std"`` (N,C,H,W), the per-pixel posterior std in pixel units (a UserError for a method
-        without a posterior). ``stride`` is the pixel-shuffle stride (None: ``method.pd_stride_infer``).
+        without a posterior). ``stride`` is the pixel-shuffle stride (None: ``method.pd_stride_infer``); the
+        blind square is ``method.blind_hole_infer``'s.
         """
         noisy = noisy.to(self.device, torch.float32)
         params = params.to(self.device, torch.float64)
@@ -189,8 +192,32 @@ class DenoiserModule(L.LightningModule):
             torch.no_grad(),
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16),
             self.pd_stride(self.infer_stride if stride is None else stride),
+            self.blind_hole(self.infer_hole),
         ):
             return self.method.denoise(self, self.noise, noisy, params, uncertainty)
+
+    @property
+    def unet(self) -> UNet | None:
+        """The 2-D U-Net, inside a pixel-shuffle wrapper or not (None for a 3-D model)."""
+        net = self.net.net if isinstance(self.net, PixelShuffleNet) else self.net
+        return net if isinstance(net, UNet) else None
+
+    @contextmanager
+    def blind_hole(self, hole: int) -> Iterator[None]:
+        """Run the blind-spot net with a blind square of side ``hole`` inside the block (the training one
+        outside): the hole is a shift, not a weight. Any other net takes only 1."""
+        unet = self.unet
+        if unet is None or not unet.blindspot:
+            if hole != 1:
+                raise ValueError(f"this model has no blind-spot net: blind square {hole} is not available")
+            yield
+            return
+        before = unet.blind_hole
+        unet.blind_hole = hole
+        try:
+            yield
+        finally:
+            unet.blind_hole = before
 
     @contextmanager
     def pd_stride(self, stride: int) -> Iterator[None]:
