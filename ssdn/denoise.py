@@ -39,8 +39,15 @@ from ssdn.inference.stacks import check_depth, denoise_stack, is_stack, open_inp
 from ssdn.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, fits_one_tile, tile_count
 from ssdn.inference.volumes import OVERLAP_3D, OVERLAP_DEPTH, TILE_3D, TILE_DEPTH, denoise_volumes
 from ssdn.inference.write import write_output, write_uncertainty
-from ssdn.training.checkpoints import load_denoiser, read_checkpoint, training_bit_depth, training_intensity
+from ssdn.training.checkpoints import (
+    load_denoiser,
+    read_checkpoint,
+    training_bit_depth,
+    training_intensity,
+    training_noise,
+)
 from ssdn.training.module import DenoiserModule
+from ssdn.training.noise_check import posterior_note
 
 PROG = "python -m ssdn.denoise"
 
@@ -343,6 +350,7 @@ def _run(args: argparse.Namespace) -> int:
     checkpoint = read_checkpoint(args.checkpoint)
     trained_depth, default_axes = training_bit_depth(checkpoint), trained_axes(checkpoint)
     intensity = training_intensity(checkpoint)
+    std_note = posterior_note(training_noise(checkpoint)) if args.uncertainty else None
     del checkpoint  # its weights: the module loads its own copy
     module = load_denoiser(args.checkpoint, args.device)
     _tiling(args, module.dims)
@@ -350,8 +358,9 @@ def _run(args: argparse.Namespace) -> int:
     check_level_given(module, param)
     check_writable(out_dir)
     note = use_given_level(module, param)
-    if note:
-        print(f"{PROG}: {note}", file=sys.stderr)
+    for line in (note, std_note):
+        if line:
+            print(f"{PROG}: {line}", file=sys.stderr)
     batch = _Batch(module, args, trained_depth, default_axes, intensity)
     for source, why in batch_plan.rejected:
         print(f"{PROG}: skipped {source}: {why}", file=sys.stderr)

@@ -339,6 +339,7 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> Mapping[st
                 )
                 if check.warning:
                     log.warning("%s", check.warning)
+                module.training_noise = check.measured
             initialise_level(config.noise_params.init, module, datamodule, check.correlated_sigma)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = _fit_metrics(trainer, module)

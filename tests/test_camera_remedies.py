@@ -23,7 +23,7 @@ from ssdn.nets.unet import UNet
 from ssdn.train import run
 from ssdn.training.checkpoints import read_checkpoint
 from ssdn.training.module import DenoiserModule
-from ssdn.training.noise_check import NoiseCheck, blind_spot_check, covered_extent
+from ssdn.training.noise_check import NoiseCheck, blind_spot_check, covered_extent, posterior_note
 from tests.conftest import compose_config
 from tests.test_noisy_only import noisy_overrides
 
@@ -67,9 +67,14 @@ def test_blind_spot_check_warns_for_correlated_noise_unless_the_region_covers_it
         img[:, :, :] * 0 + 0.5 + torch.from_numpy(rng.normal(0, 0.05, img.shape)).float()
         for img in correlated
     ]
+    independent = blind_spot_check(
+        white, blind_hole=1, pd_stride=1
+    )  # nothing to change, the measurement kept
+    assert (independent.warning, independent.correlated_sigma) == (None, None)
+    assert independent.measured is not None and independent.measured["extent"] == 0.0
     assert (
-        blind_spot_check(white, blind_hole=1, pd_stride=1) == NoiseCheck()
-    )  # independent: nothing to change
+        check.measured is not None and check.measured["extent"] == 2.0 and covered.measured == check.measured
+    )
     assert blind_spot_check([torch.rand(3, 16, 16)], 1, 1) == NoiseCheck()  # too small to measure: no claim
 
 
@@ -147,6 +152,15 @@ def test_r3_is_reproducible_changes_the_output_and_refuses_uncertainty() -> None
         Refinement(passes=1, replace_prob=1.5)
 
 
+def test_the_posterior_note_is_for_correlated_noise_only() -> None:
+    assert posterior_note(None) is None
+    independent = {"sigma": 25.0, "rho_01": 0.03, "rho_10": 0.02, "extent": 0.0, "channel_correlation": 0.1}
+    assert posterior_note(independent) is None
+    note = posterior_note(independent | {"rho_01": 0.214, "rho_10": 0.2, "extent": 1.0})
+    assert note is not None and note.startswith("note: this model learnt from noise correlated")
+    assert "rho(0,1) = 0.21, rho(1,0) = 0.20, over 1 px" in note and "lower bound" in note
+
+
 def test_export_refuses_a_pixel_shuffle_model_in_one_line() -> None:
     with pytest.raises(UserError, match="pixel-shuffle stride 2"):
         ExportedDenoiser(_module("method.pd_stride=2"), None)
@@ -154,10 +168,10 @@ def test_export_refuses_a_pixel_shuffle_model_in_one_line() -> None:
 
 @pytest.mark.slow
 def test_a_camera_remedy_trains_on_noisy_files_warns_and_denoises_with_r3(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Through the real entry points: correlated noisy PNGs, a plain run warns, a pixel-shuffle run does not,
-    and its checkpoint denoises with R³."""
+    its checkpoint denoises with R³, and with --uncertainty it notes that the std assumed independent noise."""
     rng = np.random.default_rng(1)
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -179,3 +193,9 @@ def test_a_camera_remedy_trains_on_noisy_files_warns_and_denoises_with_r3(
         [str(ckpt), str(folder / "p0.png"), "--out", str(out), "--r3-passes", "2", "--device", "cpu"]
     )
     assert Image.open(out / "p0.png").size == (128, 128)
+    # the measurement travels with the model, and --uncertainty says what it means for the std
+    measured = read_checkpoint(ckpt)["ssdn_training_noise"]
+    assert measured["extent"] >= 1 and measured["rho_01"] > 0.1
+    capsys.readouterr()
+    denoise_main([str(ckpt), str(folder / "p1.png"), "--out", str(out), "--uncertainty", "--device", "cpu"])
+    assert posterior_note(measured) in capsys.readouterr().err

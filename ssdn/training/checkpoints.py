@@ -22,7 +22,14 @@ from ssdn.errors import UserError
 if TYPE_CHECKING:
     from ssdn.training.module import DenoiserModule
 
-__all__ = ["CheckpointError", "load_denoiser", "read_checkpoint", "training_bit_depth", "training_intensity"]
+__all__ = [
+    "CheckpointError",
+    "load_denoiser",
+    "read_checkpoint",
+    "training_bit_depth",
+    "training_intensity",
+    "training_noise",
+]
 
 
 class CheckpointError(UserError, ValueError):
@@ -112,6 +119,13 @@ def training_intensity(state: dict[str, Any]) -> Intensity | None:
     depth = int(scale["bit_depth"])
     intensity = Intensity.from_record(scale, depth)
     return None if intensity == Intensity.of_depth(depth) else intensity
+
+
+def training_noise(state: dict[str, Any]) -> dict[str, float] | None:
+    """The training images' noise as measured before a noisy-only run (``ssdn.training.noise_check``), if
+    recorded: sigma, rho_01, rho_10, extent, channel_correlation."""
+    noise = state.get("ssdn_training_noise")
+    return {str(k): float(v) for k, v in noise.items()} if isinstance(noise, dict) else None
 
 
 def load_denoiser(checkpoint: str | Path, device: str | torch.device = "cpu") -> DenoiserModule:

@@ -142,6 +142,9 @@ class DenoiserModule(L.LightningModule):
         self._val_nll: list[Tensor] = []
         self._val_level: list[Tensor] = []
         self.val_noise_level: dict[str, float] = {}
+        #: the training images' noise as ``ssdn.training.noise_check`` measured it (noisy-only runs), kept in
+        #: checkpoints so that denoising can say when the posterior std rests on a broken assumption
+        self.training_noise: dict[str, float] | None = None
 
     @property
     def images_seen(self) -> int:
@@ -447,6 +450,9 @@ class DenoiserModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "pixel_scale"):
             checkpoint["ssdn_pixel_scale"] = datamodule.pixel_scale()
+        if self.training_noise is not None:
+            checkpoint["ssdn_training_noise"] = dict(self.training_noise)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.progress.load_state_dict(checkpoint.get("ssdn_progress", {}))
+        self.training_noise = checkpoint.get("ssdn_training_noise")

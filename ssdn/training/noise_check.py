@@ -35,6 +35,9 @@ class NoiseCheck:
 
     warning: str | None = None
     correlated_sigma: float | None = None
+    #: what was measured, as plain numbers for the checkpoint (``ssdn_training_noise``): sigma (8-bit), rho_01,
+    #: rho_10, extent (px) and channel_correlation; None when nothing could be measured
+    measured: dict[str, float] | None = None
 
 
 def blind_spot_check(images: Sequence[Tensor], blind_hole: int, pd_stride: int) -> NoiseCheck:
@@ -54,8 +57,15 @@ def blind_spot_check(images: Sequence[Tensor], blind_hole: int, pd_stride: int) 
         corr.extent,
     )
     sigma = None if corr.independent else corr.sigma
+    measured = {
+        "sigma": float(corr.sigma),
+        "rho_01": float(corr.at(0, 1)),
+        "rho_10": float(corr.at(1, 0)),
+        "extent": float(corr.extent),
+        "channel_correlation": float(corr.channel_correlation),
+    }
     if corr.extent <= covered_extent(blind_hole, pd_stride):
-        return NoiseCheck(correlated_sigma=sigma)
+        return NoiseCheck(correlated_sigma=sigma, measured=measured)
     return NoiseCheck(
         (
             f"the noise of the training images is spatially correlated over {corr.extent} px ({rho}; independent "
@@ -65,4 +75,19 @@ def blind_spot_check(images: Sequence[Tensor], blind_hole: int, pd_stride: int) 
             "(python -m ssdn.inspect FOLDER shows the details)"
         ),
         sigma,
+        measured,
+    )
+
+
+def posterior_note(measured: dict[str, float] | None) -> str | None:
+    """One line for ``--uncertainty`` when the model learnt from noise correlated between pixels: the posterior
+    std assumes independent noise, and on the simulated camera it covered fewer errors than it claims
+    (bench/README.md, camera_compare.py); None for independent or unmeasured noise."""
+    if not measured or measured.get("extent", 0.0) <= 0:
+        return None
+    return (
+        f"note: this model learnt from noise correlated between neighbouring pixels (rho(0,1) = "
+        f"{measured['rho_01']:.2f}, rho(1,0) = {measured['rho_10']:.2f}, over {measured['extent']:.0f} px); its "
+        "posterior std assumes pixel-independent noise and covered fewer errors than it claims on simulated "
+        "camera photos (README, camera photos): read the .std files as a lower bound on the error"
     )
