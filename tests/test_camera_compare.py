@@ -48,6 +48,7 @@ def test_rows_with_a_posterior_are_the_ssdn_ones_without_r3() -> None:
     assert (infer1.run, infer1.infer_hole, table["hole3-ch"].infer_hole) == ("hole3-ch", 1, None)
     assert table["hole3-ch"].overrides == ("method=ssdn", "method.blind_hole=3", "noise=gaussian_channels")
     assert table["pd5-r3-ch"].run == "pd5-ch" and "n2v-dense-ch" not in table
+    assert table["n2v-dense"].overrides == ("method=n2v_random_dense", "optim.lr=3e-4")
     assert table["pd5-r3"].run == table["pd5"].run  # R³ re-denoises the pd5 model, no second training
     assert table["best"].overrides == ("method=ssdn", "method.blind_hole=3", "method.pd_stride=2")
     best_r3 = table["best-r3"]
