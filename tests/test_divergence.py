@@ -1,14 +1,17 @@
-"""The divergence watch (ssdn.training.divergence): its rule on exact loss sequences, its checkpoint round trip,
-and the losses of real runs that did and did not diverge."""
+"""The divergence watch (ssdn.training.divergence): its rule on exact loss sequences shaped like real runs that
+did and did not diverge, its checkpoint round trip, and which runs are watched."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from omegaconf import OmegaConf
 
 from ssdn.training.divergence import SMOOTHING, START_STEPS, DivergenceWatch
+from ssdn.training.module import DenoiserModule
 from ssdn.training.progress import TrainingProgress
+from tests.conftest import compose_config
 
 
 def _feed(watch: DivergenceWatch, losses: list[float]) -> int | None:
@@ -90,3 +93,16 @@ def test_a_checkpoint_without_a_watch_measures_a_new_start() -> None:
     progress.divergence.update(1.0)
     progress.load_state_dict(state)
     assert progress.divergence == DivergenceWatch()
+
+
+def test_an_annealed_loss_is_not_watched() -> None:
+    """lp_anneal's |e|^p grows as p falls from 2 to 0.5: its values at different steps do not compare."""
+
+    def module(*overrides: str) -> DenoiserModule:
+        cfg = compose_config(*overrides, output_dir="unused")
+        return DenoiserModule(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+
+    assert module().stop_on_divergence
+    assert not module("train.stop_on_divergence=false").stop_on_divergence
+    annealed = module("+experiment/table3=impulse0_100-n2n")
+    assert annealed.method.objective.loss == "lp_anneal" and not annealed.stop_on_divergence

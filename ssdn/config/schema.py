@@ -581,7 +581,8 @@ class TrainConfig:
     images: int = 800
     minutes: float | None = None
     #: stop with one line naming optim.lr when the smoothed loss climbs back above its start
-    #: (``ssdn.training.divergence``); false trains on regardless
+    #: (``ssdn.training.divergence``; not for method.loss=lp_anneal, whose scale changes as it anneals); false
+    #: trains on regardless
     stop_on_divergence: bool = True
 
     def errors(self) -> list[str]:

@@ -34,6 +34,12 @@ class Objective(nn.Module, ABC):
     #: Whether it has a posterior, and so a per-pixel uncertainty (``outputs(..., uncertainty=True)``).
     has_posterior: bool = False
 
+    @property
+    def stationary_loss(self) -> bool:
+        """Whether the loss keeps its form all through training, so that its values at different steps compare
+        (``ssdn.training.divergence``); an annealed loss changes scale as it anneals."""
+        return True
+
     @abstractmethod
     def out_channels(self, channels: int) -> int:
         """Network output width for images with ``channels`` colour channels."""
@@ -127,6 +133,10 @@ class MeanObjective(Objective):
         if loss not in REGRESSION_LOSSES:
             raise ValueError(f"method.loss must be one of {REGRESSION_LOSSES}, got {loss!r}")
         self.loss = Loss(loss)
+
+    @property
+    def stationary_loss(self) -> bool:
+        return self.loss is not Loss.lp_anneal
 
     def out_channels(self, channels: int) -> int:
         return channels

@@ -134,8 +134,9 @@ class DenoiserModule(L.LightningModule):
         self.progress = TrainingProgress(self.seed, train.minutes)
         #: ``train.images``: the planned length of a crop-size curriculum's run
         self.planned_images = train.images
-        #: ``train.stop_on_divergence``: stop a run whose smoothed loss climbs back above its start
-        self.stop_on_divergence = train.stop_on_divergence
+        #: ``train.stop_on_divergence``: stop a run whose smoothed loss climbs back above its start (not for an
+        #: annealed loss, whose values at different steps do not compare)
+        self.stop_on_divergence = train.stop_on_divergence and self.method.objective.stationary_loss
         self.eval_bf16 = False  #: network precision of ``denoise`` when not given: fp32 unless asked
         self._val_psnr: dict[str, list[Tensor]] = {}
         self._val_panel: dict[str, Tensor] = {}
