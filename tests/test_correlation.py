@@ -219,6 +219,14 @@ def test_recommend_blind_region_from_the_extent() -> None:
     assert not rec.blind_spot_applies and (rec.blind_hole, rec.pd_stride) == (5, 3)
     assert [alt[-1] for alt in rec.alternatives] == ["method.blind_hole=5", "method.pd_stride=3"]
     assert json.loads(json.dumps(rec.to_dict()))["overrides"][1][-1] == "method.pd_stride=3"
+    # over 1 px: trained with the 3×3 square, denoised with the 1-pixel blind spot
+    white_n = rng.normal(size=(128, 128, 3))
+    pair = white_n + np.roll(white_n, 1, axis=0)  # [1, 1]⊗[1, 1]: ρ(0, 1) = 0.5, nothing beyond 1 px
+    near = noise_correlation([0.05 * (pair + np.roll(pair, 1, axis=1)) / 2])
+    assert near.extent == 1
+    rec = recommend(near, VarianceLine(0.0, 1e-3, 0.1, 0.9))
+    assert rec.alternatives[0][-2:] == ("method.blind_hole=3", "method.blind_hole_infer=1")
+    assert rec.alternatives[1][-1] == "method.pd_stride=2"
 
 
 # ---------------------------------------------------------------------------------------------- channels
