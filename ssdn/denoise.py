@@ -350,9 +350,10 @@ def _run(args: argparse.Namespace) -> int:
     checkpoint = read_checkpoint(args.checkpoint)
     trained_depth, default_axes = training_bit_depth(checkpoint), trained_axes(checkpoint)
     intensity = training_intensity(checkpoint)
-    std_note = posterior_note(training_noise(checkpoint)) if args.uncertainty else None
+    noise = training_noise(checkpoint)
     del checkpoint  # its weights: the module loads its own copy
     module = load_denoiser(args.checkpoint, args.device)
+    std_note = posterior_note(noise, module.infer_stride) if args.uncertainty else None
     _tiling(args, module.dims)
     _inference_hole(module, args.blind_hole)
     check_level_given(module, param)

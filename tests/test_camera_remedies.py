@@ -159,6 +159,9 @@ def test_the_posterior_note_is_for_correlated_noise_only() -> None:
     note = posterior_note(independent | {"rho_01": 0.214, "rho_10": 0.2, "extent": 1.0})
     assert note is not None and note.startswith("note: this model learnt from noise correlated")
     assert "rho(0,1) = 0.21, rho(1,0) = 0.20, over 1 px" in note and "lower bound" in note
+    correlated = independent | {"extent": 1.0}
+    assert posterior_note(correlated, infer_stride=2) is None  # sub-images 2 px apart: beyond the correlation
+    assert posterior_note(correlated | {"extent": 2.0}, infer_stride=2) is not None
 
 
 def test_export_refuses_a_pixel_shuffle_model_in_one_line() -> None:
@@ -194,8 +197,10 @@ def test_a_camera_remedy_trains_on_noisy_files_warns_and_denoises_with_r3(
     )
     assert Image.open(out / "p0.png").size == (128, 128)
     # the measurement travels with the model, and --uncertainty says what it means for the std
-    measured = read_checkpoint(ckpt)["ssdn_training_noise"]
+    plain = tmp_path / "plain" / "checkpoints" / "last.ckpt"
+    measured = read_checkpoint(plain)["ssdn_training_noise"]
     assert measured["extent"] >= 1 and measured["rho_01"] > 0.1
+    assert read_checkpoint(ckpt)["ssdn_training_noise"] == measured
     capsys.readouterr()
-    denoise_main([str(ckpt), str(folder / "p1.png"), "--out", str(out), "--uncertainty", "--device", "cpu"])
+    denoise_main([str(plain), str(folder / "p1.png"), "--out", str(out), "--uncertainty", "--device", "cpu"])
     assert posterior_note(measured) in capsys.readouterr().err

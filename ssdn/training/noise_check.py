@@ -79,15 +79,18 @@ def blind_spot_check(images: Sequence[Tensor], blind_hole: int, pd_stride: int) 
     )
 
 
-def posterior_note(measured: dict[str, float] | None) -> str | None:
+def posterior_note(measured: dict[str, float] | None, infer_stride: int = 1) -> str | None:
     """One line for ``--uncertainty`` when the model learnt from noise correlated between pixels: the posterior
-    std assumes independent noise, and on the simulated camera it covered fewer errors than it claims
-    (bench/README.md, camera_compare.py); None for independent or unmeasured noise."""
-    if not measured or measured.get("extent", 0.0) <= 0:
+    std assumes independent noise, and on the simulated camera it covered fewer errors than it claims with a
+    blind square or spot (bench/README.md, camera_compare.py). None for independent or unmeasured noise, and for
+    a model that denoises at a pixel-shuffle stride beyond the correlation (``infer_stride`` > extent): its
+    sub-images' pixels are nearly independent, and its std was close to honest there."""
+    if not measured or measured.get("extent", 0.0) <= 0 or infer_stride > measured["extent"]:
         return None
     return (
         f"note: this model learnt from noise correlated between neighbouring pixels (rho(0,1) = "
         f"{measured['rho_01']:.2f}, rho(1,0) = {measured['rho_10']:.2f}, over {measured['extent']:.0f} px); its "
         "posterior std assumes pixel-independent noise and covered fewer errors than it claims on simulated "
-        "camera photos (README, camera photos): read the .std files as a lower bound on the error"
+        "camera photos (README, camera photos): read the .std files as a lower bound on the error, or train "
+        "with method.pd_stride, whose std was close to honest there"
     )
