@@ -317,7 +317,7 @@ class DenoiserModule(L.LightningModule):
         if self.stop_on_divergence:
             diverged = finite and self.progress.divergence.update(float(loss.detach()))
             if self.trainer.strategy.reduce_boolean_decision(diverged, all=False):
-                self._stop_diverged()
+                self._stop_diverged(diverged)
 
         # Each DDP rank holds part of the global batch: log the mean over ranks (the single-process value).
         self.log("train/loss", loss.detach().float(), prog_bar=True, batch_size=n, sync_dist=True)
@@ -330,10 +330,11 @@ class DenoiserModule(L.LightningModule):
             )
         return loss.detach()
 
-    def _stop_diverged(self) -> None:
-        """One line for a run wrecked by its learning rate; the checkpoints saved before it are kept as they are."""
+    def _stop_diverged(self, here: bool) -> None:
+        """One line for a run wrecked by its learning rate (``here``: on this rank, else on another); the
+        checkpoints saved before it are kept as they are."""
         watch, lr = self.progress.divergence, self.optim.lr
-        what = watch.describe() if watch.start is not None else "another rank's loss rose above its start"
+        what = watch.describe() if here else "another rank's smoothed train/loss rose above its start"
         lower = float(f"{lr / 3:.1g}")
         raise TrainingDiverged(
             f"training diverged after {self.images_seen} images: {what}. optim.lr={lr:g} is too high for "
